@@ -1,0 +1,3 @@
+"""drsn-edge: Deep Residual Shrinkage Networks from vibration data to verified INT8 edge classifiers."""
+
+__version__ = "0.1.0"

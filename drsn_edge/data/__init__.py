@@ -1,0 +1,1 @@
+"""Vibration data: simulator, noise, importers, windowing and the dataset file."""

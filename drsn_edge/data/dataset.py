@@ -1,0 +1,210 @@
+"""The dataset file: one `.npz` (arrays only, loaded without pickle) plus a `.json` manifest beside it.
+
+Arrays
+  x          float32 [N, 1, L]  raw windows in the source unit (the model normalizes, see `normalize`)
+  y          int64   [N]        class index into `class_names`
+  noise      str     [N]        added-noise type per window: none | gaussian | laplacian | pink
+  snr_db     float32 [N]        SNR of the added noise in dB (NaN where noise is none)
+  recording  str     [N]        recording id; splits are by recording, never by window
+  split      str     [N]        train | val | test (| calib)
+Manifest (also stored inside the npz as `manifest_json`, so the npz alone is complete)
+  class_names, fs, window, normalization, source, generator, params, counts, sha256 (of the npz)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileio import atomic_path, sha256_file, write_json
+
+NOISE_TYPES = ("gaussian", "laplacian", "pink")
+SPLITS = ("train", "val", "test", "calib")
+NORMALIZATIONS = ("zscore",)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    fs: float
+    window: int
+    noise: np.ndarray
+    snr_db: np.ndarray
+    recording: np.ndarray
+    split: np.ndarray
+    normalization: str = "zscore"
+    source: str = "unknown"
+    generator: str = ""
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.x = np.asarray(self.x, dtype=np.float32)
+        self.y = np.asarray(self.y, dtype=np.int64)
+        self.noise = np.asarray(self.noise, dtype=str)
+        self.snr_db = np.asarray(self.snr_db, dtype=np.float32)
+        self.recording = np.asarray(self.recording, dtype=str)
+        self.split = np.asarray(self.split, dtype=str)
+        self.class_names = [str(c) for c in self.class_names]
+        self.fs = float(self.fs)
+        self.window = int(self.window)
+        validate(self)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, mask_or_index) -> "Dataset":
+        idx = np.asarray(mask_or_index)
+        return Dataset(
+            x=self.x[idx], y=self.y[idx], class_names=list(self.class_names), fs=self.fs,
+            window=self.window, noise=self.noise[idx], snr_db=self.snr_db[idx],
+            recording=self.recording[idx], split=self.split[idx],
+            normalization=self.normalization, source=self.source, generator=self.generator,
+            params=dict(self.params),
+        )
+
+    def select_split(self, *names: str) -> "Dataset":
+        return self.subset(np.isin(self.split, names))
+
+    def counts(self) -> dict:
+        out = {}
+        for s in SPLITS:
+            m = self.split == s
+            if m.any():
+                out[s] = {
+                    "windows": int(m.sum()),
+                    "recordings": int(len(np.unique(self.recording[m]))),
+                    "per_class": [int(((self.y == k) & m).sum()) for k in range(len(self.class_names))],
+                }
+        return out
+
+    def noise_grid(self) -> dict:
+        grid: dict[str, list[float]] = {}
+        for kind in np.unique(self.noise):
+            m = self.noise == kind
+            vals = sorted({float(v) for v in self.snr_db[m] if np.isfinite(v)})
+            grid[str(kind)] = vals
+        return grid
+
+    def manifest(self) -> dict:
+        return {
+            "format": "drsn-edge-dataset",
+            "format_version": FORMAT_VERSION,
+            "class_names": self.class_names,
+            "fs": self.fs,
+            "window": self.window,
+            "normalization": self.normalization,
+            "n": len(self),
+            "source": self.source,
+            "generator": self.generator,
+            "params": self.params,
+            "counts": self.counts(),
+            "noise_grid": self.noise_grid(),
+        }
+
+
+def validate(ds: Dataset) -> None:
+    n = ds.y.shape[0]
+    if ds.x.ndim != 3 or ds.x.shape[1] != 1:
+        raise InputError(f"dataset x must have shape [N, 1, L], got {list(ds.x.shape)}")
+    if ds.x.shape[0] != n:
+        raise InputError(f"dataset x has {ds.x.shape[0]} windows but y has {n} labels")
+    if ds.x.shape[2] != ds.window:
+        raise InputError(f"dataset windows are {ds.x.shape[2]} points but the manifest says {ds.window}")
+    for name in ("noise", "snr_db", "recording", "split"):
+        arr = getattr(ds, name)
+        if arr.shape != (n,):
+            raise InputError(f"dataset field '{name}' has shape {list(arr.shape)}, expected [{n}]")
+    if not ds.class_names:
+        raise InputError("dataset has no class names")
+    if n and (ds.y.min() < 0 or ds.y.max() >= len(ds.class_names)):
+        raise InputError(f"dataset labels must be in 0..{len(ds.class_names) - 1}")
+    if ds.fs <= 0 or not np.isfinite(ds.fs):
+        raise InputError(f"dataset sample rate must be positive, got {ds.fs}")
+    if ds.normalization not in NORMALIZATIONS:
+        raise InputError(f"unknown normalization '{ds.normalization}' (known: {', '.join(NORMALIZATIONS)})")
+    bad_split = set(np.unique(ds.split)) - set(SPLITS)
+    if bad_split:
+        raise InputError(f"unknown split name(s) {sorted(bad_split)}; use {', '.join(SPLITS)}")
+    bad_noise = set(np.unique(ds.noise)) - set(NOISE_TYPES) - {"none"}
+    if bad_noise:
+        raise InputError(f"unknown noise type(s) {sorted(bad_noise)}")
+    if not np.isfinite(ds.x).all():
+        raise InputError("dataset contains NaN or inf samples; clean the source signal first")
+    # Leakage guard: a recording belongs to exactly one split (calib may reuse training recordings).
+    owner: dict[str, str] = {}
+    for rec, sp in zip(ds.recording, ds.split):
+        if sp == "calib":
+            continue
+        prev = owner.setdefault(rec, sp)
+        if prev != sp:
+            raise InputError(f"recording '{rec}' appears in both '{prev}' and '{sp}' splits; split by recording")
+
+
+def normalize(x: np.ndarray, method: str = "zscore", eps: float = 1e-8) -> np.ndarray:
+    """Per-window normalization applied before the model (the device does the same)."""
+    if method != "zscore":
+        raise InputError(f"unknown normalization '{method}'")
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return ((x - mean) / (std + eps)).astype(np.float32)
+
+
+def manifest_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_dataset(ds: Dataset, path: str | Path) -> dict:
+    """Write `path` (.npz) and its manifest atomically; returns the manifest."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise InputError(f"dataset files end in .npz, got '{path.name}'")
+    man = ds.manifest()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, x=ds.x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, recording=ds.recording,
+                split=ds.split, manifest_json=np.array(json.dumps(man)),
+            )
+    man["sha256"] = sha256_file(path)
+    write_json(manifest_path(path), man)
+    return man
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"dataset '{path}' does not exist; make one with 'drsn-edge data synth' or 'data import'")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile/np errors: not a readable npz
+        raise InputError(f"'{path}' is not a readable dataset .npz ({type(exc).__name__}: {exc})") from exc
+    missing = {"x", "y", "manifest_json"} - set(arrays)
+    if missing:
+        raise InputError(f"'{path}' is not a drsn-edge dataset: missing {sorted(missing)}")
+    try:
+        man = json.loads(str(arrays["manifest_json"]))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{path}' has a corrupt manifest: {exc}") from exc
+    if man.get("format") != "drsn-edge-dataset":
+        raise InputError(f"'{path}' is not a drsn-edge dataset (format={man.get('format')!r})")
+    if int(man.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(f"'{path}' uses dataset format {man['format_version']}; upgrade drsn-edge")
+    n = arrays["y"].shape[0]
+    return Dataset(
+        x=arrays["x"], y=arrays["y"], class_names=man["class_names"], fs=man["fs"], window=man["window"],
+        noise=arrays.get("noise", np.full(n, "none")),
+        snr_db=arrays.get("snr_db", np.full(n, np.nan, dtype=np.float32)),
+        recording=arrays.get("recording", np.arange(n).astype(str)),
+        split=arrays.get("split", np.full(n, "test")),
+        normalization=man.get("normalization", "zscore"), source=man.get("source", "unknown"),
+        generator=man.get("generator", ""), params=man.get("params", {}),
+    )
