@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,8 +33,25 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def jsonable(obj):
+    """Plain JSON types from numpy scalars/arrays, paths and tuples; non-finite floats become None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:  # numpy scalars
+        return jsonable(obj.item())
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(path, (json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path, sha256_file, write_json
+from ..fileio import atomic_path, jsonable, sha256_file, write_json
 
 NOISE_TYPES = ("gaussian", "laplacian", "pink")
 SPLITS = ("train", "val", "test", "calib")
@@ -47,10 +47,10 @@ class Dataset:
     def __post_init__(self):
         self.x = np.asarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y, dtype=np.int64)
-        self.noise = np.asarray(self.noise, dtype=str)
+        self.noise = np.asarray(self.noise, dtype="<U16")
         self.snr_db = np.asarray(self.snr_db, dtype=np.float32)
         self.recording = np.asarray(self.recording, dtype=str)
-        self.split = np.asarray(self.split, dtype=str)
+        self.split = np.asarray(self.split, dtype="<U8")
         self.class_names = [str(c) for c in self.class_names]
         self.fs = float(self.fs)
         self.window = int(self.window)
@@ -62,7 +62,7 @@ class Dataset:
     def subset(self, mask_or_index) -> "Dataset":
         idx = np.asarray(mask_or_index)
         return Dataset(
-            x=self.x[idx], y=self.y[idx], class_names=list(self.class_names), fs=self.fs,
+            x=self.x[idx].copy(), y=self.y[idx], class_names=list(self.class_names), fs=self.fs,
             window=self.window, noise=self.noise[idx], snr_db=self.snr_db[idx],
             recording=self.recording[idx], split=self.split[idx],
             normalization=self.normalization, source=self.source, generator=self.generator,
@@ -138,13 +138,30 @@ def validate(ds: Dataset) -> None:
     if not np.isfinite(ds.x).all():
         raise InputError("dataset contains NaN or inf samples; clean the source signal first")
     # Leakage guard: a recording belongs to exactly one split (calib may reuse training recordings).
-    owner: dict[str, str] = {}
-    for rec, sp in zip(ds.recording, ds.split):
-        if sp == "calib":
-            continue
-        prev = owner.setdefault(rec, sp)
-        if prev != sp:
-            raise InputError(f"recording '{rec}' appears in both '{prev}' and '{sp}' splits; split by recording")
+    m = ds.split != "calib"
+    pairs = np.unique(np.stack([ds.recording[m], ds.split[m]]), axis=1) if m.any() else np.zeros((2, 0), str)
+    recs, counts = np.unique(pairs[0], return_counts=True)
+    if (counts > 1).any():
+        rec = recs[counts > 1][0]
+        where = sorted(pairs[1][pairs[0] == rec])
+        raise InputError(f"recording '{rec}' appears in both '{where[0]}' and '{where[1]}' splits; split by recording")
+
+
+def concat(parts: list[Dataset]) -> Dataset:
+    """Stack datasets that share classes, rate, window and normalization."""
+    if not parts:
+        raise InputError("nothing to concatenate")
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.class_names, p.fs, p.window, p.normalization) != (first.class_names, first.fs, first.window, first.normalization):
+            raise InputError("cannot combine datasets with different classes, sample rate, window or normalization")
+    return Dataset(
+        x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts]),
+        class_names=first.class_names, fs=first.fs, window=first.window,
+        noise=np.concatenate([p.noise for p in parts]), snr_db=np.concatenate([p.snr_db for p in parts]),
+        recording=np.concatenate([p.recording for p in parts]), split=np.concatenate([p.split for p in parts]),
+        normalization=first.normalization, source=first.source, generator=first.generator, params=first.params,
+    )
 
 
 def normalize(x: np.ndarray, method: str = "zscore", eps: float = 1e-8) -> np.ndarray:
@@ -171,7 +188,7 @@ def save_dataset(ds: Dataset, path: str | Path) -> dict:
         with open(tmp, "wb") as f:
             np.savez_compressed(
                 f, x=ds.x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, recording=ds.recording,
-                split=ds.split, manifest_json=np.array(json.dumps(man)),
+                split=ds.split, manifest_json=np.array(json.dumps(jsonable(man))),
             )
     man["sha256"] = sha256_file(path)
     write_json(manifest_path(path), man)
@@ -192,19 +209,21 @@ def load_dataset(path: str | Path) -> Dataset:
         raise InputError(f"'{path}' is not a drsn-edge dataset: missing {sorted(missing)}")
     try:
         man = json.loads(str(arrays["manifest_json"]))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{path}' has a corrupt manifest: {exc}") from exc
-    if man.get("format") != "drsn-edge-dataset":
-        raise InputError(f"'{path}' is not a drsn-edge dataset (format={man.get('format')!r})")
-    if int(man.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"'{path}' uses dataset format {man['format_version']}; upgrade drsn-edge")
-    n = arrays["y"].shape[0]
-    return Dataset(
-        x=arrays["x"], y=arrays["y"], class_names=man["class_names"], fs=man["fs"], window=man["window"],
-        noise=arrays.get("noise", np.full(n, "none")),
-        snr_db=arrays.get("snr_db", np.full(n, np.nan, dtype=np.float32)),
-        recording=arrays.get("recording", np.arange(n).astype(str)),
-        split=arrays.get("split", np.full(n, "test")),
-        normalization=man.get("normalization", "zscore"), source=man.get("source", "unknown"),
-        generator=man.get("generator", ""), params=man.get("params", {}),
-    )
+        if not isinstance(man, dict):
+            raise ValueError("manifest is not an object")
+        if man.get("format") != "drsn-edge-dataset":
+            raise InputError(f"'{path}' is not a drsn-edge dataset (format={man.get('format')!r})")
+        if int(man.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(f"'{path}' uses dataset format {man['format_version']}; upgrade drsn-edge")
+        n = arrays["y"].shape[0]
+        return Dataset(
+            x=arrays["x"], y=arrays["y"], class_names=man["class_names"], fs=man["fs"], window=man["window"],
+            noise=arrays.get("noise", np.full(n, "none")),
+            snr_db=arrays.get("snr_db", np.full(n, np.nan, dtype=np.float32)),
+            recording=arrays.get("recording", np.arange(n).astype(str)),
+            split=arrays.get("split", np.full(n, "test")),
+            normalization=man.get("normalization", "zscore"), source=man.get("source", "unknown"),
+            generator=man.get("generator", ""), params=man.get("params", {}),
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"'{path}' has a corrupt or incomplete manifest ({type(exc).__name__}: {exc})") from None

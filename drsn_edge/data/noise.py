@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .dataset import NOISE_TYPES
+from .dataset import NOISE_TYPES, Dataset, concat
 
 
 def _unit_noise(kind: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -35,7 +35,9 @@ def add_noise(x: np.ndarray, kind: str, snr_db, rng: np.random.Generator) -> np.
     pw = np.mean(w * w, axis=-1, keepdims=True)
     snr = np.asarray(snr_db, dtype=np.float64)
     if snr.ndim:
-        snr = snr.reshape(snr.shape + (1,))
+        if snr.size != int(np.prod(x.shape[:-1])):
+            raise InputError(f"one SNR per window expected ({int(np.prod(x.shape[:-1]))}), got {snr.size}")
+        snr = snr.reshape(x.shape[:-1] + (1,))
     w = w * np.sqrt(ps / (10.0 ** (snr / 10.0) * pw))
     return (x + w).astype(np.float32)
 
@@ -54,6 +56,8 @@ def parse_snr(text: str) -> list[float]:
             parts = [float(p) for p in text.split(":")]
             if len(parts) not in (2, 3):
                 raise ValueError
+            if not all(np.isfinite(parts)):
+                raise ValueError
             lo, hi = parts[0], parts[1]
             step = parts[2] if len(parts) == 3 else 1.0
             if step <= 0 or hi < lo:
@@ -61,7 +65,7 @@ def parse_snr(text: str) -> list[float]:
             n = int(np.floor((hi - lo) / step + 1e-9)) + 1
             return [round(lo + i * step, 6) for i in range(n)]
         vals = [float(p) for p in text.split(",") if p.strip()]
-        if not vals:
+        if not vals or not all(np.isfinite(vals)):
             raise ValueError
         return vals
     except ValueError:
@@ -82,3 +86,39 @@ def parse_noise(text: str) -> list[str]:
     if bad:
         raise InputError(f"unknown noise type(s) {bad}; use {', '.join(NOISE_TYPES)} or 'all'")
     return kinds
+
+
+def noise_sweep(ds: Dataset, kinds: list[str], snrs: list[float], seed: int = 0,
+                include_clean: bool = True) -> Dataset:
+    """Replicate every window once clean and once per (noise type, SNR) cell, with seeded noise."""
+    parts = []
+    if include_clean:
+        parts.append(ds)
+    rng = np.random.default_rng(seed)
+    for kind in kinds:
+        for snr in snrs:
+            noisy = ds.subset(np.arange(len(ds)))
+            noisy.x = add_noise(ds.x, kind, snr, rng)
+            noisy.noise = np.full(len(ds), kind)
+            noisy.snr_db = np.full(len(ds), snr, dtype=np.float32)
+            parts.append(noisy)
+    if not parts:
+        raise InputError("nothing to evaluate: no clean windows and no noise cells")
+    return concat(parts)
+
+
+def assign_noise(ds: Dataset, kinds: list[str], snrs: list[float], seed: int = 0) -> Dataset:
+    """Give every window one (noise type, SNR) cell, balanced over the grid and shuffled."""
+    if not kinds or not snrs:
+        raise InputError("assigning noise needs at least one noise type and one SNR")
+    rng = np.random.default_rng(seed)
+    cells = [(k, s) for k in kinds for s in snrs]
+    pick = rng.permutation(np.arange(len(ds)) % len(cells))
+    out = ds.subset(np.arange(len(ds)))
+    for ci, (kind, snr) in enumerate(cells):
+        m = pick == ci
+        if m.any():
+            out.x[m] = add_noise(ds.x[m], kind, snr, rng)
+            out.noise[m] = kind
+            out.snr_db[m] = snr
+    return out

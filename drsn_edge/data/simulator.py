@@ -90,8 +90,11 @@ def _draw_params(label: int, condition: str, rng: np.random.Generator) -> Record
     ranges = CONDITIONS[condition]
     name = CLASS_NAMES[label]
     sev = SEVERITY_MILS.get(name[-3:], 0) if label else 0
-    # impact amplitude grows with spall size but varies a lot between recordings (lognormal spread)
-    amp = 0.0 if label == 0 else 0.35 * (sev / 14.0) ** 0.6 * float(rng.lognormal(0.0, 0.45))
+    # Impact amplitude (g) depends on the fault location (transmission path: an outer-race defect sits in
+    # the load zone next to the sensor, ball defects strike weakly), grows only mildly with spall size
+    # and varies a lot between recordings, so severity cannot be read off amplitude alone.
+    base = {"IR": 0.9, "B": 0.45, "OR": 1.2}.get(name[:-3], 0.0)
+    amp = base * (sev / 14.0) ** 0.4 * float(rng.lognormal(0.0, 0.4)) if label else 0.0
     nh = 6
     harmonics = 0.06 * rng.lognormal(0.0, 0.5) / np.arange(1, nh + 1) ** rng.uniform(0.6, 1.4)
     harmonics[1] *= rng.uniform(0.5, 2.5)  # misalignment shows at 2×
@@ -204,15 +207,30 @@ def simulate_recording(p: RecordingParams, n_samples: int, fs: float, rng: np.ra
     return sig
 
 
-def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    n_val = int(round(n * fractions[1]))
-    n_test = int(round(n * fractions[2]))
-    if n >= 3:
-        n_val, n_test = max(n_val, 1 if fractions[1] > 0 else 0), max(n_test, 1 if fractions[2] > 0 else 0)
-    n_train = n - n_val - n_test
-    if n_train < (1 if fractions[0] > 0 else 0):
-        raise InputError(f"{n} recordings per class are too few for split {fractions}; add recordings")
-    return n_train, n_val, n_test
+def split_counts(n: int, fractions, what: str = "") -> tuple[int, ...]:
+    """Share n recordings among splits by largest remainder; every split with a non-zero fraction gets one.
+
+    Raises InputError when n is smaller than the number of non-zero splits (splits are by recording).
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    need = int((fr > 0).sum())
+    if n < need:
+        raise InputError(
+            f"{what + ': ' if what else ''}{n} recording(s) cannot fill {need} splits {tuple(fractions)}; "
+            "splits are by recording, never by window: add recordings or use a split like 1,0,0"
+        )
+    counts = (fr > 0).astype(np.int64)
+    rest = n - need
+    if rest:
+        ideal = fr / fr.sum() * n - counts
+        ideal = np.clip(ideal, 0, None)
+        base = np.floor(ideal / max(ideal.sum(), 1e-12) * rest).astype(np.int64) if ideal.sum() > 0 else np.zeros_like(counts)
+        counts += base
+        left = n - counts.sum()
+        order = np.argsort(-(ideal - base + (fr > 0) * 1e-9), kind="stable")
+        for i in order[:left]:
+            counts[i] += 1
+    return tuple(int(c) for c in counts)
 
 
 def synthesize(
@@ -237,9 +255,11 @@ def synthesize(
         raise InputError("windows per class must be at least 1")
     if window < 64:
         raise InputError(f"window must be at least 64 points, got {window}")
-    if abs(sum(split) - 1.0) > 1e-6 or min(split) < 0:
-        raise InputError(f"split fractions must be ≥ 0 and sum to 1, got {split}")
-    r = recordings_per_class or max(1, windows_per_class // 5)
+    if len(split) != 3 or abs(sum(split) - 1.0) > 1e-6 or min(split) < 0:
+        raise InputError(f"split takes three fractions (train, val, test) ≥ 0 that sum to 1, got {split}")
+    if recordings_per_class is not None and recordings_per_class < 1:
+        raise InputError(f"recordings per class must be at least 1, got {recordings_per_class}")
+    r = recordings_per_class or max(3, windows_per_class // 5)
     r = min(r, windows_per_class)
     rng = np.random.default_rng(seed)
     xs, ys, recs, splits = [], [], [], []
@@ -248,7 +268,7 @@ def synthesize(
         label = CLASS_NAMES.index(cname)
         per_rec = np.full(r, windows_per_class // r)
         per_rec[: windows_per_class % r] += 1
-        counts = _split_counts(r, split)
+        counts = split_counts(r, split, what=f"class {cname}")
         rec_split = np.repeat(np.arange(3), counts)
         rec_split = rec_split[rng.permutation(r)]
         for ri in range(r):

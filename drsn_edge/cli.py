@@ -1,0 +1,302 @@
+"""The `drsn-edge` command line. It only parses options, calls one library function and prints the
+result (a table for people, one JSON object with --json). Heavy modules are imported inside commands
+so that `drsn-edge --help` stays fast and never imports torch."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import __version__
+from . import ui
+
+SPLIT_HELP = "train,val,test fractions of recordings per class"
+
+
+def _json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")(f)
+
+
+def _show_progress(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty() and not os.environ.get("DRSN_EDGE_NO_PROGRESS")
+
+
+def _split(text: str) -> tuple[float, float, float]:
+    from .errors import InputError
+
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise InputError(f"--split takes three fractions like 0.7,0.15,0.15, got '{text}'")
+    return vals
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="drsn-edge")
+def main():
+    """drsn-edge: Deep Residual Shrinkage Networks from vibration data to verified INT8 edge classifiers.
+
+    Shell completion (bash): eval "$(_DRSN_EDGE_COMPLETE=bash_source drsn-edge)"
+    """
+
+
+# ---------------------------------------------------------------- data
+@main.group()
+def data():
+    """Make, import and inspect vibration datasets (.npz + .json manifest)."""
+
+
+def _noise_options(f):
+    f = click.option("--noise-mode", type=click.Choice(["assign", "sweep"]), default="assign", show_default=True,
+                     help="assign: one random noise cell per window; sweep: every window clean and in every cell.")(f)
+    f = click.option("--snr", default=None, help="SNR in dB: a value (0), a list (-5,0,5) or a range (-5:5[:step]).")(f)
+    f = click.option("--noise", default="none", show_default=True,
+                     help="Added noise: gaussian,laplacian,pink, 'all' or 'none'.")(f)
+    return f
+
+
+@data.command("synth")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
+@click.option("--windows-per-class", default=500, show_default=True, type=int)
+@click.option("--recordings-per-class", default=None, type=int, help="Default: windows-per-class / 5.")
+@click.option("--classes", default=None, help="Comma-separated subset of the 10 classes (default: all).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
+              help="shifted: speeds, loads, resonances and damping outside the nominal ranges.")
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@_noise_options
+@_json_option
+def data_synth(out, windows_per_class, recordings_per_class, classes, seed, condition, split, noise, snr,
+               noise_mode, as_json):
+    """Simulate rolling-bearing vibration (CWRU-like, 12 kHz, 2048-point windows)."""
+    with ui.fail_cleanly(as_json):
+        from .data.build import synth
+        from .data.noise import parse_noise, parse_snr
+
+        kinds = parse_noise(noise)
+        snrs = parse_snr(snr) if snr is not None else None
+        cls = [c.strip() for c in classes.split(",")] if classes else None
+        with ui.progress_bar(_show_progress(as_json), "simulating classes") as adv:
+            res = synth(out, windows_per_class=windows_per_class, recordings_per_class=recordings_per_class,
+                        classes=cls, seed=seed, condition=condition, split=_split(split), noise=kinds, snr=snrs,
+                        noise_mode=noise_mode, progress=lambda i, n: adv(i, n))
+        _print_dataset(res, as_json, f"wrote {res['out']}")
+
+
+@data.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
+@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (required for .mat/.csv/.npy; WAV has its own).")
+@click.option("--target-fs", type=float, default=12000.0, show_default=True, help="Resample to this rate.")
+@click.option("--window", type=int, default=2048, show_default=True)
+@click.option("--hop", type=int, default=None, help="Window hop in points (default: the window, no overlap).")
+@click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default="DE", show_default=True,
+              help="CWRU .mat accelerometer: drive end, fan end or base.")
+@click.option("--column", default=None, help="CSV column (name or index), NPZ key or WAV channel.")
+@click.option("--labels", "label_map", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON or CSV map of file-name pattern → class (default: parent folder name).")
+@click.option("--classes", default=None, help="Comma-separated class order (default: sorted labels).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@_noise_options
+@_json_option
+def data_import(sources, out, fs, target_fs, window, hop, channel, column, label_map, classes, seed, split,
+                noise, snr, noise_mode, as_json):
+    """Import CWRU .mat, CSV, NPY/NPZ or WAV recordings (one file = one recording)."""
+    with ui.fail_cleanly(as_json):
+        from .data.build import import_files
+        from .data.noise import parse_noise, parse_snr
+
+        kinds = parse_noise(noise)
+        snrs = parse_snr(snr) if snr is not None else None
+        with ui.progress_bar(_show_progress(as_json), "importing files") as adv:
+            res = import_files(
+                out, sources, fs=fs, target_fs=target_fs, window=window, hop=hop, channel=channel, column=column,
+                label_map=label_map, class_names=[c.strip() for c in classes.split(",")] if classes else None,
+                split=_split(split), seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
+                progress=lambda i, n: adv(i, n))
+        _print_dataset(res, as_json, f"wrote {res['out']}")
+
+
+@data.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_json_option
+def data_info(path, as_json):
+    """Summarize a dataset: classes, counts, sample rate, window, splits, noise grid."""
+    with ui.fail_cleanly(as_json):
+        from .data.build import info
+
+        _print_dataset(info(path), as_json, str(path))
+
+
+def _print_dataset(man: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        ui.emit_json(man)
+        return
+    con = ui.console()
+    con.print(f"[bold]{title}[/bold]  source={man['source']}  fs={man['fs']:g} Hz  window={man['window']}  "
+              f"windows={man['n']}  normalization={man['normalization']}")
+    splits = list(man["counts"])
+    rows = [[name] + [man["counts"][s]["per_class"][i] for s in splits] for i, name in enumerate(man["class_names"])]
+    rows.append(["recordings"] + [man["counts"][s]["recordings"] for s in splits])
+    rows.append(["windows"] + [man["counts"][s]["windows"] for s in splits])
+    con.print(ui.table("windows per class and split", ["class"] + splits, rows))
+    grid = {k: v for k, v in man["noise_grid"].items() if k != "none"}
+    if grid:
+        con.print("noise grid: " + "; ".join(f"{k}: {min(v):g}..{max(v):g} dB ({len(v)} levels)" for k, v in grid.items()))
+    else:
+        con.print("noise grid: clean (no added noise)")
+
+
+# ---------------------------------------------------------------- models, train, evaluate
+@main.command("models")
+@_json_option
+def models_cmd(as_json):
+    """List the shipped pretrained bundles and the registered architectures."""
+    with ui.fail_cleanly(as_json):
+        from .bundle import shipped_models
+        from .models import ARCHITECTURES
+
+        shipped = shipped_models()
+        archs = [{"name": k, "description": v[1]} for k, v in ARCHITECTURES.items()]
+        if as_json:
+            ui.emit_json({"shipped": shipped, "architectures": archs})
+            return
+        con = ui.console()
+        rows = [[m["name"] + (" (default)" if m["default"] else ""), m["arch"], m["classes"], f"{m['fs']:g}",
+                 m["window"], ui.pct(m["metrics"].get("clean_accuracy")), ui.pct(m["metrics"].get("accuracy_0db"))]
+                for m in shipped]
+        con.print(ui.table("shipped models", ["name", "arch", "classes", "fs", "window", "clean %", "0 dB %"], rows))
+        for m in shipped:
+            if m.get("reproduce"):
+                con.print(f"reproduce {m['name']}: [cyan]{m['reproduce']}[/cyan]")
+        con.print(ui.table("architectures", ["name", "description"], [[a["name"], a["description"]] for a in archs]))
+
+
+@main.command("train")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset .npz with train and val splits.")
+@click.option("--arch", default="drsn-cw", show_default=True, help="Architecture (see `drsn-edge models`).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--batch", default=128, show_default=True, type=int, help="Global batch size (split over processes).")
+@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial LR; ×0.1 at 40 % and 80 % of the epochs.")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
+@click.option("--width", default=1.0, show_default=True, type=float, help="Channel multiplier (1 = paper: 4/8/16).")
+@click.option("--depth", default=4, show_default=True, type=int, help="Units per stage (4 = paper).")
+@click.option("--noise", default="all", show_default=True, help="Augmentation noise types, or 'none'.")
+@click.option("--snr-range", default="-5:5", show_default=True, help="Augmentation SNR range lo:hi in dB.")
+@click.option("--clean-fraction", default=0.2, show_default=True, type=float, help="Share of windows kept clean per epoch.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt.")
+@click.option("--nproc", default=1, show_default=True, type=int,
+              help="Train with N processes (PyTorch DDP over gloo, launched through torchrun).")
+@_json_option
+def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
+              seed, resume, nproc, as_json):
+    """Train a model with the paper's recipe and on-the-fly noise augmentation."""
+    with ui.fail_cleanly(as_json):
+        from .data.noise import parse_noise
+        from .errors import InputError
+
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            from .distributed import relaunch_with_torchrun
+
+            sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
+        lo_hi = snr_range.split(":")
+        try:
+            snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
+        except (ValueError, IndexError):
+            raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
+        from .train import TrainConfig, train
+
+        cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
+                          weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
+                          snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
+        rank0 = int(os.environ.get("RANK", 0)) == 0
+        with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
+            state = {}
+
+            def on_event(event, **info):
+                if event == "start":
+                    state.update(info)
+                    adv(info["start_epoch"] * info["steps"], info["epochs"] * info["steps"])
+                elif event == "step":
+                    adv(info["epoch"] * state["steps"] + info["step"],
+                        info=f"epoch {info['epoch'] + 1}/{state['epochs']} loss {info['loss']:.3f} acc {100 * info['acc']:.1f}%")
+                elif event == "epoch" and not _show_progress(as_json) and not as_json and rank0:
+                    print(f"epoch {info['epoch']}/{state['epochs']}: loss {info['loss']:.4f} "
+                          f"train {100 * info['train_acc']:.2f}% val {100 * info['val_acc']:.2f}% "
+                          f"(best {100 * info['best_val_acc']:.2f}%)", file=sys.stderr, flush=True)
+
+            summary = train(cfg, progress=on_event)
+        if not rank0:
+            return
+        if as_json:
+            ui.emit_json(summary)
+        else:
+            con = ui.console()
+            con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
+                ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+                ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
+                ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
+                ["processes", summary["world_size"]]]))
+
+
+@main.command("evaluate")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Dataset .npz (default: freshly simulated recordings the model never saw).")
+@click.option("--split", default="test", show_default=True, help="Split(s) to evaluate, comma-separated, or 'all'.")
+@click.option("--noise", default=None, help="Sweep every window over these noise types ('all'); default with no --data: all.")
+@click.option("--snr", default=None, help="SNRs of the sweep in dB (default with no --data: -5:5).")
+@click.option("--windows-per-class", default=40, show_default=True, type=int, help="Size of the simulated test set.")
+@click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
+              help="Operating conditions of the simulated test set.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write confusion matrix + accuracy-vs-SNR (PNG).")
+@_json_option
+def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, seed, plot, as_json):
+    """Accuracy overall, per class and per noise type × SNR (MODEL: a .drsn; default: the shipped model)."""
+    with ui.fail_cleanly(as_json):
+        from .data.noise import parse_noise, parse_snr
+        from .evaluate import run_evaluation
+
+        if data is None:
+            noise = noise or "all"
+            snr = snr or "-5:5"
+        kinds = parse_noise(noise) if noise else None
+        snrs = parse_snr(snr) if snr else None
+        rep = run_evaluation(model, data, kinds, snrs, seed=seed, split=split,
+                             windows_per_class=windows_per_class, condition=condition, plot=plot)
+        if as_json:
+            ui.emit_json(rep)
+            return
+        _print_evaluation(rep)
+
+
+def _print_evaluation(rep: dict) -> None:
+    con = ui.console()
+    con.print(f"[bold]{rep['model']['arch']}[/bold] ({rep['model']['path']}) on {rep['data']}: "
+              f"accuracy [bold]{ui.pct(rep['accuracy'])} %[/bold] over {rep['n']} windows")
+    con.print(ui.table("per class", ["class", "accuracy %"], [[k, ui.pct(v)] for k, v in rep["per_class"].items()]))
+    noisy = {k: v for k, v in rep["per_snr"].items() if k != "none"}
+    if noisy:
+        snrs = sorted({s for cells in noisy.values() for s in cells}, key=float)
+        rows = [[k] + [ui.pct(cells.get(s)) for s in snrs] for k, cells in sorted(noisy.items())]
+        con.print(ui.table("accuracy % per noise type × SNR (dB)", ["noise"] + snrs, rows))
+        if "none" in rep["per_snr"]:
+            con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
+                      f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
+    names = rep["class_names"]
+    con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
+                       [[n] + row for n, row in zip(names, rep["confusion"])]))
+    if rep.get("plot"):
+        con.print(f"plot: {rep['plot']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

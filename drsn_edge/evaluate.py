@@ -1,0 +1,153 @@
+"""Accuracy of a model on a dataset: overall, per class, per noise type × SNR, confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data.dataset import Dataset, normalize
+from .data.noise import noise_sweep
+from .errors import InputError
+
+
+def predict_logits(model, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Run a torch model on already-normalized windows [N,1,L] and return float32 logits."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def accuracy_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str],
+                    noise: np.ndarray, snr_db: np.ndarray) -> dict:
+    """Accuracy overall, per class and per noise × SNR cell, plus the confusion matrix (rows = truth)."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    k = len(class_names)
+    n = int(len(y_true))
+    if n == 0:
+        raise InputError("no windows to evaluate")
+    conf = np.zeros((k, k), dtype=np.int64)
+    np.add.at(conf, (y_true, y_pred), 1)
+    correct = y_true == y_pred
+    per_class = {}
+    for i, name in enumerate(class_names):
+        m = y_true == i
+        if m.any():
+            per_class[name] = float(correct[m].mean())
+    per_snr: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for kind in sorted(set(np.asarray(noise).tolist())):
+        mk = noise == kind
+        if kind == "none":
+            per_snr.setdefault("none", {})["clean"] = float(correct[mk].mean())
+            counts.setdefault("none", {})["clean"] = int(mk.sum())
+            continue
+        for snr in sorted({float(s) for s in snr_db[mk]}):
+            m = mk & (snr_db == snr)
+            key = f"{snr:g}"
+            per_snr.setdefault(kind, {})[key] = float(correct[m].mean())
+            counts.setdefault(kind, {})[key] = int(m.sum())
+    return {
+        "accuracy": float(correct.mean()),
+        "n": n,
+        "per_class": per_class,
+        "per_snr": per_snr,
+        "per_snr_n": counts,
+        "class_names": list(class_names),
+        "confusion": conf.tolist(),
+    }
+
+
+def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: list[float] | None = None,
+             seed: int = 0, include_clean: bool = True, splits: tuple[str, ...] | None = ("test",)) -> dict:
+    """Evaluate a loaded bundle on a dataset. With noise kinds + SNRs, every window is swept over the grid."""
+    check_compatible(bundle.meta, ds)
+    if splits:
+        present = set(np.unique(ds.split))
+        if present & set(splits):
+            ds = ds.select_split(*splits)
+    if noise_kinds and snrs:
+        ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
+    logits = predict_logits(bundle.model, normalize(ds.x, bundle.normalization))
+    report = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
+    report["model"] = {"arch": bundle.arch, "classes": len(bundle.class_names)}
+    return report
+
+
+def check_compatible(meta: dict, ds: Dataset) -> None:
+    """Refuse a dataset whose classes, sample rate or window differ from the model's."""
+    if list(ds.class_names) != list(meta["class_names"]):
+        raise InputError(
+            f"dataset classes {ds.class_names} differ from the model's {meta['class_names']}; "
+            "re-import the data with the model's label map"
+        )
+    if abs(float(ds.fs) - float(meta["fs"])) > 1e-6:
+        raise InputError(f"dataset sample rate {ds.fs:g} Hz differs from the model's {meta['fs']:g} Hz; resample on import")
+    if int(ds.window) != int(meta["window"]):
+        raise InputError(f"dataset window {ds.window} differs from the model's {meta['window']}")
+    if ds.normalization != meta["normalization"]:
+        raise InputError(f"dataset normalization {ds.normalization} differs from the model's {meta['normalization']}")
+
+
+def grid_mean(report: dict) -> float | None:
+    """Mean accuracy over the noisy cells (each noise type × SNR weighted equally)."""
+    vals = [v for kind, cells in report["per_snr"].items() if kind != "none" for v in cells.values()]
+    return float(np.mean(vals)) if vals else None
+
+
+def resolve_model(path=None):
+    """Load a bundle, or the shipped default when no path is given."""
+    from .bundle import default_model_path, load_bundle
+
+    if path is None:
+        path = default_model_path()
+        if not path.exists():
+            raise InputError("the shipped default model is missing from this installation; reinstall drsn-edge or pass a .drsn file")
+    return load_bundle(path), str(path)
+
+
+def fresh_test_set(meta: dict, windows_per_class: int, seed: int, condition: str = "nominal") -> Dataset:
+    """Simulated recordings the shipped model never saw (own seed), with the model's classes."""
+    from .data.simulator import CLASS_NAMES, synthesize
+
+    unknown = [c for c in meta["class_names"] if c not in CLASS_NAMES]
+    if unknown:
+        raise InputError(f"the model's classes {unknown} are not simulated; pass --data with labelled windows")
+    return synthesize(windows_per_class=windows_per_class, classes=meta["class_names"], seed=seed,
+                      condition=condition, split=(0.0, 0.0, 1.0), fs=meta["fs"], window=meta["window"])
+
+
+def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, split="test",
+                   windows_per_class=40, condition="nominal", plot=None) -> dict:
+    """The `evaluate` command: load, pick or simulate data, evaluate, optionally plot."""
+    import time
+
+    from .data.dataset import load_dataset
+
+    t0 = time.perf_counter()
+    bundle, model_path = resolve_model(model)
+    if data is None:
+        ds = fresh_test_set(bundle.meta, windows_per_class, seed=100_000 + seed, condition=condition)
+        source = f"simulated ({condition}, {windows_per_class} windows/class, seed {100_000 + seed})"
+    else:
+        ds = load_dataset(data)
+        source = str(data)
+    splits = tuple(s for s in split.split(",") if s) if split and split != "all" else None
+    if splits and not set(splits) & set(np.unique(ds.split)):
+        raise InputError(f"dataset has no {'/'.join(splits)} windows; choose --split from {sorted(set(ds.split))} or all")
+    report = evaluate(bundle, ds, noise_kinds, snrs, seed=seed, splits=splits)
+    report["model"]["path"] = model_path
+    report["data"] = source
+    report["grid_mean_accuracy"] = grid_mean(report)
+    report["wall_s"] = time.perf_counter() - t0
+    if plot:
+        from .plots import evaluation_figure
+
+        report["plot"] = str(evaluation_figure(report, plot, title=f"{bundle.arch} on {source}"))
+    return report

@@ -1,0 +1,242 @@
+"""Training with the paper's recipe and on-the-fly noise augmentation.
+
+Recipe (Zhao et al. 2020): SGD momentum 0.9, LR 0.1 → 0.01 → 0.001 over 40 % / 40 % / 20 % of the
+epochs, L2 1e-4, batch 128. Each epoch every training window gets a fresh random noise type and SNR
+(some stay clean). The best epoch on a fixed noisy validation set is kept. Launched by torchrun it
+trains with DistributedDataParallel (gloo on CPU); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.dataset import Dataset, NOISE_TYPES, load_dataset, normalize
+from .data.noise import add_noise
+from .errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    arch: str = "drsn-cw"
+    epochs: int = 100
+    batch: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[float, float] = (0.4, 0.8)
+    noise: tuple[str, ...] = NOISE_TYPES
+    snr_min: float = -5.0
+    snr_max: float = 5.0
+    clean_fraction: float = 0.2
+    width: float = 1.0
+    depth: int = 4
+    seed: int = 0
+    resume: bool = False
+    max_train_windows: int | None = None
+    val_windows: int = 1500
+    threads: int | None = None
+    extra_meta: dict = field(default_factory=dict)
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, kinds, snr_min: float, snr_max: float,
+            clean_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give each window a random noise type and SNR (or none). Returns (noisy x, kind, snr)."""
+    n = len(x)
+    kind = np.full(n, "none", dtype=object)
+    snr = np.full(n, np.nan, dtype=np.float32)
+    out = x.copy()
+    if not kinds:
+        return out, kind.astype(str), snr
+    noisy = rng.random(n) >= clean_fraction
+    choice = rng.integers(len(kinds), size=n)
+    values = rng.uniform(snr_min, snr_max, size=n).astype(np.float32)
+    for i, k in enumerate(kinds):
+        m = noisy & (choice == i)
+        if m.any():
+            out[m] = add_noise(x[m], k, values[m][:, None], rng)
+            kind[m] = k
+            snr[m] = values[m]
+    return out, kind.astype(str), snr
+
+
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _lr_at(epoch: int, cfg: TrainConfig) -> float:
+    e1 = math.ceil(cfg.milestones[0] * cfg.epochs)
+    e2 = math.ceil(cfg.milestones[1] * cfg.epochs)
+    return cfg.lr * (1.0 if epoch < e1 else 0.1 if epoch < e2 else 0.01)
+
+
+def _validate_config(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise InputError("epochs must be at least 1")
+    if cfg.batch < 2:
+        raise InputError("batch must be at least 2 (BatchNorm needs more than one window)")
+    if not (0 <= cfg.clean_fraction <= 1):
+        raise InputError("clean fraction must be in 0..1")
+    if cfg.snr_min > cfg.snr_max:
+        raise InputError(f"SNR range {cfg.snr_min}..{cfg.snr_max} is empty")
+    bad = [k for k in cfg.noise if k not in NOISE_TYPES]
+    if bad:
+        raise InputError(f"unknown noise type(s) {bad}; use {', '.join(NOISE_TYPES)}")
+    if not Path(cfg.out).suffix == ".drsn":
+        raise InputError(f"model bundles end in .drsn, got '{cfg.out}'")
+
+
+def fixed_validation_set(val: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Validation windows, a part clean and the rest with fixed seeded noise across the SNR range."""
+    rng = np.random.default_rng(cfg.seed + 7919)
+    if len(val) > cfg.val_windows:
+        val = val.subset(np.sort(rng.choice(len(val), cfg.val_windows, replace=False)))
+    x, _, _ = augment(val.x, rng, list(cfg.noise), cfg.snr_min, cfg.snr_max, cfg.clean_fraction)
+    return normalize(x, val.normalization), val.y
+
+
+def train(cfg: TrainConfig, progress=None) -> dict:
+    """Train and write the best model as a .drsn bundle. `progress(event, **info)` receives updates."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn import functional as F
+
+    from .bundle import make_meta, save_bundle
+    from .evaluate import predict_logits
+    from .fileio import sha256_file
+    from .models import count_parameters, create_model
+
+    _validate_config(cfg)
+    rank, world = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    progress = progress if (progress and rank == 0) else (lambda *a, **k: None)
+
+    ds = load_dataset(cfg.data)
+    train_ds = ds.select_split("train")
+    val_ds = ds.select_split("val")
+    if len(train_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'train' split")
+    if len(np.unique(train_ds.y)) < len(ds.class_names):
+        raise InputError("the train split lacks some classes; every class needs training windows")
+    if len(val_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'val' split (needed to pick the best epoch)")
+    if cfg.max_train_windows and len(train_ds) > cfg.max_train_windows:
+        pick = np.random.default_rng(cfg.seed).choice(len(train_ds), cfg.max_train_windows, replace=False)
+        train_ds = train_ds.subset(np.sort(pick))
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, classes=len(ds.class_names), width=cfg.width, depth=cfg.depth)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    ckpt_path = Path(cfg.out).with_suffix(".resume.pt")
+    start_epoch, best_acc, best_state, history = 0, -1.0, None, []
+    if cfg.resume:
+        if not ckpt_path.exists():
+            raise InputError(f"cannot resume: no checkpoint '{ckpt_path}' (train without --resume first)")
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("arch") != cfg.arch:
+            raise InputError(f"checkpoint is for {ck.get('arch')}, not {cfg.arch}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, best_acc, best_state = int(ck["epoch"]), float(ck["best_acc"]), ck["best_state"]
+        history = json.loads(ck["history"])
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    xv, yv = fixed_validation_set(val_ds, cfg)
+    n = len(train_ds)
+    local_batch = max(2, cfg.batch // world)
+    steps = n // (local_batch * world)
+    if steps < 1:
+        raise InputError(f"{n} training windows are fewer than one batch of {cfg.batch}; lower --batch")
+    progress("start", epochs=cfg.epochs, steps=steps, start_epoch=start_epoch, windows=n,
+             params=count_parameters(model), world=world)
+    t0 = time.perf_counter()
+    seen = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(epoch, cfg)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(n)[: steps * local_batch * world]
+        mine = order.reshape(steps, world, local_batch)[:, rank, :]
+        # each rank augments only its own windows, with its own stream
+        rrng = np.random.default_rng([cfg.seed, epoch, rank])
+        flat = mine.reshape(-1)
+        xa, _, _ = augment(train_ds.x[flat], rrng, list(cfg.noise), cfg.snr_min, cfg.snr_max, cfg.clean_fraction)
+        xa = torch.from_numpy(normalize(xa, train_ds.normalization)).view(steps, local_batch, 1, -1)
+        ya = torch.from_numpy(train_ds.y[flat]).view(steps, local_batch)
+        net.train()
+        loss_sum, correct, count = 0.0, 0, 0
+        for s in range(steps):
+            logits = net(xa[s])
+            loss = F.cross_entropy(logits, ya[s])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(ya[s])
+            correct += int((logits.detach().argmax(1) == ya[s]).sum())
+            count += len(ya[s])
+            progress("step", epoch=epoch, step=s + 1, loss=loss_sum / count, acc=correct / count)
+        seen += count * world
+        val_acc = float((predict_logits(model, xv).argmax(1) == yv).mean())
+        rec = {"epoch": epoch + 1, "lr": _lr_at(epoch, cfg), "loss": loss_sum / count,
+               "train_acc": correct / count, "val_acc": val_acc}
+        history.append(rec)
+        if val_acc > best_acc:
+            best_acc = val_acc
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if rank == 0:
+            _save_checkpoint(ckpt_path, cfg, model, opt, epoch + 1, best_acc, best_state, history)
+        progress("epoch", **rec, best_val_acc=best_acc)
+    elapsed = time.perf_counter() - t0
+    if best_state is None:  # resumed a finished run
+        best_state = model.state_dict()
+    model.load_state_dict(best_state)
+    model.eval()
+    summary = {
+        "arch": cfg.arch,
+        "out": str(cfg.out),
+        "epochs": cfg.epochs,
+        "best_val_acc": best_acc,
+        "best_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]) if history else None,
+        "train_windows": n,
+        "wall_s": elapsed,
+        "windows_per_s": seen / elapsed if elapsed > 0 else None,
+        "world_size": world,
+        "params": count_parameters(model),
+    }
+    if rank == 0:
+        recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_meta", "threads")}
+        meta = make_meta(
+            model, ds.class_names, ds.fs, ds.window, ds.normalization,
+            training={"recipe": recipe, "data_sha256": sha256_file(cfg.data), "data_source": ds.source,
+                      "history": history, "world_size": world},
+            metrics={"best_val_acc": best_acc},
+            **cfg.extra_meta,
+        )
+        save_bundle(model, meta, cfg.out)
+        if ckpt_path.exists():
+            ckpt_path.unlink()
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _save_checkpoint(path, cfg, model, opt, epoch, best_acc, best_state, history) -> None:
+    import torch
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"arch": cfg.arch, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "best_acc": best_acc, "best_state": best_state, "history": json.dumps(history)}, tmp)
