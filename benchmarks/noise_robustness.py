@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--windows-per-class", type=int, default=1000)
     ap.add_argument("--recordings-per-class", type=int, default=200)
     ap.add_argument("--test-windows-per-class", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=2, help="parallel trainings (1 thread each when > 1)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel trainings")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per training (default: cores / jobs)")
     ap.add_argument("--out", default="benchmarks/results/noise_robustness.json")
     ap.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     a = ap.parse_args(argv)
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     save_dataset(synthesize(a.test_windows_per_class, max(2, a.test_windows_per_class // 5), seed=3,
                             condition="shifted", split=(0, 0, 1)), paths["shifted"])
     archs = a.archs.split(",")
-    threads = 1 if a.jobs > 1 else max(1, os.cpu_count() or 1)
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
     jobs = [{"arch": ar, "seed": s, "epochs": a.epochs, "threads": threads, "workdir": str(work),
              **{k: str(v) for k, v in paths.items()}} for s in range(a.seeds) for ar in archs]
     print(f"{len(jobs)} trainings: {a.epochs} epochs on {int(0.7 * a.windows_per_class)} windows/class "
