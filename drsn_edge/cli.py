@@ -298,5 +298,153 @@ def _print_evaluation(rep: dict) -> None:
         con.print(f"plot: {rep['plot']}")
 
 
+# ---------------------------------------------------------------- export, calibration, quantize, lint
+@main.command("export")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output ONNX file.")
+@click.option("--batch", default=1, show_default=True, type=int, help="Static batch size of the input.")
+@click.option("--opset", default=17, show_default=True, type=int)
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Windows to validate on (default: the default calibration set or simulated ones).")
+@_json_option
+def export_cmd(model, out, batch, opset, data, as_json):
+    """Export the deploy form (BN folded, int8-friendly soft threshold) to ONNX, validated vs PyTorch."""
+    with ui.fail_cleanly(as_json):
+        from .export import export
+
+        res = export(model, out, batch=batch, opset=opset, data=data)
+        if as_json:
+            ui.emit_json(res)
+            return
+        v = res["validation"]
+        ui.console().print(ui.table(f"exported {res['artifact']}", ["check", "value"], [
+            ["nodes", res["nodes"]], ["ops", ", ".join(res["ops"])],
+            ["max |ONNX Runtime − PyTorch|", f"{v['max_abs_diff']:.2e}"],
+            ["top-1 agreement %", ui.pct(v["top1_agreement"])], ["windows", f"{v['n']} from {v['windows']}"],
+            ["sidecar", res["sidecar"]]]))
+
+
+@main.group()
+def calibration():
+    """Make and inspect calibration sets (real windows for INT8 quantization)."""
+
+
+@calibration.command("make")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset to draw from (not its test split).")
+@click.option("--n", "n", default=512, show_default=True, type=int, help="Number of windows.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--noise", default="all", show_default=True, help="Noise types added to clean windows ('none': keep clean).")
+@click.option("--snr", default="-5:5", show_default=True, help="SNR grid in dB for the added noise.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@_json_option
+def calibration_make(data, n, out, noise, snr, seed, as_json):
+    """Draw a stratified calibration set (class × noise type × SNR) from non-test recordings."""
+    with ui.fail_cleanly(as_json):
+        from .calibration import make_calibration
+        from .data.noise import parse_noise, parse_snr
+
+        res = make_calibration(data, out, n=n, seed=seed, noise=parse_noise(noise), snrs=parse_snr(snr))
+        for w in res["warnings"]:
+            print(f"drsn-edge: warning: {w}", file=sys.stderr)
+        _print_dataset(res, as_json, f"wrote {res['out']}")
+
+
+@calibration.command("info")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@_json_option
+def calibration_info(path, as_json):
+    """Summarize a calibration set (default: the shipped one) with its provenance."""
+    with ui.fail_cleanly(as_json):
+        from .calibration import default_calibration_path, info
+
+        res = info(path or default_calibration_path())
+        if as_json:
+            ui.emit_json(res)
+            return
+        _print_dataset(res, False, res["path"])
+        prov = res["params"].get("provenance", {})
+        ui.console().print(f"provenance: {prov.get('dataset')} ({prov.get('dataset_generator') or prov.get('dataset_source')})"
+                           f"\ngenerator: {res['generator']}\nsha256: {res['sha256']}")
+
+
+@main.command("quantize")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: calibration/default.npz).")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax", show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
+@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Evaluation data (default: fresh simulated).")
+@click.option("--noise", default="all", show_default=True, help="Noise sweep of the evaluation ('none': as is).")
+@click.option("--snr", default="-5:5", show_default=True)
+@click.option("--windows-per-class", default=20, show_default=True, type=int, help="Size of the simulated evaluation set.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
+@click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
+@_json_option
+def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, windows_per_class, seed,
+                 sensitivity, auto_mixed, as_json):
+    """INT8 post-training quantization to TensorRT-ready QDQ ONNX, with an accuracy report."""
+    with ui.fail_cleanly(as_json):
+        from .data.noise import parse_noise, parse_snr
+        from .quantize.run import quantize_model, raise_if_failed
+
+        with ui.progress_bar(_show_progress(as_json), "quantizing") as adv:
+            res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, data=data,
+                                 noise_kinds=parse_noise(noise), snrs=parse_snr(snr) if noise != "none" else None,
+                                 windows_per_class=windows_per_class, seed=seed, sensitivity=sensitivity,
+                                 auto_mixed=auto_mixed,
+                                 progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+        for w in res["warnings"]:
+            print(f"drsn-edge: warning: {w}", file=sys.stderr)
+        if as_json:
+            ui.emit_json(res)
+        else:
+            _print_quantize(res)
+        raise_if_failed(res)
+
+
+def _print_quantize(res: dict) -> None:
+    con = ui.console()
+    con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
+        ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
+        ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
+        ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
+        ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
+        ["quantize time s", f"{res['quantize_s']:.1f}"], ["artifact", res["artifact"] or "not written"]]))
+    curve = res["snr_curve"]
+    if curve:
+        con.print(ui.table("accuracy % vs SNR (mean of noise types)", ["SNR dB", "float %", "int8 %", "drop pp"],
+                           [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
+    con.print(ui.table("per class", ["class", "float %", "int8 %"],
+                       [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
+    if res.get("sensitivity"):
+        con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
+                           [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
+                             f"{r['gain_if_float_pp']:.2f}"] for r in res["sensitivity"]]))
+
+
+@main.command("lint")
+@click.argument("model", type=click.Path(dir_okay=False))
+@_json_option
+def lint_cmd(model, as_json):
+    """Check a QDQ ONNX model against TensorRT's INT8 rules (exit 1 on violations)."""
+    with ui.fail_cleanly(as_json):
+        from .errors import CheckFailedError
+        from .quantize.lint import lint_model
+
+        found = lint_model(model)
+        res = {"model": model, "violations": [v.__dict__ for v in found], "passed": not found}
+        if as_json:
+            ui.emit_json(res)
+        elif found:
+            ui.console().print(ui.table(f"{len(found)} TensorRT rule violation(s) in {model}", ["rule", "node", "message"],
+                                        [[v.rule, v.node, v.message] for v in found]))
+        else:
+            ui.console().print(f"{model}: no violations of TensorRT's INT8 Q/DQ rules")
+        if found:
+            raise CheckFailedError(f"{len(found)} violation(s); first: {found[0].rule}: {found[0].node}: {found[0].message}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -218,7 +218,8 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_meta", "threads")}
         meta = make_meta(
             model, ds.class_names, ds.fs, ds.window, ds.normalization,
-            training={"recipe": recipe, "data_sha256": sha256_file(cfg.data), "data_source": ds.source,
+            training={"recipe": recipe, "data_sha256": sha256_file(cfg.data),
+                      "data_content_sha256": ds.content_hash(), "data_source": ds.source,
                       "history": history, "world_size": world},
             metrics={"best_val_acc": best_acc},
             **cfg.extra_meta,

@@ -10,7 +10,12 @@ from .errors import DrsnEdgeError
 from .fileio import jsonable
 
 
+_emitted = {"json": False}
+
+
 def emit_json(obj: dict) -> None:
+    """Print the command's one JSON object (a later error then goes to stderr only)."""
+    _emitted["json"] = True
     sys.stdout.write(json.dumps(jsonable(obj), sort_keys=False) + "\n")
     sys.stdout.flush()
 
@@ -26,10 +31,21 @@ def table(title: str, columns: list[str], rows: list[list], caption: str | None 
 
     t = Table(title=title, caption=caption, title_justify="left")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        numeric = all(_numeric(r[i]) for r in rows if i < len(r))
+        t.add_column(c, justify="right" if i and numeric else "left")
     for r in rows:
         t.add_row(*[fmt(v) for v in r])
     return t
+
+
+def _numeric(v) -> bool:
+    if v is None or isinstance(v, (int, float)):
+        return True
+    try:
+        float(str(v).replace(",", ""))
+        return True
+    except ValueError:
+        return str(v) in ("–", "")
 
 
 def fmt(v) -> str:
@@ -50,7 +66,7 @@ def fail_cleanly(as_json: bool):
     try:
         yield
     except DrsnEdgeError as exc:
-        if as_json:
+        if as_json and not _emitted["json"]:
             emit_json({"error": str(exc), "exit_code": exc.exit_code})
         sys.stderr.write(f"drsn-edge: error: {exc}\n")
         sys.exit(exc.exit_code)

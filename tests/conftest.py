@@ -37,3 +37,13 @@ def run_cli(*args, env=None, timeout=300):
         e.update(env)
     return subprocess.run([sys.executable, "-m", "drsn_edge", *map(str, args)], capture_output=True, text=True,
                           env=e, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_calib(tiny_data, tmp_path_factory) -> Path:
+    """A calibration set for tiny_model, drawn from tiny_data's non-test recordings."""
+    from drsn_edge.calibration import make_calibration
+
+    out = tmp_path_factory.mktemp("calib") / "calib.npz"
+    make_calibration(tiny_data, out, n=40, seed=0)
+    return out

@@ -92,6 +92,16 @@ class Dataset:
             grid[str(kind)] = vals
         return grid
 
+    def content_hash(self) -> str:
+        """sha256 of the arrays and the fields that define them (stable across re-saves, unlike the file hash)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(json.dumps([self.class_names, self.fs, self.window, self.normalization]).encode())
+        for arr in (self.x, self.y, self.noise, self.snr_db, self.recording, self.split):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
     def manifest(self) -> dict:
         return {
             "format": "drsn-edge-dataset",
@@ -105,6 +115,7 @@ class Dataset:
             "generator": self.generator,
             "params": self.params,
             "counts": self.counts(),
+            "content_sha256": self.content_hash(),
             "noise_grid": self.noise_grid(),
         }
 

@@ -1,0 +1,180 @@
+"""torch → deploy form → ONNX, validated against PyTorch on real windows every time."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckFailedError, InputError
+
+OPSET = 17
+INPUT_NAME = "vibration"
+OUTPUT_NAME = "logits"
+
+
+class ExportValidationError(CheckFailedError):
+    """The exported graph does not reproduce the PyTorch model within tolerance (exit 1)."""
+
+
+def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Normalized real windows to validate against: --data (test split first), else the default
+    calibration set when it matches the model, else freshly simulated noisy recordings."""
+    from .data.dataset import load_dataset, normalize
+    from .evaluate import check_compatible
+
+    rng = np.random.default_rng(seed)
+    if data is not None:
+        ds = load_dataset(data)
+        check_compatible(meta, ds)
+        if (ds.split == "test").any():
+            ds = ds.select_split("test")
+        src = str(data)
+    else:
+        from .calibration import default_calibration_path, load_calibration
+
+        ds, src = None, ""
+        path = default_calibration_path()
+        if path.exists():
+            cal = load_calibration(path)
+            try:
+                check_compatible(meta, cal)
+                ds, src = cal, str(path)
+            except InputError:
+                ds = None
+        if ds is None:
+            from .data.noise import assign_noise
+            from .evaluate import fresh_test_set
+
+            ds = fresh_test_set(meta, max(2, -(-n // len(meta["class_names"]))), seed=200_000 + seed)
+            ds = assign_noise(ds, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0], seed=seed)
+            src = "simulated"
+    idx = np.sort(rng.choice(len(ds), min(n, len(ds)), replace=False))
+    return normalize(ds.x[idx], meta["normalization"]), src
+
+
+def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET) -> bytes:
+    """Export the deploy form of `model` to ONNX with a static input [batch, 1, window]."""
+    import torch
+
+    from .models.blocks import deploy_ops
+    from .models.deploy import DeployNet
+
+    deploy = DeployNet(model, batch, window)
+    f = io.BytesIO()
+    with deploy_ops(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(deploy, (torch.zeros(batch, 1, window),), f, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+    return f.getvalue()
+
+
+def annotate(onnx_model, meta: dict, extra: dict | None = None) -> None:
+    """Store the bundle metadata the later stages need inside the ONNX file."""
+    import json
+
+    props = {"drsn_edge.class_names": json.dumps(meta["class_names"]), "drsn_edge.fs": str(meta["fs"]),
+             "drsn_edge.window": str(meta["window"]), "drsn_edge.normalization": meta["normalization"],
+             "drsn_edge.arch": meta["arch"], "drsn_edge.config": json.dumps(meta["config"])}
+    props.update(extra or {})
+    del onnx_model.metadata_props[:]
+    for k, v in props.items():
+        p = onnx_model.metadata_props.add()
+        p.key, p.value = k, v
+    onnx_model.producer_name = "drsn-edge"
+
+
+def ort_session(model_bytes: bytes, threads: int = 1):
+    from .deps import onnxruntime
+
+    ort = onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def run_ort(session, x: np.ndarray, batch: int) -> np.ndarray:
+    """Run a static-batch session over any number of windows (the last batch is padded)."""
+    name = session.get_inputs()[0].name
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], dtype=chunk.dtype)])
+        outs.append(session.run(None, {name: chunk.astype(np.float32)})[0][:n])
+    return np.concatenate(outs)
+
+
+def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
+    err = got.astype(np.float64) - ref.astype(np.float64)
+    sig = float(np.mean(ref.astype(np.float64) ** 2))
+    noise = float(np.mean(err**2))
+    return {
+        "max_abs_diff": float(np.abs(err).max()) if err.size else 0.0,
+        "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()) if len(ref) else 1.0,
+        "sqnr_db": float(10 * np.log10(sig / noise)) if noise > 0 else float("inf"),
+        "n": int(len(ref)),
+    }
+
+
+def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET, data: str | None = None,
+           n_check: int = 64, atol: float = 1e-3) -> dict:
+    """The `export` command: bundle → deploy-form ONNX (validated) + sidecar."""
+    from .artifacts import tool_versions, write_sidecar
+    from .deps import onnx
+    from .evaluate import predict_logits, resolve_model
+    from .fileio import sha256_file, write_bytes
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise InputError(f"ONNX files end in .onnx, got '{out.name}'")
+    if batch < 1:
+        raise InputError(f"batch must be at least 1, got {batch}")
+    if not 13 <= opset <= 21:
+        raise InputError(f"opset must be in 13..21 (17 recommended), got {opset}")
+    t0 = time.perf_counter()
+    bundle, model_path = resolve_model(model_path)
+    raw = to_onnx_bytes(bundle.model, batch, bundle.window, opset)
+    om = onnx().load_from_string(raw)
+    src_hash = sha256_file(model_path)
+    annotate(om, bundle.meta, {"drsn_edge.source_sha256": src_hash, "drsn_edge.batch": str(batch)})
+    try:
+        onnx().checker.check_model(om, full_check=True)
+    except Exception as exc:
+        raise ExportValidationError(f"exported ONNX failed the checker: {exc}") from None
+    raw = om.SerializeToString()
+    x, src = validation_windows(bundle.meta, data, n_check)
+    ref = predict_logits(bundle.model, x)
+    got = run_ort(ort_session(raw), x, batch)
+    cmp = compare_outputs(ref, got)
+    if cmp["max_abs_diff"] > atol or cmp["top1_agreement"] < 1.0:
+        raise ExportValidationError(
+            f"ONNX Runtime output differs from PyTorch: max abs diff {cmp['max_abs_diff']:.3g} (tolerance {atol:g}), "
+            f"top-1 agreement {100 * cmp['top1_agreement']:.2f} %; the model may use an op the exporter mishandles")
+    write_bytes(out, raw)
+    info = {
+        "kind": "onnx", "precision": "fp32", "backend": "onnxruntime", "target": None,
+        "source_model": str(model_path), "source_model_sha256": src_hash, "arch": bundle.arch,
+        "input": {"name": INPUT_NAME, "shape": [batch, 1, bundle.window], "dtype": "float32",
+                  "normalization": bundle.normalization, "quantization": None},
+        "output": {"name": OUTPUT_NAME, "shape": [batch, len(bundle.class_names)], "dtype": "float32",
+                   "quantization": None},
+        "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window, "opset": opset,
+        "validation": {**cmp, "windows": src, "atol": atol},
+        "tools": tool_versions("torch", "onnx", "onnxruntime"),
+    }
+    try:
+        side = write_sidecar(out, info)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    nodes = len(om.graph.node)
+    return {"artifact": str(out), "sidecar": str(side), "nodes": nodes,
+            "ops": sorted({n.op_type for n in om.graph.node}), "validation": info["validation"],
+            "wall_s": time.perf_counter() - t0, "model": str(model_path)}
