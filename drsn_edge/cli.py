@@ -324,6 +324,34 @@ def export_cmd(model, out, batch, opset, data, as_json):
             ["sidecar", res["sidecar"]]]))
 
 
+@main.command("import")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
+@click.option("--meta", "meta_json", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSON with class_names, fs, window, normalization, arch (when the source lacks them).")
+@click.option("--classes", default=None, type=int, help="Number of classes (names default to class0..).")
+@click.option("--class-names", default=None, help="Comma-separated class names.")
+@click.option("--fs", default=None, type=float, help="Sample rate in Hz.")
+@click.option("--window", default=None, type=int, help="Window length in points.")
+@click.option("--arch", default=None, help="Architecture, where the weights cannot tell (resnet vs convnet).")
+@_json_option
+def import_cmd(src, out, meta_json, classes, class_names, fs, window, arch, as_json):
+    """Import an ONNX file, a TorchScript archive or a PyTorch state dict as a .drsn bundle."""
+    with ui.fail_cleanly(as_json):
+        from .model_import import import_model
+
+        res = import_model(src, out, meta_json=meta_json, classes=classes,
+                           class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
+                           fs=fs, window=window, arch=arch)
+        if as_json:
+            ui.emit_json(res)
+            return
+        ui.console().print(ui.table(f"imported {src} → {res['out']}", ["field", "value"], [
+            ["format", res["source_format"]], ["arch", res["arch"]], ["config", res["config"]],
+            ["classes", ", ".join(res["class_names"])], ["fs", res["fs"]], ["window", res["window"]],
+            ["parameters", res["params"]]]))
+
+
 @main.group()
 def calibration():
     """Make and inspect calibration sets (real windows for INT8 quantization)."""

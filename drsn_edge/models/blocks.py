@@ -61,12 +61,16 @@ class _SoftThreshold(torch.autograd.Function):
 
 
 def soft_threshold(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    if torch.jit.is_scripting():
+        return soft_threshold_ops(x, tau)
     if _deploy():
         return soft_threshold_ops(x, tau)
     return _SoftThreshold.apply(x, tau)
 
 
 def absolute(x: torch.Tensor) -> torch.Tensor:
+    if torch.jit.is_scripting():
+        return abs_int8_friendly(x)
     return abs_int8_friendly(x) if _deploy() else torch.abs(x)
 
 
