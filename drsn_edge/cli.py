@@ -409,9 +409,13 @@ def calibration_info(path, as_json):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
 @click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
+@click.option("--qat", "qat_epochs", default=0, show_default=True, type=int,
+              help="Quantization-aware fine-tuning epochs before quantizing (0: post-training only).")
+@click.option("--qat-data", default=None, type=click.Path(dir_okay=False),
+              help="Labelled windows for --qat (default: fresh simulated recordings).")
 @_json_option
 def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, windows_per_class, seed,
-                 sensitivity, auto_mixed, as_json):
+                 sensitivity, auto_mixed, qat_epochs, qat_data, as_json):
     """INT8 post-training quantization to TensorRT-ready QDQ ONNX, with an accuracy report."""
     with ui.fail_cleanly(as_json):
         from .data.noise import parse_noise, parse_snr
@@ -421,7 +425,7 @@ def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, w
             res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, data=data,
                                  noise_kinds=parse_noise(noise), snrs=parse_snr(snr) if noise != "none" else None,
                                  windows_per_class=windows_per_class, seed=seed, sensitivity=sensitivity,
-                                 auto_mixed=auto_mixed,
+                                 auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
                                  progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
         for w in res["warnings"]:
             print(f"drsn-edge: warning: {w}", file=sys.stderr)
@@ -439,6 +443,7 @@ def _print_quantize(res: dict) -> None:
         ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
         ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
         ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
+        ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
         ["quantize time s", f"{res['quantize_s']:.1f}"], ["artifact", res["artifact"] or "not written"]]))
     curve = res["snr_curve"]
     if curve:

@@ -58,12 +58,17 @@ def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: i
 
 def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET) -> bytes:
     """Export the deploy form of `model` to ONNX with a static input [batch, 1, window]."""
+    from .models.deploy import DeployNet
+
+    return deploy_to_onnx_bytes(DeployNet(model, batch, window), batch, window, opset)
+
+
+def deploy_to_onnx_bytes(deploy, batch: int, window: int, opset: int = OPSET) -> bytes:
     import torch
 
     from .models.blocks import deploy_ops
-    from .models.deploy import DeployNet
 
-    deploy = DeployNet(model, batch, window)
+    deploy.eval()
     f = io.BytesIO()
     with deploy_ops(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -84,6 +84,7 @@ class DeployUnit(nn.Module):
         self.pool = nn.AvgPool2d((1, 1), stride=(1, u.stride)) if u.stride > 1 else None
         extra = u.extra_channels
         self.register_buffer("zeros", torch.zeros(batch, extra, 1, length_out) if extra else None, persistent=False)
+        self.add_fq = None  # quantization-aware training: fake quantizers for (residual, shortcut, sum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.conv2(F.relu(self.conv1_bn2(F.relu(self.bn1_affine(x)))))
@@ -93,7 +94,10 @@ class DeployUnit(nn.Module):
             return r
         s = self.pool(x) if self.pool is not None else x
         if self.zeros is not None:
-            s = torch.cat([s, self.zeros], dim=1)
+            z = self.zeros if self.zeros.shape[0] == s.shape[0] else self.zeros[:1].expand(s.shape[0], -1, -1, -1)
+            s = torch.cat([s, z], dim=1)
+        if self.add_fq is not None:
+            return self.add_fq[2](self.add_fq[0](r) + self.add_fq[1](s))
         return r + s
 
 
@@ -117,6 +121,14 @@ class DeployNet(nn.Module):
         self.fc.load_state_dict(model.fc.state_dict())
         self.batch, self.window = batch, window
         self.eval()
+
+    def set_batch(self, batch: int) -> "DeployNet":
+        """Resize the static zero-channel constants for another batch size."""
+        for u in self.units:
+            if u.zeros is not None:
+                u.zeros = torch.zeros((batch,) + tuple(u.zeros.shape[1:]))
+        self.batch = batch
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.units(self.stem(x.unsqueeze(2)))

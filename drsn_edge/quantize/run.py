@@ -32,6 +32,27 @@ def evaluation_set(meta: dict, data: str | None, noise_kinds, snrs, windows_per_
     return ds, src
 
 
+def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
+    """Labelled raw windows for quantization-aware fine-tuning: the train split of --qat-data, or fresh
+    simulated recordings (own seed, never the evaluation's) when the model's classes are simulated."""
+    from ..data.dataset import load_dataset
+    from ..data.simulator import CLASS_NAMES, synthesize
+    from ..evaluate import check_compatible
+
+    if qat_data is not None:
+        ds = load_dataset(qat_data)
+        check_compatible(meta, ds)
+        ds = ds.subset(ds.split != "test")
+        if len(ds) == 0:
+            raise InputError(f"'{qat_data}' has no windows outside the test split for fine-tuning")
+        return ds.x, ds.y, str(qat_data)
+    if any(c not in CLASS_NAMES for c in meta["class_names"]):
+        raise InputError("--qat needs labelled training windows for this model's classes; pass --qat-data")
+    ds = synthesize(windows_per_class=400, recordings_per_class=80, classes=meta["class_names"],
+                    seed=7_000 + seed, split=(1.0, 0.0, 0.0), fs=meta["fs"], window=meta["window"])
+    return ds.x, ds.y, f"simulated (400 windows/class, seed {7_000 + seed})"
+
+
 def _check_out(out) -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
@@ -42,13 +63,14 @@ def _check_out(out) -> Path:
 def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = "minmax", batch: int = 1,
                    max_drop: float = 1.0, data=None, noise_kinds=("gaussian", "laplacian", "pink"),
                    snrs=tuple(float(s) for s in range(-5, 6)), windows_per_class: int = 20, seed: int = 0,
-                   sensitivity: bool = False, auto_mixed: bool = False, progress=None) -> dict:
+                   sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
+                   qat_data: str | None = None, progress=None) -> dict:
     from ..artifacts import tool_versions, write_sidecar
     from ..calibration import check_against_model, resolve_calibration
     from ..data.dataset import normalize
     from ..evaluate import predict_logits, resolve_model
-    from ..export import (INPUT_NAME, OUTPUT_NAME, ExportValidationError, compare_outputs, ort_session, run_ort,
-                          to_onnx_bytes)
+    from ..export import (INPUT_NAME, OUTPUT_NAME, ExportValidationError, compare_outputs, deploy_to_onnx_bytes,
+                          ort_session, run_ort, to_onnx_bytes)
     from ..fileio import sha256_file, write_bytes
     from .lint import check as lint_check
     from .ptq import quantize_onnx
@@ -64,6 +86,8 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
         raise InputError(f"batch must be at least 1, got {batch}")
     if max_drop < 0:
         raise InputError("--max-drop must be ≥ 0")
+    if qat_epochs < 0:
+        raise InputError("--qat takes a number of epochs ≥ 0")
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model)
@@ -82,9 +106,21 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     if torch_check["max_abs_diff"] > 1e-3:
         raise ExportValidationError(f"float ONNX differs from PyTorch by {torch_check['max_abs_diff']:.3g}")
 
+    source_bytes, qat_info = float_bytes, None
+    if qat_epochs:
+        from .qat import finetune
+
+        tx, ty, qat_src = qat_training_windows(bundle.meta, qat_data, seed)
+        t_qat = time.perf_counter()
+        deploy = finetune(bundle.model, bundle.window, cx, tx, ty, qat_epochs, bundle.normalization, seed=seed,
+                          progress=lambda e, n, loss: step(f"QAT epoch {e}/{n} loss {loss:.3f}", e, n))
+        source_bytes = deploy_to_onnx_bytes(deploy.set_batch(batch), batch, bundle.window)
+        qat_info = {"epochs": qat_epochs, "data": qat_src, "windows": int(len(tx)), "lr": 1e-3,
+                    "wall_s": time.perf_counter() - t_qat}
+
     def int8(float_groups: list[str], groups=None) -> bytes:
         excl = [n for g in float_groups for n in groups[g]] if float_groups else []
-        return quantize_onnx(float_bytes, cx, batch, method, nodes_to_exclude=excl)
+        return quantize_onnx(source_bytes, cx, batch, method, nodes_to_exclude=excl)
 
     step("quantize")
     t_q = time.perf_counter()
@@ -94,7 +130,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     step("evaluate")
     rep = compare(float_logits, run_ort(ort_session(q_bytes), x, batch), ds.y, ds.noise, ds.snr_db,
                   bundle.class_names)
-    result = {"method": method, "float_groups": [], "sensitivity": None, "mixed": None}
+    result = {"method": method, "qat": qat_info, "float_groups": [], "sensitivity": None, "mixed": None}
 
     if sensitivity or (auto_mixed and rep["accuracy_drop_pp"] > max_drop):
         groups = node_groups(float_bytes)
@@ -141,6 +177,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
             "backend": "tensorrt", "target": None, "source_model": str(model_path),
             "source_model_sha256": sha256_file(model_path), "arch": bundle.arch,
             "calibration": {"path": cal_path, "sha256": sha256_file(cal_path), "windows": len(cal), "method": method},
+            "qat": qat_info,
             "input": {"name": INPUT_NAME, "shape": [batch, 1, bundle.window], "dtype": "float32",
                       "normalization": bundle.normalization,
                       "quantization": {"scale": in_scale, "zero_point": 0, "dtype": "int8"}},
