@@ -286,8 +286,9 @@ def _print_evaluation(rep: dict) -> None:
     noisy = {k: v for k, v in rep["per_snr"].items() if k != "none"}
     if noisy:
         snrs = sorted({s for cells in noisy.values() for s in cells}, key=float)
-        rows = [[k] + [ui.pct(cells.get(s)) for s in snrs] for k, cells in sorted(noisy.items())]
-        con.print(ui.table("accuracy % per noise type × SNR (dB)", ["noise"] + snrs, rows))
+        kinds = sorted(noisy)
+        rows = [[s] + [ui.pct(noisy[k].get(s)) for k in kinds] for s in snrs]
+        con.print(ui.table("accuracy % per SNR (dB) × noise type", ["SNR dB"] + kinds, rows))
         if "none" in rep["per_snr"]:
             con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
                       f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
@@ -477,6 +478,90 @@ def lint_cmd(model, as_json):
             ui.console().print(f"{model}: no violations of TensorRT's INT8 Q/DQ rules")
         if found:
             raise CheckFailedError(f"{len(found)} violation(s); first: {found[0].rule}: {found[0].node}: {found[0].message}")
+
+
+# ---------------------------------------------------------------- targets
+@main.command("targets")
+@click.argument("name", required=False)
+@click.option("--targets-dir", "targets_dir", multiple=True, type=click.Path(file_okay=False),
+              help="Extra folder of <name>.toml device profiles (repeatable; overrides shipped ones of the same name).")
+@_json_option
+def targets_cmd(name, targets_dir, as_json):
+    """List the device profiles, or show every field of one (NAME)."""
+    with ui.fail_cleanly(as_json):
+        from .targets import all_targets, get_target, summary_row, targets_dirs
+
+        extra = list(targets_dir)
+        if name:
+            t = get_target(name, extra)
+            if as_json:
+                ui.emit_json(t.to_dict())
+                return
+            d = t.to_dict()
+            rows = [[k, d[k]] for k in ("name", "family", "backend", "description", "path")]
+            rows += [[f"{sec}.{k}", v] for sec in ("hardware", "device", "check") for k, v in d[sec].items()]
+            rows += [[k, d[k]] for k in ("flash_bytes", "ram_bytes", "ram_budget_bytes", "runtime_code_bytes")
+                     if d[k] is not None]
+            ui.console().print(ui.table(f"target {t.name}", ["field", "value"], rows))
+            return
+        targets = all_targets(extra)
+        dirs = [str(d) for d in targets_dirs(extra)]
+        if as_json:
+            ui.emit_json({"targets": [t.to_dict() for t in targets.values()], "dirs": dirs})
+            return
+        cols = ["name", "family", "backend", "chip", "clock", "flash", "ram", "ram_budget", "stack", "transport"]
+        rows = [[summary_row(t)[c] for c in cols] for t in targets.values()]
+        ui.console().print(ui.table("device profiles", ["name", "family", "backend", "cpu/gpu", "clock", "flash", "RAM",
+                                                        "RAM budget", "sm/TRT/JetPack", "transport"], rows,
+                                    caption="from " + ", ".join(dirs)))
+
+
+@main.command("build")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Target profile (see `drsn-edge targets`).")
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder (default: build/<target>). Replaced only when the build succeeds.")
+@click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
+@click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax", show_default=True)
+@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
+@click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
+@click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
+@click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
+@click.option("--strongly-typed", is_flag=True, help="TensorRT 10: strongly typed network (always on 11).")
+@click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False), help="Extra folder of target TOMLs.")
+@_json_option
+def build_cmd(model, target_name, out_dir, device, precision, calib, method, max_drop, dla_core, workspace_mb,
+              opt_level, strongly_typed, targets_dir, as_json):
+    """Build MODEL (default: the shipped model) for a target: TensorRT engine plan for Jetsons."""
+    with ui.fail_cleanly(as_json):
+        from .build import build
+
+        with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
+            res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
+                        precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
+                        workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed,
+                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+        if as_json:
+            ui.emit_json(res)
+            return
+        con = ui.console()
+        acc = res.get("accuracy") or {}
+        rows = [["target", f"{res['target']} ({res['family']}, {res['backend']})"], ["precision", res["precision"]]]
+        if acc:
+            rows += [["float accuracy %", ui.pct(acc["float"])], ["int8 accuracy %", ui.pct(acc["int8"])],
+                     ["drop pp", f"{acc['drop_pp']:.2f}"]]
+        for k in ("tensorrt", "jetpack", "sm"):
+            if res.get(k) is not None:
+                rows.append([k, res[k]])
+        rows += [[k, v] for k, v in res["artifacts"].items()]
+        rows.append(["wall time s", f"{res['wall_s']:.1f}"])
+        con.print(ui.table(f"build → {res['out_dir']}", ["field", "value"], rows))
+        if res.get("trtexec"):
+            con.print(f"trtexec: [cyan]{res['trtexec']}[/cyan]")
+        if res.get("next_step"):
+            con.print(res["next_step"])
 
 
 if __name__ == "__main__":  # pragma: no cover

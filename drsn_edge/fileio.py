@@ -68,3 +68,8 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    with open(path, "rb") as f:
+        return json.loads(f.read())

@@ -21,9 +21,14 @@ def emit_json(obj: dict) -> None:
 
 
 def console(stderr: bool = False):
+    """A rich console; when output is not a terminal, wide enough for the 10-class confusion matrix."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 140
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def table(title: str, columns: list[str], rows: list[list], caption: str | None = None):

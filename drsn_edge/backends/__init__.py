@@ -1,0 +1,1 @@
+"""Runtimes and compilers: one module per backend (onnxruntime, tensorrt, tflite, tflm)."""

@@ -1,0 +1,159 @@
+"""The `build` stage: a model for one target profile. The target's backend picks the builder:
+one registry line per backend."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import InputError
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: Path):
+    """Build into a temporary sibling folder; replace `out_dir` only when the build succeeds, so a
+    failed build leaves the output folder as it was."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_jetson(target, model=None, out_dir=None, device=None, precision="int8", dla_core=None,
+                 workspace_mb=256, opt_level=None, strongly_typed=False, calib=None, method="minmax",
+                 max_drop=1.0, windows_per_class=20, progress=None, **_) -> dict:
+    from .artifacts import tool_versions, write_sidecar
+    from .backends import tensorrt as trt
+    from .fileio import read_json, sha256_file, write_json
+
+    trt.validate_options(target, precision, dla_core, workspace_mb)
+    step = progress or (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir or Path("build") / target.name)
+    result = {"target": target.name, "family": target.family, "backend": target.backend, "precision": precision}
+    with staged_output(out_dir) as tmp:
+        onnx_name = "model.int8.onnx" if precision == "int8" else "model.onnx"
+        onnx_path = tmp / onnx_name
+        if precision == "int8":
+            from .quantize.run import quantize_model, raise_if_failed
+
+            step("quantize")
+            q = quantize_model(model, calib, onnx_path, method=method, max_drop=max_drop,
+                               windows_per_class=windows_per_class)
+            raise_if_failed(q)
+            result["accuracy"] = {"float": q["float_accuracy"], "int8": q["int8_accuracy"],
+                                  "drop_pp": q["accuracy_drop_pp"], "evaluation": q["evaluation"]}
+            result["lint"] = "passed"
+        else:
+            from .export import export
+
+            step("export")
+            export(model, onnx_path)
+            result["accuracy"] = None
+        trt_version = target.hardware.get("tensorrt")
+        src_side = read_json(onnx_path.with_suffix(".json"))
+        # the ONNX sidecar also says which target the engine is to be built for
+        src_side.update({"target": target.name, "engine_for": {"tensorrt": trt_version, "sm": target.hardware.get("sm"),
+                                                               "jetpack": target.hardware.get("jetpack")}})
+        write_json(onnx_path.with_suffix(".json"), src_side)
+        engine_name = "model.engine"
+        cache = f"timing-{target.name}.cache"
+        trtexec = trt.trtexec_command(trt_version, onnx_name, engine_name, precision, dla_core, workspace_mb,
+                                      cache, opt_level, strongly_typed)
+        builder_args = ["build", "--onnx", onnx_name, "--engine", engine_name, "--precision", precision,
+                        "--workspace-mb", str(workspace_mb), "--timing-cache", cache]
+        if dla_core is not None:
+            builder_args += ["--dla-core", str(dla_core)]
+        if opt_level is not None:
+            builder_args += ["--opt-level", str(opt_level)]
+        if strongly_typed:
+            builder_args.append("--strongly-typed")
+        staged = trt.stage_folder(tmp, onnx_path, trtexec, builder_args)
+        engine_info = None
+        if device is not None:
+            from .devices.tensorrt_remote import build_remote
+
+            step("build on device")
+            engine_info = build_remote(device, tmp, builder_args, engine_name, cache)
+        elif trt.tensorrt_available():
+            from .backends.trt_builder import build as local_build
+
+            step("build engine")
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            try:
+                engine_info = trt.raise_for_builder_error(
+                    _call(local_build, onnx_name, engine_name, precision, dla_core, workspace_mb, cache, opt_level,
+                          strongly_typed))
+            finally:
+                os.chdir(cwd)
+        files = {k: str(out_dir / Path(v).name) for k, v in staged.items()}
+        if engine_info:
+            write_sidecar(tmp / engine_name, {
+                "kind": "tensorrt-engine", "target": target.name, "backend": "tensorrt", "precision": precision,
+                "tensorrt": engine_info.get("tensorrt"), "sm": engine_info.get("sm"),
+                "jetpack": target.hardware.get("jetpack"), "dla_core": dla_core,
+                "dla_gpu_fallback_layers": engine_info.get("dla_gpu_fallback_layers", []),
+                "input_shape": engine_info.get("input_shape"), "source_onnx": onnx_name,
+                "source_onnx_sha256": sha256_file(onnx_path), "source_model_sha256": src_side.get("source_model_sha256"),
+                "class_names": src_side.get("class_names"), "input": src_side.get("input"),
+                "built_on": engine_info.get("device"), "tools": tool_versions(),
+            })
+            files["engine"] = str(out_dir / engine_name)
+            files["engine_sidecar"] = str(out_dir / "model.json")
+            result["engine"] = engine_info
+            result["next_step"] = None
+        else:
+            result["engine"] = None
+            result["next_step"] = (f"no TensorRT here: copy {out_dir}/ to the {target.name} and run ./build_engine.sh "
+                                   f"(or pass --device ssh://user@host to build it there)")
+        files["sidecar"] = str(out_dir / onnx_path.with_suffix(".json").name)
+        result["artifacts"] = files
+        result["trtexec"] = " ".join(trtexec)
+        result["tensorrt"] = trt_version
+        result["jetpack"] = target.hardware.get("jetpack")
+        result["sm"] = target.hardware.get("sm")
+    result["out_dir"] = str(out_dir)
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:  # TensorRT raises plain exceptions; report them as a failed build
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+# backend of the target profile → builder (one line plugs in a new backend)
+BUILDERS = {
+    "tensorrt": build_jetson,
+}
+
+
+def build(target_name: str, model=None, targets_dirs=None, **options) -> dict:
+    from .targets import get_target
+
+    target = get_target(target_name, targets_dirs)
+    builder = BUILDERS.get(target.backend)
+    if builder is None:
+        raise InputError(f"no builder for backend '{target.backend}' of target {target.name} yet")
+    return builder(target, model=model, **options)

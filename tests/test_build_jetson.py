@@ -1,0 +1,116 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from drsn_edge.backends.tensorrt import engine_compat_error, trtexec_command
+from drsn_edge.build import staged_output
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize("ver,expect,absent", [
+    ("8.2", ["--int8", "--fp16", "--workspace=256"], ["--stronglyTyped", "--memPoolSize=workspace:256M"]),
+    ("8.5", ["--int8", "--fp16", "--memPoolSize=workspace:256M"], ["--stronglyTyped"]),
+    ("10.3", ["--int8", "--fp16", "--memPoolSize=workspace:256M", "--builderOptimizationLevel=4"], ["--stronglyTyped"]),
+    ("11.0", ["--stronglyTyped"], ["--int8", "--fp16"]),
+])
+def test_trtexec_adapts_to_tensorrt_version(ver, expect, absent):
+    cmd = trtexec_command(ver, "m.onnx", "m.engine", "int8", opt_level=4)
+    assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
+    for e in expect:
+        assert e in cmd, (ver, e)
+    for a in absent:
+        assert a not in cmd, (ver, a)
+    if ver == "8.2":
+        assert not any(c.startswith("--builderOptimizationLevel") for c in cmd)
+
+
+def test_trtexec_dla_and_cache():
+    cmd = trtexec_command("8.5", "m.onnx", "m.engine", "fp16", dla_core=1, timing_cache="t.cache")
+    assert "--useDLACore=1" in cmd and "--allowGPUFallback" in cmd and "--fp16" in cmd and "--int8" not in cmd
+    assert "--timingCacheFile=t.cache" in cmd
+
+
+def test_engine_compat_names_both_values():
+    side = {"tensorrt": "10.3.0", "sm": "87"}
+    assert engine_compat_error(side, {"tensorrt": "10.3.1", "sm": "87"}) is None
+    msg = engine_compat_error(side, {"tensorrt": "8.6.2", "sm": "87"})
+    assert "10.3.0" in msg and "8.6.2" in msg
+    msg = engine_compat_error(side, {"tensorrt": "10.3", "sm": "72"})
+    assert "SM 87" in msg and "SM 72" in msg
+
+
+def test_staged_output_keeps_old_folder_on_failure(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_output(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    with staged_output(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+
+
+def test_build_jetson_without_tensorrt(tiny_model, tiny_calib, tmp_path):
+    out = tmp_path / "orin"
+    r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "-o", out,
+                "--max-drop", "100", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["engine"] is None and "build_engine.sh" in res["next_step"]
+    assert sorted(p.name for p in out.iterdir()) == ["build_engine.sh", "model.int8.json", "model.int8.onnx",
+                                                      "trt_builder.py", "trtexec.txt"]
+    side = json.loads((out / "model.int8.json").read_text())
+    assert side["engine_for"] == {"tensorrt": "10.3", "sm": 87, "jetpack": "6.2"}
+    assert side["target"] == "jetson-orin-nano"
+    assert "--int8" in (out / "trtexec.txt").read_text()
+    assert os.access(out / "build_engine.sh", os.X_OK)
+    # the copied builder is self-contained and runs without TensorRT: it reports the absence
+    info = subprocess.run([sys.executable, str(out / "trt_builder.py"), "info"], capture_output=True, text=True)
+    assert json.loads(info.stdout)["tensorrt"] is None or "tensorrt" in json.loads(info.stdout)
+    r = run_cli("lint", out / "model.int8.onnx")
+    assert r.returncode == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--target", "jetson-orin-nan"], "did you mean jetson-orin-nano"),
+    (["--target", "jetson-orin-nano", "--dla-core", "0"], "no DLA"),
+    (["--target", "jetson-xavier-nx", "--dla-core", "2"], "2 DLA core"),
+    (["--target", "jetson-agx-orin", "--dla-core", "0", "--precision", "fp32"], "DLA runs FP16 or INT8"),
+])
+def test_build_bad_options_exit_2_and_leave_nothing(tiny_model, tmp_path, args, needle):
+    out = tmp_path / "o"
+    r = run_cli("build", tiny_model, *args, "-o", out)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path):
+    """Real engine build + run; only where TensorRT and a CUDA GPU exist (a Jetson or a GPU host)."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (engines are built on the Jetson)")
+    pytest.importorskip("polygraphy", reason="Polygraphy is needed to run engines")
+    import numpy as np
+
+    from drsn_edge.backends.trt_builder import build, cuda_sm, run
+    from drsn_edge.export import ort_session, run_ort
+    from drsn_edge.quantize.run import quantize_model
+
+    if cuda_sm() is None:
+        pytest.skip("no CUDA GPU on this machine")
+    onnx_path = tmp_path / "m.int8.onnx"
+    quantize_model(tiny_model, tiny_calib, onnx_path, max_drop=100, noise_kinds=[], snrs=[])
+    info = build(str(onnx_path), str(tmp_path / "m.engine"), "int8", timing_cache=str(tmp_path / "t.cache"))
+    assert info["sm"] == cuda_sm() and (tmp_path / "t.cache").exists()
+    x = np.random.default_rng(0).standard_normal((8, 1, 2048)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+    got = np.load(tmp_path / "y.npy")
+    ref = run_ort(ort_session(onnx_path.read_bytes()), x, 1)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75 and len(res["latency_ms"]) == 8
