@@ -9,18 +9,22 @@ remote command line is interpreted by the device's login shell, which must be PO
 zsh, ash).
 
 A session lives in a work dir made with `mktemp -d` under $TMPDIR (or /tmp, or `remote_tmp`) and
-removed on close().
+removed on close(). By default the session's ssh calls share one connection (ControlMaster with a
+private ControlPath in a local temp dir, ControlPersist 60 s, stopped on close()), so a device behind
+a slow link or a ProxyJump pays for one handshake per session; multiplex=False turns that off.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import posixpath
 import re
 import shlex
+import shutil
 import subprocess
-import itertools
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -79,6 +83,7 @@ class SshDevice(DeviceBase):
     extra `-F`, `-i` and `-o KEY=VALUE` for ssh (options come before drsn-edge's own defaults, so they
     win, except BatchMode=yes which always holds). timeout: seconds one agent run may take.
     remote_tmp: folder on the device under which the work dir is made (default $TMPDIR or /tmp).
+    multiplex: share one ssh connection for the session (ControlMaster); False for one per call.
     """
 
     transport = "ssh"
@@ -86,7 +91,8 @@ class SshDevice(DeviceBase):
     def __init__(self, host: str, user: str | None = None, port: int | None = None, *, python: str = "python3",
                  config_file: str | os.PathLike | None = None, identity_file: str | os.PathLike | None = None,
                  options: Sequence[str] = (), connect_timeout: float = 10, timeout: float | None = 3600,
-                 transfer_timeout: float | None = 3600, remote_tmp: str | None = None, ssh: str = "ssh"):
+                 transfer_timeout: float | None = 3600, remote_tmp: str | None = None, multiplex: bool = True,
+                 ssh: str = "ssh"):
         if not host or host.startswith("-") or any(c.isspace() for c in host):
             raise InputError(f"bad ssh host {host!r}: give a host name, address or ~/.ssh/config alias")
         if user is not None and (not user or user.startswith("-") or any(c.isspace() for c in user)):
@@ -110,6 +116,8 @@ class SshDevice(DeviceBase):
         self.transfer_timeout = transfer_timeout
         self.remote_tmp = remote_tmp
         self.ssh = ssh
+        self.multiplex = multiplex
+        self._control_dir: str | None = None
         self.url = format_ssh_url(user, host, self.port)
         self.workdir: str | None = None
         self._agent_uploaded = False
@@ -117,8 +125,8 @@ class SshDevice(DeviceBase):
 
     # ------------------------------------------------------------------------------------- plumbing
 
-    def ssh_argv(self) -> list[str]:
-        """The local ssh command line up to (and including) the destination."""
+    def ssh_argv(self, *extra: str) -> list[str]:
+        """The local ssh command line up to (and including) the destination; `extra` goes just before it."""
         argv = [self.ssh, "-o", "BatchMode=yes"]
         if self.config_file:
             argv += ["-F", self.config_file]
@@ -129,11 +137,14 @@ class SshDevice(DeviceBase):
         argv += ["-o", f"ConnectTimeout={int(max(1, round(self.connect_timeout)))}",
                  "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
                  "-o", "ClearAllForwardings=yes", "-T"]
+        if self._control_dir:
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/cm",
+                     "-o", "ControlPersist=60"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
         if self.user is not None:
             argv += ["-l", self.user]
-        return argv + ["--", self.host]
+        return argv + list(extra) + ["--", self.host]
 
     def _ssh(self, remote_command: str, *, what: str, phase: str, input: bytes | None = None, stdin=None,
              stdout=subprocess.PIPE, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -166,6 +177,10 @@ class SshDevice(DeviceBase):
     def open(self) -> "SshDevice":
         if self.workdir is not None:
             return self
+        if self.multiplex and self._control_dir is None:
+            # a short private folder: unix socket paths are limited to ~100 bytes
+            base = None if len(tempfile.gettempdir()) < 60 else ("/tmp" if os.path.isdir("/tmp") else None)
+            self._control_dir = tempfile.mkdtemp(prefix="drsn-ssh-", dir=base)
         if self.remote_tmp:
             base = self.remote_tmp.rstrip("/") or "/"
             cmd = (f"mkdir -p -- {shlex.quote(base)} && "
@@ -245,10 +260,25 @@ class SshDevice(DeviceBase):
     def close(self) -> None:
         workdir, self.workdir = self.workdir, None
         self._agent_uploaded = False
-        if not workdir or "drsn-edge." not in posixpath.basename(workdir):
-            return
         try:
-            self._ssh(f"rm -rf -- {shlex.quote(workdir)}", what="removing the work dir", phase="close",
-                      timeout=self.connect_timeout * 3 + 30, check=False)
+            if workdir and "drsn-edge." in posixpath.basename(workdir):
+                self._ssh(f"rm -rf -- {shlex.quote(workdir)}", what="removing the work dir", phase="close",
+                          timeout=self.connect_timeout * 3 + 30, check=False)
         except Exception:  # closing must not mask the error that made the caller close
             pass
+        control, self._control_dir = self._control_dir, None
+        if control:
+            try:
+                if os.path.exists(os.path.join(control, "cm")):
+                    subprocess.run(self._argv_for_control(control, "exit"), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15)
+            except Exception:
+                pass
+            shutil.rmtree(control, ignore_errors=True)
+
+    def _argv_for_control(self, control: str, op: str) -> list[str]:
+        saved, self._control_dir = self._control_dir, control
+        try:
+            return self.ssh_argv("-O", op)
+        finally:
+            self._control_dir = saved

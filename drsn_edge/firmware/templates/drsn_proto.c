@@ -1,0 +1,90 @@
+#include "drsn_proto.h"
+
+#include <string.h>
+
+uint16_t drsn_crc16(const uint8_t *data, size_t n, uint16_t crc) {
+  for (size_t i = 0; i < n; i++) {
+    crc ^= (uint16_t)data[i] << 8;
+    for (int b = 0; b < 8; b++) crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+  }
+  return crc;
+}
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+void drsn_send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len) {
+  uint8_t head[8] = {0xA5, 0x5A, DRSN_PROTO_VERSION, type, 0, 0, 0, 0};
+  put16(head + 4, seq);
+  put16(head + 6, len);
+  uint16_t crc = drsn_crc16(head + 2, 6, 0xFFFF);
+  crc = drsn_crc16(payload, len, crc);
+  uint8_t tail[2];
+  put16(tail, crc);
+  uart_write(head, 8);
+  if (len) uart_write(payload, len);
+  uart_write(tail, 2);
+}
+
+static void send_error(uint16_t seq, uint16_t code, const char *msg) {
+  uint8_t p[64];
+  size_t n = strlen(msg);
+  if (n > sizeof(p) - 2) n = sizeof(p) - 2;
+  put16(p, code);
+  memcpy(p + 2, msg, n);
+  drsn_send(DRSN_ERROR, seq, p, (uint16_t)(n + 2));
+}
+
+static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len) {
+  if (type == DRSN_INFO) {
+    uint8_t p[64];
+    size_t k = 0, n = strlen(info->name);
+    float f;
+    p[k++] = DRSN_PROTO_VERSION;
+    put32(p + k, info->input_len); k += 4;
+    put16(p + k, info->output_len); k += 2;
+    f = info->input_scale; memcpy(p + k, &f, 4); k += 4;
+    p[k++] = (uint8_t)info->input_zp;
+    f = info->output_scale; memcpy(p + k, &f, 4); k += 4;
+    p[k++] = (uint8_t)info->output_zp;
+    put32(p + k, info->arena_bytes); k += 4;
+    put32(p + k, info->clock_hz); k += 4;
+    p[k++] = info->counter_is_instructions;
+    put32(p + k, info->model_crc); k += 4;
+    if (n > sizeof(p) - k) n = sizeof(p) - k;
+    memcpy(p + k, info->name, n);
+    drsn_send(DRSN_INFO_RSP, seq, p, (uint16_t)(k + n));
+  } else if (type == DRSN_INFER) {
+    if (len != info->input_len) { send_error(seq, 2, "bad input length"); return; }
+    static int8_t logits[256];
+    uint8_t p[5 + 256];
+    uint32_t counts = 0;
+    int status = drsn_infer((const int8_t *)payload, logits, &counts);
+    p[0] = (uint8_t)status;
+    put32(p + 1, counts);
+    memcpy(p + 5, logits, info->output_len);
+    drsn_send(DRSN_RESULT, seq, p, (uint16_t)(5 + info->output_len));
+  } else {
+    send_error(seq, 1, "unknown request");
+  }
+}
+
+/* Frame state machine: waits for the marker, reads the header, payload and CRC, then answers. */
+void drsn_poll(const drsn_info_t *info, uint8_t *buf, size_t buf_size) {
+  static size_t have = 0;
+  int c;
+  while ((c = uart_getc()) >= 0) {
+    if (have == 0 && c != 0xA5) continue;
+    if (have == 1 && c != 0x5A) { have = (c == 0xA5) ? 1 : 0; continue; }
+    if (have >= buf_size) { have = 0; continue; }
+    buf[have++] = (uint8_t)c;
+    if (have < 8) continue;
+    uint16_t len = (uint16_t)(buf[6] | (buf[7] << 8));
+    if ((size_t)len + 10 > buf_size) { have = 0; continue; }
+    if (have < (size_t)len + 10) continue;
+    uint16_t crc = (uint16_t)(buf[8 + len] | (buf[9 + len] << 8));
+    uint16_t seq = (uint16_t)(buf[4] | (buf[5] << 8));
+    if (buf[2] == DRSN_PROTO_VERSION && drsn_crc16(buf + 2, 6 + len, 0xFFFF) == crc) answer(info, buf[3], seq, buf + 8, len);
+    have = 0;
+  }
+}
