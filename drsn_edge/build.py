@@ -89,10 +89,10 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
         staged = trt.stage_folder(tmp, onnx_path, trtexec, builder_args)
         engine_info = None
         if device is not None:
-            from .devices.tensorrt_remote import build_remote
-
             step("build on device")
-            engine_info = build_remote(device, tmp, builder_args, engine_name, cache)
+            engine_info = trt.build_on_device(device, tmp, onnx_name, engine_name, {
+                "precision": precision, "dla_core": dla_core, "workspace_mb": workspace_mb, "timing_cache": cache,
+                "opt_level": opt_level, "strongly_typed": strongly_typed})
         elif trt.tensorrt_available():
             from .backends.trt_builder import build as local_build
 
@@ -149,11 +149,32 @@ BUILDERS = {
 }
 
 
-def build(target_name: str, model=None, targets_dirs=None, **options) -> dict:
-    from .targets import get_target
+def resolve_target(target_name: str, targets_dirs=None, device=None):
+    """A target profile by name; `jetson` is resolved from the connected device's L4T release and model."""
+    from .targets import get_target, match_jetson
 
-    target = get_target(target_name, targets_dirs)
+    if target_name == "jetson":
+        if device is None:
+            get_target(target_name, targets_dirs)  # raises the explanation with the list of Jetsons
+        jet = device.info().get("jetson") or {}
+        if not jet.get("is_jetson"):
+            raise InputError(f"--target jetson needs a Jetson, but {device.url} has no /etc/nv_tegra_release; "
+                             "name the profile instead (drsn-edge targets)")
+        return match_jetson(jet.get("nv_tegra_release") or "", jet.get("model"), targets_dirs)
+    return get_target(target_name, targets_dirs)
+
+
+def build(target_name: str, model=None, targets_dirs=None, device: str | None = None, **options) -> dict:
+    if device is None:
+        return _dispatch(resolve_target(target_name, targets_dirs), model, None, options)
+    from .devices import open_device
+
+    with open_device(device) as dev:
+        return _dispatch(resolve_target(target_name, targets_dirs, dev), model, dev, options)
+
+
+def _dispatch(target, model, device, options) -> dict:
     builder = BUILDERS.get(target.backend)
     if builder is None:
         raise InputError(f"no builder for backend '{target.backend}' of target {target.name} yet")
-    return builder(target, model=model, **options)
+    return builder(target, model=model, device=device, **options)

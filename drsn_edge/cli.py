@@ -564,5 +564,47 @@ def build_cmd(model, target_name, out_dir, device, precision, calib, method, max
             con.print(res["next_step"])
 
 
+@main.command("check")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Target profile (`jetson` detects it from the device).")
+@click.option("--device", default="local", show_default=True, help="local or ssh://[user@]host[:port].")
+@click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Test windows (default: fresh simulated).")
+@click.option("--windows-per-class", default=10, show_default=True, type=int)
+@click.option("--report", default=None, type=click.Path(file_okay=False), help="Write JSON + Markdown + latency plot here.")
+@click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")
+@click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")
+@click.option("--remote-python", default=None, help="Python on the device (default: python3).")
+@click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False))
+@_json_option
+def check_cmd(model, target_name, device, calib, data, windows_per_class, report, ssh_config, ssh_identity,
+              remote_python, targets_dir, as_json):
+    """Run the model on the device and check accuracy and latency against the target's thresholds."""
+    with ui.fail_cleanly(as_json):
+        from .check import check, raise_if_failed
+
+        with ui.progress_bar(_show_progress(as_json), f"checking on {device}") as adv:
+            res = check(target_name, device, model, calib=calib, data=data, windows_per_class=windows_per_class,
+                        report=report, targets_dirs=list(targets_dir) or None, ssh_config=ssh_config,
+                        ssh_identity=ssh_identity, remote_python=remote_python,
+                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+        if as_json:
+            ui.emit_json(res)
+        else:
+            lat = res["latency_ms"]
+            rows = [["runtime", res["runtime"]], ["windows", res["n"]],
+                    ["accuracy %", ui.pct(res["accuracy"])], ["reference (float) accuracy %", ui.pct(res["reference_accuracy"])],
+                    ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["agreement %", ui.pct(res["agreement_with_reference"])],
+                    ["max abs diff", f"{res['max_abs_diff']:.4g}"], ["SQNR dB", f"{res['sqnr_db']:.1f}"],
+                    ["latency p50/p90/p99/max ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} / {lat['max']:.3f}"],
+                    ["throughput 1/mean latency /s", f"{res['throughput']['batch1_per_s']:.1f}"]]
+            rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res["throughput"]["sweep"].items()]
+            rows.append(["verdict", "PASSED" if res["passed"] else "FAILED: " + "; ".join(res["failures"])])
+            ui.console().print(ui.table(f"check {res['target']} on {res['device']}", ["metric", "value"], rows))
+            if res.get("report"):
+                ui.console().print(f"report: {res['report']['markdown']}")
+        raise_if_failed(res)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

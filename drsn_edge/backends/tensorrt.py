@@ -128,3 +128,20 @@ def raise_for_builder_error(res: dict) -> dict:
     if "error" in res:
         raise CheckFailedError(f"engine build failed on the device: {res['error']}")
     return res
+
+
+def build_on_device(device, folder: Path, onnx_name: str, engine_name: str, builder_args: dict) -> dict:
+    """Copy the ONNX and the builder to an open device, build there, bring engine and timing cache back
+    into `folder` (atomically). Returns the builder's report plus the device's facts."""
+    device.put(folder / onnx_name, onnx_name)
+    res = device.run_agent("build-engine", dict(builder_args, onnx=onnx_name, engine=engine_name),
+                           files=[BUILDER], check=False)
+    if "error" in res:
+        raise DeviceError(f"engine build on {device.url} failed: {res['error']}"
+                          + (f" ({res['hint']})" if res.get("hint") else ""))
+    device.get(engine_name, folder / engine_name)
+    cache = builder_args.get("timing_cache")
+    if cache:
+        device.get(cache, folder / cache)
+    res["device"] = device.url
+    return res

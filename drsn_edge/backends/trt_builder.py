@@ -16,8 +16,6 @@ limit, a persistent timing cache, optimization level (TensorRT ≥ 8.6).
 Prints exactly one JSON object.
 """
 
-from __future__ import annotations
-
 import argparse
 import ctypes
 import json
@@ -26,9 +24,10 @@ import sys
 import time
 
 
-def cuda_sm() -> str | None:
+def cuda_sm():
     """Compute capability of GPU 0 via the CUDA runtime (e.g. '87' on Orin), or None."""
     for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so.10.2"):
+        # (Python 3.6 compatible: JetPack 4 ships Python 3.6)
         try:
             rt = ctypes.CDLL(name)
         except OSError:
@@ -37,15 +36,15 @@ def cuda_sm() -> str | None:
         # cudaDevAttrComputeCapabilityMajor = 75, Minor = 76
         if rt.cudaDeviceGetAttribute(ctypes.byref(major), 75, 0) == 0 and \
                 rt.cudaDeviceGetAttribute(ctypes.byref(minor), 76, 0) == 0:
-            return f"{major.value}{minor.value}"
+            return "%d%d" % (major.value, minor.value)
     return None
 
 
-def trt_major(trt) -> int:
+def trt_major(trt):
     return int(trt.__version__.split(".")[0])
 
 
-def info() -> dict:
+def info():
     out = {"sm": cuda_sm()}
     try:
         import tensorrt as trt
@@ -53,7 +52,7 @@ def info() -> dict:
         out["tensorrt"] = trt.__version__
     except ImportError as exc:
         out["tensorrt"] = None
-        out["error"] = f"tensorrt not available: {exc}"
+        out["error"] = "tensorrt not available: %s" % exc
     for path, key in (("/etc/nv_tegra_release", "l4t"), ("/proc/device-tree/model", "model")):
         try:
             with open(path, "rb") as f:
@@ -63,9 +62,8 @@ def info() -> dict:
     return out
 
 
-def build(onnx_path: str, engine_path: str, precision: str = "int8", dla_core: int | None = None,
-          workspace_mb: int = 256, timing_cache: str | None = None, opt_level: int | None = None,
-          strongly_typed: bool = False) -> dict:
+def build(onnx_path, engine_path, precision="int8", dla_core=None, workspace_mb=256, timing_cache=None,
+          opt_level=None, strongly_typed=False):
     import tensorrt as trt
 
     major = trt_major(trt)
@@ -78,7 +76,7 @@ def build(onnx_path: str, engine_path: str, precision: str = "int8", dla_core: i
     typed = strongly_typed or not has_precision_flags
     if typed:
         if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            raise RuntimeError(f"TensorRT {trt.__version__} has no strongly typed networks")
+            raise RuntimeError("TensorRT %s has no strongly typed networks" % trt.__version__)
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -101,7 +99,7 @@ def build(onnx_path: str, engine_path: str, precision: str = "int8", dla_core: i
     fallback = []
     if dla_core is not None:
         if builder.num_DLA_cores <= dla_core:
-            raise RuntimeError(f"DLA core {dla_core} requested but the device has {builder.num_DLA_cores}")
+            raise RuntimeError("DLA core %d requested but the device has %d" % (dla_core, builder.num_DLA_cores))
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -136,7 +134,7 @@ def build(onnx_path: str, engine_path: str, precision: str = "int8", dla_core: i
             "layers": network.num_layers}
 
 
-def run(engine_path: str, inputs_npy: str, outputs_npy: str, warmup: int = 20, batch_sweep=(1,)) -> dict:
+def run(engine_path, inputs_npy, outputs_npy, warmup=20):
     """Run an engine over windows [N,1,L] with Polygraphy's TensorRT runner; latency per inference."""
     import numpy as np
     from polygraphy.backend.common import BytesFromPath
@@ -163,7 +161,7 @@ def run(engine_path: str, inputs_npy: str, outputs_npy: str, warmup: int = 20, b
     return {"latency_ms": lat, "batch": batch, "n": int(len(x))}
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
@@ -190,7 +188,7 @@ def main(argv=None) -> int:
         else:
             res = run(a.engine, a.inputs, a.outputs)
     except Exception as exc:  # report, never a traceback on stdout
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}))
         return 1
     print(json.dumps(res))
     return 0

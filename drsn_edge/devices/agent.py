@@ -338,16 +338,44 @@ def _tensorrt():
     return tensorrt
 
 
+def _builder():
+    """trt_builder.py (uploaded next to the agent) holds the version-adaptive TensorRT code."""
+    _tensorrt()
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        import trt_builder
+    except ImportError as exc:
+        raise AgentError("trt_builder.py is missing next to the agent: %s" % one_line(exc), "input")
+    return trt_builder
+
+
 @command("build-engine")
 def build_engine(args):
-    _tensorrt()
-    raise AgentError("build-engine is not implemented in agent version %d" % AGENT_VERSION, "not_implemented")
+    """args: onnx, engine, precision, dla_core, workspace_mb, timing_cache, opt_level, strongly_typed."""
+    b = _builder()
+    try:
+        return b.build(_arg(args, "onnx", str, required=True), _arg(args, "engine", str, required=True),
+                       _arg(args, "precision", str, "int8"), args.get("dla_core"), _arg(args, "workspace_mb", int, 256),
+                       args.get("timing_cache"), args.get("opt_level"), bool(args.get("strongly_typed", False)))
+    except AgentError:
+        raise
+    except Exception as exc:
+        raise AgentError("TensorRT engine build failed: %s" % one_line(exc), "build")
 
 
 @command("run-engine")
 def run_engine(args):
-    _tensorrt()
-    raise AgentError("run-engine is not implemented in agent version %d" % AGENT_VERSION, "not_implemented")
+    """args: engine, input (.npy), output (.npy), warmup."""
+    b = _builder()
+    try:
+        return b.run(_arg(args, "engine", str, required=True), _arg(args, "input", str, required=True),
+                     _arg(args, "output", str, required=True), _arg(args, "warmup", int, 20))
+    except AgentError:
+        raise
+    except Exception as exc:
+        raise AgentError("TensorRT engine run failed: %s" % one_line(exc), "run")
 
 
 # ------------------------------------------------------------------------------------------------- main
