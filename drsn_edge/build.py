@@ -143,9 +143,114 @@ def _call(fn, *args):
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+STACK_BYTES = 8 * 1024  # harness stack estimate for the RAM fit (TFLM kernels run on the caller's stack)
+
+
+def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, output_len: int) -> dict:
+    """Flash = model + runtime code estimate; RAM = arena + I/O and protocol buffers + stack."""
+    runtime = int(target.hardware.get("runtime_code_kb", 200)) * 1024
+    flash = model_bytes + runtime
+    ram = arena_bytes + 2 * (input_len + 16) + output_len + STACK_BYTES
+    fb, rb = target.flash_bytes, target.ram_budget_bytes
+    return {"model_bytes": model_bytes, "runtime_code_bytes": runtime, "flash_bytes": flash, "flash_budget_bytes": fb,
+            "arena_bytes": arena_bytes, "ram_bytes": ram, "ram_budget_bytes": rb,
+            "ram_share": target.hardware.get("ram_share"), "fits": flash <= fb and ram <= rb}
+
+
+def build_mcu(target, model=None, out_dir=None, device=None, calib=None, max_drop=1.0, windows_per_class=10,
+              progress=None, precision="int8", **_) -> dict:
+    """int8 .tflite (litert-torch + ai-edge-quantizer), verified in LiteRT and TFLite Micro, memory fit,
+    firmware bundle."""
+    import numpy as np
+
+    from .artifacts import tool_versions, write_sidecar
+    from .backends import tflite as tfl
+    from .backends import tflm
+    from .calibration import check_against_model, resolve_calibration
+    from .data.dataset import normalize
+    from .errors import CheckFailedError
+    from .evaluate import predict_logits, resolve_model
+    from .fileio import sha256_file
+    from .firmware.bundle import arena_with_margin, write_bundle
+    from .quantize.run import evaluation_set
+
+    if device is not None:
+        raise InputError(f"{target.name} is a microcontroller: build for it without --device and flash the bundle")
+    if precision != "int8":
+        raise InputError(f"microcontroller targets are int8 only, got --precision {precision}")
+    step = progress or (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    bundle, model_path = resolve_model(model)
+    cal, cal_path = resolve_calibration(calib)
+    warnings = check_against_model(bundle.meta, cal)
+    cx = normalize(cal.x, bundle.normalization)
+    out_dir = Path(out_dir or Path("build") / target.name)
+
+    step("convert")
+    float_bytes = tfl.float_tflite(bundle.model, bundle.window)
+    step("quantize")
+    q = tfl.strip_names(tfl.quantize_int8(float_bytes, cx))
+    graph = tfl.check_integer_only(q)
+    ops = tflm.check_ops_supported(q)
+    step("verify")
+    ds, src = evaluation_set(bundle.meta, None, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0],
+                             windows_per_class, 0)
+    x = normalize(ds.x, bundle.normalization)
+    ref = predict_logits(bundle.model, x)
+    arena = tflm.min_arena_bytes(q)
+    lite = tfl.litert_run(q, x, raw=True)
+    micro = tflm.tflm_run(q, x, arena_size=arena_with_margin(arena), raw=True)
+    facc = float((ref.argmax(1) == ds.y).mean())
+    tacc = float((micro.argmax(1) == ds.y).mean())
+    lacc = float((lite.argmax(1) == ds.y).mean())
+    accuracy = {"float": facc, "int8": tacc, "drop_pp": 100 * (facc - tacc), "int8_litert": lacc,
+                "litert_tflm_agreement": float((lite.argmax(1) == micro.argmax(1)).mean()),
+                "litert_tflm_max_lsb": int(np.abs(lite.astype(np.int16) - micro.astype(np.int16)).max()),
+                "float_tflm_agreement": float((ref.argmax(1) == micro.argmax(1)).mean()),
+                "n": int(len(x)), "evaluation": src, "reference": "TFLite Micro (what the microcontroller computes)"}
+    io_in, io_out = graph["input"], graph["output"]
+    n_in, n_out = int(np.prod(io_in["shape"])), int(np.prod(io_out["shape"]))
+    memory = memory_fit(target, len(q), arena_with_margin(arena), n_in, n_out)
+    memory["arena_measured_bytes"] = arena
+    result = {"target": target.name, "family": target.family, "backend": target.backend, "precision": "int8",
+              "accuracy": accuracy, "memory": memory, "ops": ops, "op_counts": graph["op_counts"],
+              "warnings": warnings, "model": str(model_path)}
+    if not memory["fits"]:
+        raise CheckFailedError(
+            f"model does not fit {target.name}: flash {memory['flash_bytes']} B of {memory['flash_budget_bytes']} B, "
+            f"RAM {memory['ram_bytes']} B (arena {memory['arena_bytes']} B) of {memory['ram_budget_bytes']} B budget")
+    if accuracy["drop_pp"] > max_drop:
+        raise CheckFailedError(f"int8 accuracy drop in TFLite Micro {accuracy['drop_pp']:.2f} pp exceeds --max-drop {max_drop:g}")
+    with staged_output(out_dir) as tmp:
+        (tmp / "model.int8.tflite").write_bytes(q)
+        fw = tmp / "firmware"
+        fw.mkdir()
+        (fw / "model.int8.tflite").write_bytes(q)
+        io = {"input": {**io_in, "elements": n_in}, "output": {**io_out, "elements": n_out},
+              "window": bundle.window, "fs": bundle.fs}
+        files = write_bundle(fw, target, q, ops, arena, io, bundle.class_names, memory)
+        write_sidecar(tmp / "model.int8.tflite", {
+            "kind": "tflite", "target": target.name, "backend": "tflm", "precision": "int8",
+            "source_model": str(model_path), "source_model_sha256": sha256_file(model_path), "arch": bundle.arch,
+            "calibration": {"path": cal_path, "sha256": sha256_file(cal_path), "windows": len(cal),
+                            "method": "global min/max (ai-edge-quantizer static_wi8_ai8)"},
+            "input": {**io_in, "normalization": bundle.normalization},
+            "output": io_out, "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window,
+            "ops": ops, "memory": memory, "accuracy": accuracy,
+            "tools": tool_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "tflite-micro"),
+        })
+    result["artifacts"] = {"tflite": str(out_dir / "model.int8.tflite"), "sidecar": str(out_dir / "model.int8.json"),
+                           "firmware": str(out_dir / "firmware"),
+                           "firmware_files": [str(out_dir / "firmware" / f) for f in files["files"]]}
+    result["out_dir"] = str(out_dir)
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
 # backend of the target profile → builder (one line plugs in a new backend)
 BUILDERS = {
     "tensorrt": build_jetson,
+    "tflm": build_mcu,
 }
 
 

@@ -534,7 +534,8 @@ def targets_cmd(name, targets_dir, as_json):
 @_json_option
 def build_cmd(model, target_name, out_dir, device, precision, calib, method, max_drop, dla_core, workspace_mb,
               opt_level, strongly_typed, targets_dir, as_json):
-    """Build MODEL (default: the shipped model) for a target: TensorRT engine plan for Jetsons."""
+    """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
+    int8 .tflite + TFLite Micro firmware bundle for microcontrollers."""
     with ui.fail_cleanly(as_json):
         from .build import build
 
@@ -552,12 +553,25 @@ def build_cmd(model, target_name, out_dir, device, precision, calib, method, max
         if acc:
             rows += [["float accuracy %", ui.pct(acc["float"])], ["int8 accuracy %", ui.pct(acc["int8"])],
                      ["drop pp", f"{acc['drop_pp']:.2f}"]]
+        if "litert_tflm_agreement" in acc:
+            rows += [["int8 accuracy (LiteRT) %", ui.pct(acc["int8_litert"])],
+                     ["LiteRT vs TFLM top-1 agreement %", ui.pct(acc["litert_tflm_agreement"])],
+                     ["LiteRT vs TFLM max difference (LSB)", acc["litert_tflm_max_lsb"]]]
         for k in ("tensorrt", "jetpack", "sm"):
             if res.get(k) is not None:
                 rows.append([k, res[k]])
-        rows += [[k, v] for k, v in res["artifacts"].items()]
+        rows += [[k, v] for k, v in res["artifacts"].items() if not isinstance(v, list)]
         rows.append(["wall time s", f"{res['wall_s']:.1f}"])
         con.print(ui.table(f"build → {res['out_dir']}", ["field", "value"], rows))
+        mem = res.get("memory")
+        if mem:
+            con.print(ui.table(f"memory on {res['target']} ({'fits' if mem['fits'] else 'DOES NOT FIT'})",
+                               ["", "bytes", "budget"], [
+                ["model (.tflite)", mem["model_bytes"], ""], ["runtime code (estimate)", mem["runtime_code_bytes"], ""],
+                ["flash total", mem["flash_bytes"], mem["flash_budget_bytes"]],
+                [f"tensor arena (measured {mem['arena_measured_bytes']} + margin)", mem["arena_bytes"], ""],
+                ["RAM total", mem["ram_bytes"], mem["ram_budget_bytes"]]]))
+            con.print("ops: " + ", ".join(f"{k}×{v}" for k, v in sorted(res["op_counts"].items())))
         if res.get("trtexec"):
             con.print(f"trtexec: [cyan]{res['trtexec']}[/cyan]")
         if res.get("next_step"):

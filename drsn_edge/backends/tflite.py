@@ -400,7 +400,28 @@ def int8_io(tflite_bytes: bytes) -> bytes:
             tm.tensorIndex = int(new)
         for tm, new in zip(sig.outputs or [], new_outputs):
             tm.tensorIndex = int(new)
+    _drop_unused_tensors(model, sg)
     return write_model(model)
+
+
+def _drop_unused_tensors(model, sg) -> None:
+    """Remove tensors no operator or interface refers to (the old float interface), renumbering."""
+    used = {int(i) for op in sg.operators
+            for i in list(op.inputs) + list(op.outputs) + list(op.intermediates if op.intermediates is not None else [])
+            if i >= 0}
+    used |= {int(i) for i in list(sg.inputs) + list(sg.outputs)}
+    remap = {old: new for new, old in enumerate(sorted(used))}
+    sg.tensors = [t for i, t in enumerate(sg.tensors) if i in remap]
+    for op in sg.operators:
+        op.inputs = np.array([remap[int(i)] if i >= 0 else -1 for i in op.inputs], dtype=np.int32)
+        op.outputs = np.array([remap[int(i)] for i in op.outputs], dtype=np.int32)
+        if op.intermediates is not None:
+            op.intermediates = np.array([remap[int(i)] for i in op.intermediates], dtype=np.int32)
+    sg.inputs = np.array([remap[int(i)] for i in sg.inputs], dtype=np.int32)
+    sg.outputs = np.array([remap[int(i)] for i in sg.outputs], dtype=np.int32)
+    for sig in model.signatureDefs or []:
+        for tm in list(sig.inputs or []) + list(sig.outputs or []):
+            tm.tensorIndex = remap[int(tm.tensorIndex)]
 
 
 def strip_names(tflite_bytes: bytes) -> bytes:

@@ -242,7 +242,6 @@ def test_strip_names_keeps_results(tfl, int8_model):
     assert tfl.check_integer_only(stripped)["input"]["name"] == tfl.check_integer_only(int8_model)["input"]["name"]
 
 
-@pytest.mark.slow
 def test_percentile_calibration(tfl, float_model):
     pytest.importorskip("ai_edge_quantizer", reason=f"ai-edge-quantizer is not installed; {NEED}")
     x = _windows(16, seed=8)
@@ -287,6 +286,7 @@ def test_litert_and_tflm_agree(tfl, tflm, int8_model):
     assert f.dtype == np.float32
 
 
+@pytest.mark.slow  # a dozen child processes
 def test_min_arena_works_and_1kb_less_fails(tflm, int8_model):
     details = {}
     arena = tflm.min_arena_bytes(int8_model, details=details)
