@@ -450,8 +450,14 @@ def _interpreter(tflite_bytes: bytes):
         except ImportError:
             mod = require("ai_edge_litert.interpreter", EXTRA)  # raises with the install hint
     with _quiet():
-        interp = mod.Interpreter(model_content=bytes(tflite_bytes))
-        interp.allocate_tensors()
+        try:
+            interp = mod.Interpreter(model_content=bytes(tflite_bytes))
+            interp.allocate_tensors()
+        except RuntimeError:
+            # XNNPACK (LiteRT's default delegate) refuses some small graphs; LiteRT's own kernels run them
+            interp = mod.Interpreter(model_content=bytes(tflite_bytes), experimental_op_resolver_type=
+                                     mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interp.allocate_tensors()
     return interp
 
 

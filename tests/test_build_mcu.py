@@ -1,0 +1,89 @@
+"""`drsn-edge build` for microcontroller targets (needs the tflite extra; skipped without it)."""
+
+import json
+import re
+
+import pytest
+
+pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
+pytest.importorskip("ai_edge_quantizer", reason="the tflite extra (ai-edge-quantizer) is not installed")
+pytest.importorskip("tflite_micro", reason="the tflite extra (tflite-micro) is not installed")
+
+from .conftest import run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mcu_build(tiny_model, tiny_calib, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mcu") / "h743"
+    r = run_cli("build", tiny_model, "--target", "stm32h743", "--calib", tiny_calib, "-o", out, "--max-drop", "100",
+                "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_bundle_contents(mcu_build):
+    out, res = mcu_build
+    assert sorted(p.name for p in out.iterdir()) == ["firmware", "model.int8.json", "model.int8.tflite"]
+    fw = out / "firmware"
+    for name in ("main.cc", "model_data.cc", "model_data.h", "drsn_proto.c", "drsn_proto.h", "board.h", "board.c",
+                 "board_dwt.c", "CMakeLists.txt", "platformio.ini", "README.md", "model.int8.tflite"):
+        assert (fw / name).exists(), name
+    # the C array holds exactly the .tflite bytes, 16-byte aligned
+    data = (out / "model.int8.tflite").read_bytes()
+    arr = (fw / "model_data.cc").read_text()
+    assert "alignas(16)" in arr and f"g_drsn_model_len = {len(data)};" in arr
+    values = bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", arr))
+    assert values == data
+    # op resolver: exactly the ops the model uses
+    main = (fw / "main.cc").read_text()
+    adds = re.findall(r"resolver\.(Add\w+)\(\);", main)
+    assert len(adds) == len(res["ops"]) and f"MicroMutableOpResolver<{len(res['ops'])}>" in main
+    assert f"kArenaSize = {res['memory']['arena_bytes']};" in main
+    assert "mcpu=cortex-m7" in (fw / "CMakeLists.txt").read_text()
+    assert "{{" not in main + (fw / "README.md").read_text() + (fw / "platformio.ini").read_text()
+
+
+def test_json_and_sidecar(mcu_build):
+    out, res = mcu_build
+    assert res["target"] == "stm32h743" and res["memory"]["fits"]
+    mem = res["memory"]
+    assert mem["flash_bytes"] == mem["model_bytes"] + mem["runtime_code_bytes"]
+    assert mem["arena_bytes"] >= mem["arena_measured_bytes"] > 0 and mem["ram_budget_bytes"] == 512 * 1024
+    acc = res["accuracy"]
+    assert 0 <= acc["float"] <= 1 and acc["drop_pp"] == pytest.approx(100 * (acc["float"] - acc["int8"]))
+    assert 0.9 <= acc["litert_tflm_agreement"] <= 1 and acc["litert_tflm_max_lsb"] >= 0
+    side = json.loads((out / "model.int8.json").read_text())
+    assert side["input"]["dtype"] == "int8" and side["output"]["dtype"] == "int8"
+    assert side["tools"]["tflite-micro"] and side["memory"] == res["memory"]
+    assert "DEQUANTIZE" not in res["ops"]
+
+
+def test_model_that_does_not_fit_is_refused_with_numbers(tiny_model, tiny_calib, tmp_path):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "tiny-mcu.toml").write_text(
+        'name = "tiny-mcu"\nfamily = "mcu"\nbackend = "tflm"\ndescription = "a board too small"\n'
+        '[hardware]\ncpu = "cortex-m4"\nclock_mhz = 64\nflash_kb = 128\nram_kb = 32\n'
+        '[device]\ntransport = "serial"\n[check]\nmax_latency_ms = 1000.0\n')
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous build")
+    r = run_cli("build", tiny_model, "--target", "tiny-mcu", "--targets-dir", boards, "--calib", tiny_calib,
+                "-o", out, "--max-drop", "100", timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert "does not fit tiny-mcu" in r.stderr and "RAM" in r.stderr and "flash" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_unknown_target_suggests_names(tiny_model, tmp_path):
+    r = run_cli("build", tiny_model, "--target", "stm32h74", "-o", tmp_path / "o")
+    assert r.returncode == 2 and "did you mean stm32h743" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_broken_calibration_exit_2(tiny_model, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    r = run_cli("build", tiny_model, "--target", "stm32h743", "--calib", bad, "-o", tmp_path / "o")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
