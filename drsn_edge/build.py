@@ -166,10 +166,10 @@ def build_mcu(target, model=None, out_dir=None, device=None, calib=None, max_dro
     from .artifacts import tool_versions, write_sidecar
     from .backends import tflite as tfl
     from .backends import tflm
-    from .calibration import check_against_model, resolve_calibration
+    from .calibration import model_and_calibration
     from .data.dataset import normalize
     from .errors import CheckFailedError
-    from .evaluate import predict_logits, resolve_model
+    from .evaluate import predict_logits
     from .fileio import sha256_file
     from .firmware.bundle import arena_with_margin, write_bundle
     from .quantize.run import evaluation_set
@@ -180,10 +180,7 @@ def build_mcu(target, model=None, out_dir=None, device=None, calib=None, max_dro
         raise InputError(f"microcontroller targets are int8 only, got --precision {precision}")
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
-    bundle, model_path = resolve_model(model)
-    cal, cal_path = resolve_calibration(calib)
-    warnings = check_against_model(bundle.meta, cal)
-    cx = normalize(cal.x, bundle.normalization)
+    bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
     out_dir = Path(out_dir or Path("build") / target.name)
 
     step("convert")

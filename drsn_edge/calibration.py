@@ -54,6 +54,18 @@ def check_against_model(meta: dict, cal: Dataset) -> list[str]:
     return warnings
 
 
+def model_and_calibration(model=None, calib=None):
+    """Load a bundle (default: shipped) and a calibration set (default: shipped) that matches it.
+    Returns (bundle, model_path, calibration, calibration_path, warnings, normalized calibration windows)."""
+    from .data.dataset import normalize
+    from .evaluate import resolve_model
+
+    bundle, model_path = resolve_model(model)
+    cal, cal_path = resolve_calibration(calib)
+    warnings = check_against_model(bundle.meta, cal)
+    return bundle, model_path, cal, cal_path, warnings, normalize(cal.x, bundle.normalization)
+
+
 def make_calibration(data, out, n: int = 512, seed: int = 0, noise=("gaussian", "laplacian", "pink"),
                      snrs=tuple(float(s) for s in range(-5, 6)), include_clean: bool = True) -> dict:
     """Draw `n` windows from the non-test recordings of `data`, stratified by class and noise cell."""

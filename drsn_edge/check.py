@@ -37,21 +37,17 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
     from .build import resolve_target
     from .data.dataset import normalize
     from .devices import open_device
-    from .evaluate import resolve_model
     from .export import compare_outputs, ort_session, run_ort, to_onnx_bytes
     from .quantize.ptq import quantize_onnx
     from .quantize.run import evaluation_set
-    from .calibration import check_against_model, resolve_calibration
+    from .calibration import model_and_calibration
     from .report import latency_summary, write_report
 
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
-    bundle, model_path = resolve_model(model)
-    cal, _ = resolve_calibration(calib)
-    check_against_model(bundle.meta, cal)
+    bundle, model_path, _, _, _, cx = model_and_calibration(model, calib)
     ds, src = evaluation_set(bundle.meta, data, ["gaussian", "laplacian", "pink"], list(snrs), windows_per_class, seed)
     x = normalize(ds.x, bundle.normalization)
-    cx = normalize(cal.x, bundle.normalization)
     with open_device(device, **_device_options(ssh_config, ssh_identity, remote_python)) as dev:
         target = resolve_target(target_name, targets_dirs, dev)
         if target.family == "mcu":

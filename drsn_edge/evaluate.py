@@ -151,3 +151,14 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
 
         report["plot"] = str(evaluation_figure(report, plot, title=f"{bundle.arch} on {source}"))
     return report
+
+
+def load_test_windows(meta: dict, data) -> tuple[Dataset, str]:
+    """A user's dataset checked against the model, reduced to its test split when it has one."""
+    from .data.dataset import load_dataset
+
+    ds = load_dataset(data)
+    check_compatible(meta, ds)
+    if (ds.split == "test").any():
+        ds = ds.select_split("test")
+    return ds, str(data)

@@ -23,16 +23,12 @@ class ExportValidationError(CheckFailedError):
 def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: int = 0) -> tuple[np.ndarray, str]:
     """Normalized real windows to validate against: --data (test split first), else the default
     calibration set when it matches the model, else freshly simulated noisy recordings."""
-    from .data.dataset import load_dataset, normalize
-    from .evaluate import check_compatible
+    from .data.dataset import normalize
+    from .evaluate import check_compatible, load_test_windows
 
     rng = np.random.default_rng(seed)
     if data is not None:
-        ds = load_dataset(data)
-        check_compatible(meta, ds)
-        if (ds.split == "test").any():
-            ds = ds.select_split("test")
-        src = str(data)
+        ds, src = load_test_windows(meta, data)
     else:
         from .calibration import default_calibration_path, load_calibration
 

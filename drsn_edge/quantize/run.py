@@ -14,16 +14,11 @@ from .ptq import METHODS
 def evaluation_set(meta: dict, data: str | None, noise_kinds, snrs, windows_per_class: int, seed: int):
     """Windows to measure float vs INT8 on: --data (its test split) or fresh simulated recordings,
     swept over the noise grid."""
-    from ..data.dataset import load_dataset
     from ..data.noise import noise_sweep
-    from ..evaluate import check_compatible, fresh_test_set
+    from ..evaluate import fresh_test_set, load_test_windows
 
     if data is not None:
-        ds = load_dataset(data)
-        check_compatible(meta, ds)
-        if (ds.split == "test").any():
-            ds = ds.select_split("test")
-        src = str(data)
+        ds, src = load_test_windows(meta, data)
     else:
         ds = fresh_test_set(meta, windows_per_class, seed=100_000 + seed)
         src = f"simulated ({windows_per_class} windows/class, seed {100_000 + seed})"
@@ -66,9 +61,9 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
                    sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
                    qat_data: str | None = None, progress=None) -> dict:
     from ..artifacts import tool_versions, write_sidecar
-    from ..calibration import check_against_model, resolve_calibration
+    from ..calibration import model_and_calibration
     from ..data.dataset import normalize
-    from ..evaluate import predict_logits, resolve_model
+    from ..evaluate import predict_logits
     from ..export import (INPUT_NAME, OUTPUT_NAME, ExportValidationError, compare_outputs, deploy_to_onnx_bytes,
                           ort_session, run_ort, to_onnx_bytes)
     from ..fileio import sha256_file, write_bytes
@@ -90,10 +85,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
         raise InputError("--qat takes a number of epochs ≥ 0")
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
-    bundle, model_path = resolve_model(model)
-    cal, cal_path = resolve_calibration(calib)
-    warnings = check_against_model(bundle.meta, cal)
-    cx = normalize(cal.x, bundle.normalization)
+    bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
     ds, src = evaluation_set(bundle.meta, data, list(noise_kinds or []), list(snrs or []), windows_per_class, seed)
