@@ -38,7 +38,7 @@ def _run(job: dict) -> dict:
 
     out = Path(job["workdir"]) / f"{job['arch']}-s{job['seed']}.drsn"
     cfg = TrainConfig(data=job["train"], out=str(out), arch=job["arch"], epochs=job["epochs"], seed=job["seed"],
-                      threads=job["threads"])
+                      threads=job["threads"], noise=tuple(job["train_noise"]))
     summary = train(cfg)
     bundle = load_bundle(out)
     res = {"arch": job["arch"], "seed": job["seed"], "train": summary}
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel trainings")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per training (default: cores / jobs)")
     ap.add_argument("--out", default="benchmarks/results/noise_robustness.json")
+    ap.add_argument("--train-noise", default="gaussian,laplacian,pink",
+                    help="augmentation noise types ('none': train on clean windows only — an ablation)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     a = ap.parse_args(argv)
     if a.quick:
@@ -84,10 +86,12 @@ def main(argv=None) -> int:
                             condition="shifted", split=(0, 0, 1)), paths["shifted"])
     archs = a.archs.split(",")
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
-    jobs = [{"arch": ar, "seed": s, "epochs": a.epochs, "threads": threads, "workdir": str(work),
+    train_noise = [] if a.train_noise == "none" else a.train_noise.split(",")
+    jobs = [{"arch": ar, "seed": s, "epochs": a.epochs, "threads": threads, "workdir": str(work), "train_noise": train_noise,
              **{k: str(v) for k, v in paths.items()}} for s in range(a.seeds) for ar in archs]
     print(f"{len(jobs)} trainings: {a.epochs} epochs on {int(0.7 * a.windows_per_class)} windows/class "
-          f"from {a.recordings_per_class} recordings/class; {a.jobs} in parallel", flush=True)
+          f"from {a.recordings_per_class} recordings/class, augmentation noise {a.train_noise}; "
+          f"{a.jobs} in parallel", flush=True)
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as ex:
             results = list(ex.map(_run, jobs))
