@@ -38,7 +38,7 @@ def staged_output(out_dir: Path):
 
 
 def build_jetson(target, model=None, out_dir=None, device=None, precision="int8", dla_core=None,
-                 workspace_mb=256, opt_level=None, strongly_typed=False, calib=None, method="minmax",
+                 workspace_mb=256, opt_level=None, strongly_typed=False, calib=None, method="percentile",
                  max_drop=1.0, windows_per_class=20, progress=None, **_) -> dict:
     from .artifacts import tool_versions, write_sidecar
     from .backends import tensorrt as trt

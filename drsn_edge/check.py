@@ -52,7 +52,7 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
         target = resolve_target(target_name, targets_dirs, dev)
         if target.family == "mcu":
             raise InputError(f"{target.name} is a microcontroller; its on-device check runs over the serial "
-                             "protocol, not over {device}")
+                             f"protocol, not over {device}")
         facts = dev.info()
         has_trt = bool(((facts.get("modules") or {}).get("tensorrt") or {}).get("ok"))
         with tempfile.TemporaryDirectory() as tmp:

@@ -399,7 +399,8 @@ def calibration_info(path, as_json):
 @main.command("quantize")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: calibration/default.npz).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax", show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
+              show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
 @click.option("--batch", default=1, show_default=True, type=int)
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
@@ -524,7 +525,8 @@ def targets_cmd(name, targets_dir, as_json):
 @click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax", show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
+              show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
 @click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
 @click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")

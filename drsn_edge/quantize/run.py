@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckFailedError, InputError
-from .ptq import METHODS
+from .ptq import DEFAULT_METHOD, METHODS
 
 
 def evaluation_set(meta: dict, data: str | None, noise_kinds, snrs, windows_per_class: int, seed: int):
@@ -55,7 +55,7 @@ def _check_out(out) -> Path:
     return out
 
 
-def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = "minmax", batch: int = 1,
+def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = DEFAULT_METHOD, batch: int = 1,
                    max_drop: float = 1.0, data=None, noise_kinds=("gaussian", "laplacian", "pink"),
                    snrs=tuple(float(s) for s in range(-5, 6)), windows_per_class: int = 20, seed: int = 0,
                    sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
