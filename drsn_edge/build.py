@@ -266,12 +266,13 @@ def resolve_target(target_name: str, targets_dirs=None, device=None):
     return get_target(target_name, targets_dirs)
 
 
-def build(target_name: str, model=None, targets_dirs=None, device: str | None = None, **options) -> dict:
+def build(target_name: str, model=None, targets_dirs=None, device: str | None = None, device_options=None,
+          **options) -> dict:
     if device is None:
         return _dispatch(resolve_target(target_name, targets_dirs), model, None, options)
     from .devices import open_device
 
-    with open_device(device) as dev:
+    with open_device(device, **(device_options or {})) as dev:
         return _dispatch(resolve_target(target_name, targets_dirs, dev), model, dev, options)
 
 

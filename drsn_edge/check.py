@@ -20,7 +20,7 @@ from .errors import CheckFailedError, DeviceError, InputError
 SWEEP = (1, 8, 32)
 
 
-def _device_options(ssh_config=None, ssh_identity=None, remote_python=None) -> dict:
+def device_options(ssh_config=None, ssh_identity=None, remote_python=None) -> dict:
     opts = {}
     if ssh_config:
         opts["config_file"] = ssh_config
@@ -33,7 +33,7 @@ def _device_options(ssh_config=None, ssh_identity=None, remote_python=None) -> d
 
 def check(target_name: str, device: str = "local", model=None, calib=None, data=None, windows_per_class: int = 10,
           snrs=(-5.0, 0.0, 5.0), seed: int = 0, report: str | None = None, targets_dirs=None, sweep=SWEEP,
-          ssh_config=None, ssh_identity=None, remote_python=None, progress=None) -> dict:
+          ssh_config=None, ssh_identity=None, remote_python=None, engine=None, progress=None) -> dict:
     from .build import resolve_target
     from .data.dataset import normalize
     from .devices import open_device
@@ -48,7 +48,7 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
     bundle, model_path, _, _, _, cx = model_and_calibration(model, calib)
     ds, src = evaluation_set(bundle.meta, data, ["gaussian", "laplacian", "pink"], list(snrs), windows_per_class, seed)
     x = normalize(ds.x, bundle.normalization)
-    with open_device(device, **_device_options(ssh_config, ssh_identity, remote_python)) as dev:
+    with open_device(device, **device_options(ssh_config, ssh_identity, remote_python)) as dev:
         target = resolve_target(target_name, targets_dirs, dev)
         if target.family == "mcu":
             raise InputError(f"{target.name} is a microcontroller; its on-device check runs over the serial "
@@ -67,13 +67,24 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
                 p.write_bytes(quantize_onnx(fb, cx, b))
                 variants[b] = p
             np.save(tmp / "windows.npy", x.astype(np.float32))
+            if engine is not None and not has_trt:
+                raise DeviceError(f"{device} has no TensorRT to run the engine {engine}; check without --engine "
+                                  "(ONNX Runtime stands in) or on the Jetson it was built for")
             if has_trt:
                 runtime = "tensorrt"
-                step("build engine on device")
-                from .backends.tensorrt import build_on_device
+                from .backends.tensorrt import BUILDER, build_on_device, check_engine_compat
 
-                eng = build_on_device(dev, tmp, variants[1].name, "model.engine",
-                                      {"precision": "int8", "workspace_mb": 256})
+                if engine is not None:
+                    step("load engine")
+                    side = _engine_sidecar(engine)
+                    check_engine_compat(side, dev.run_agent("trt-info", {}, files=[BUILDER]))
+                    dev.put(engine, "model.engine")
+                    eng = {"tensorrt": side.get("tensorrt"), "sm": side.get("sm")}
+                    (tmp / "model.engine").write_bytes(Path(engine).read_bytes())
+                else:
+                    step("build engine on device")
+                    eng = build_on_device(dev, tmp, variants[1].name, "model.engine",
+                                          {"precision": "int8", "workspace_mb": 256})
                 res = dev.run_agent("run-engine", {"engine": "model.engine", "input": "windows.npy",
                                                    "output": "logits.npy", "warmup": 20}, files=[tmp / "windows.npy"])
                 lat = res["latency_ms"]
@@ -128,6 +139,21 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
     if report:
         result["report"] = write_report(result, report, lat)
     return result
+
+
+def _engine_sidecar(engine) -> dict:
+    """The sidecar of a prebuilt engine: what TensorRT version and SM it belongs to."""
+    from .artifacts import sidecar_path
+    from .fileio import read_json
+
+    engine = Path(engine)
+    if not engine.is_file():
+        raise InputError(f"engine '{engine}' does not exist")
+    side = sidecar_path(engine)
+    if not side.is_file():
+        raise InputError(f"engine '{engine}' has no sidecar '{side.name}' saying which TensorRT and GPU it was built "
+                         "for; rebuild it with drsn-edge build")
+    return read_json(side)
 
 
 def raise_if_failed(result: dict) -> None:

@@ -533,16 +533,21 @@ def targets_cmd(name, targets_dir, as_json):
 @click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
 @click.option("--strongly-typed", is_flag=True, help="TensorRT 10: strongly typed network (always on 11).")
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False), help="Extra folder of target TOMLs.")
+@click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")
+@click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")
+@click.option("--remote-python", default=None, help="Python on the device (default: python3).")
 @_json_option
 def build_cmd(model, target_name, out_dir, device, precision, calib, method, max_drop, dla_core, workspace_mb,
-              opt_level, strongly_typed, targets_dir, as_json):
+              opt_level, strongly_typed, targets_dir, ssh_config, ssh_identity, remote_python, as_json):
     """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
     int8 .tflite + TFLite Micro firmware bundle for microcontrollers."""
     with ui.fail_cleanly(as_json):
         from .build import build
+        from .check import device_options
 
         with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
             res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
+                        device_options=device_options(ssh_config, ssh_identity, remote_python),
                         precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
                         workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed,
                         progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
@@ -591,10 +596,12 @@ def build_cmd(model, target_name, out_dir, device, precision, calib, method, max
 @click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")
 @click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")
 @click.option("--remote-python", default=None, help="Python on the device (default: python3).")
+@click.option("--engine", default=None, type=click.Path(dir_okay=False),
+              help="Run this prebuilt TensorRT engine (refused if the device's TensorRT or SM differ from its sidecar).")
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False))
 @_json_option
 def check_cmd(model, target_name, device, calib, data, windows_per_class, report, ssh_config, ssh_identity,
-              remote_python, targets_dir, as_json):
+              remote_python, engine, targets_dir, as_json):
     """Run the model on the device and check accuracy and latency against the target's thresholds."""
     with ui.fail_cleanly(as_json):
         from .check import check, raise_if_failed
@@ -602,7 +609,7 @@ def check_cmd(model, target_name, device, calib, data, windows_per_class, report
         with ui.progress_bar(_show_progress(as_json), f"checking on {device}") as adv:
             res = check(target_name, device, model, calib=calib, data=data, windows_per_class=windows_per_class,
                         report=report, targets_dirs=list(targets_dir) or None, ssh_config=ssh_config,
-                        ssh_identity=ssh_identity, remote_python=remote_python,
+                        ssh_identity=ssh_identity, remote_python=remote_python, engine=engine,
                         progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
         if as_json:
             ui.emit_json(res)

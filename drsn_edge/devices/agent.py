@@ -351,6 +351,12 @@ def _builder():
     return trt_builder
 
 
+@command("trt-info")
+def trt_info(args):
+    """TensorRT version and GPU compute capability (SM) of the device, for engine compatibility."""
+    return _builder().info()
+
+
 @command("build-engine")
 def build_engine(args):
     """args: onnx, engine, precision, dla_core, workspace_mb, timing_cache, opt_level, strongly_typed."""

@@ -57,3 +57,21 @@ def test_check_jetson_alias_needs_a_jetson(tiny_model, tiny_calib, tiny_data):
     args[args.index("jetson-orin-nano")] = "jetson"
     r = run_cli(*args)
     assert r.returncode == 2 and "needs a Jetson" in r.stderr
+
+
+def test_prebuilt_engine_needs_tensorrt_on_the_device(tiny_model, tiny_calib, tiny_data, tmp_path):
+    eng = tmp_path / "model.engine"
+    eng.write_bytes(b"not really an engine")
+    (tmp_path / "model.json").write_text(json.dumps({"tensorrt": "10.3.0", "sm": "87"}))
+    r = run_cli(*_check_args(tiny_model, tiny_calib, tiny_data), "--engine", eng)
+    assert r.returncode == 4 and "has no TensorRT to run the engine" in r.stderr
+
+
+def test_build_on_a_device_without_tensorrt_exit_4(sshd, tiny_model, tiny_calib, tmp_path):
+    out = tmp_path / "orin"
+    r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "-o", out,
+                "--max-drop", "100", "--device", sshd.url(), "--ssh-config", sshd.client_config,
+                "--ssh-identity", sshd.user_key, "--remote-python", sys.executable)
+    # the loopback device has no TensorRT: the remote build fails cleanly and nothing is left behind
+    assert r.returncode == 4 and "tensorrt not available" in r.stderr, r.stderr
+    assert not out.exists()
