@@ -47,3 +47,28 @@ def tiny_calib(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("calib") / "calib.npz"
     make_calibration(tiny_data, out, n=40, seed=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add spin/wake-up overhead (badly so on a busy 2-core box)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def randomize_bn(model, mean_span: float = 2.0, bias_span: float = 1.0, seed: int = 0):
+    """Give every BatchNorm random statistics and affines (so BN folding is really exercised); eval mode."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.copy_((torch.rand(m.num_features, generator=g) - 0.5) * mean_span)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_((torch.rand(m.num_features, generator=g) - 0.5) * bias_span)
+    return model.eval()

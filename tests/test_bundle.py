@@ -18,13 +18,7 @@ NAMES = ["normal", "IR007", "B007", "OR007"]
 ARCHS = ["drsn-cw", "drsn-cs", "resnet", "convnet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add spin/wake-up overhead (badly so on a busy 2-core box)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(arch="drsn-cw", seed=0, **kw):

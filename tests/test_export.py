@@ -10,23 +10,14 @@ from drsn_edge.export import ExportValidationError, compare_outputs, export, run
 from drsn_edge.models import create_model
 from drsn_edge.models.deploy import DeployNet
 
-from .conftest import run_cli
+from .conftest import randomize_bn, run_cli
 
 
-def _randomize_bn(model):
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("arch", ["drsn-cw", "drsn-cs", "resnet", "convnet"])
 def test_deploy_form_equals_trained_model(arch):
-    m = _randomize_bn(create_model(arch, classes=10, depth=2))
+    m = randomize_bn(create_model(arch, classes=10, depth=2))
     d = DeployNet(m, 3, 2048)
     x = torch.randn(3, 1, 2048)
     with torch.no_grad():
@@ -37,7 +28,7 @@ def test_deploy_form_equals_trained_model(arch):
 
 
 def test_onnx_graph_is_deploy_form():
-    m = _randomize_bn(create_model("drsn-cw", classes=10, depth=1))
+    m = randomize_bn(create_model("drsn-cw", classes=10, depth=1))
     g = onnx.load_from_string(to_onnx_bytes(m, 2, 2048))
     ops = {n.op_type for n in g.graph.node}
     assert "BatchNormalization" not in ops and "Sign" not in ops and "Abs" not in ops

@@ -25,16 +25,10 @@ from drsn_edge.models import create_model
 ARCHS = ["drsn-cw", "drsn-cs", "resnet", "convnet"]
 NAMES = [f"fault{i}" for i in range(10)]
 WINDOW, FS = 128, 12000.0
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 DEFAULTS = {"depth": 4, "width": 1, "classes": 10, "stages": 3, "kernel": 3, "in_channels": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _model(arch="drsn-cw", seed=0, **kw):

@@ -15,19 +15,12 @@ import torch
 from drsn_edge.errors import CheckFailedError, InputError
 from drsn_edge.models import create_model
 
+from ..conftest import randomize_bn
+
 WINDOW = 512
 NEED = "install with: pip install 'drsn-edge[tflite]'"
 
 
-def _randomize_bn(model):
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _windows(n: int, seed: int) -> np.ndarray:
@@ -49,7 +42,7 @@ def _windows(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
-    return _randomize_bn(create_model("drsn-cw", classes=10, depth=1))
+    return randomize_bn(create_model("drsn-cw", classes=10, depth=1), mean_span=0.4, bias_span=0.4)
 
 
 @pytest.fixture(scope="module")
