@@ -92,7 +92,8 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
                           "sm": eng.get("sm")}
                 throughput_sweep = {}
             else:
-                runtime = "onnxruntime (standing in for TensorRT: no TensorRT on the device)"
+                runtime = ("onnxruntime (standing in for TensorRT: no TensorRT on the device)"
+                           if target.family == "jetson" else "onnxruntime")
                 step("run on device")
                 res = dev.run_agent("run-onnx", {"model": variants[1].name, "input": "windows.npy",
                                                  "output": "logits.npy", "warmup": 20, "sweep_runs": 20},
