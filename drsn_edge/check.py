@@ -121,7 +121,7 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
     failures = []
     if acc < th["min_accuracy"]:
         failures.append(f"accuracy {100 * acc:.2f} % < {100 * th['min_accuracy']:.1f} %")
-    if 100 * (ref_acc - acc) > th["max_drop_pp"]:
+    if 100 * (ref_acc - acc) > th["max_drop_pp"] + 1e-9:  # float rounding must not fail an exact tie
         failures.append(f"drop {100 * (ref_acc - acc):.2f} pp > {th['max_drop_pp']:g} pp")
     if lat_s["p99"] is not None and lat_s["p99"] > th["max_latency_ms"]:
         failures.append(f"p99 latency {lat_s['p99']:.2f} ms > {th['max_latency_ms']:g} ms")
