@@ -216,7 +216,7 @@ def build_mcu(target, model=None, out_dir=None, device=None, calib=None, max_dro
         raise CheckFailedError(
             f"model does not fit {target.name}: flash {memory['flash_bytes']} B of {memory['flash_budget_bytes']} B, "
             f"RAM {memory['ram_bytes']} B (arena {memory['arena_bytes']} B) of {memory['ram_budget_bytes']} B budget")
-    if accuracy["drop_pp"] > max_drop:
+    if accuracy["drop_pp"] > max_drop + 1e-9:
         raise CheckFailedError(f"int8 accuracy drop in TFLite Micro {accuracy['drop_pp']:.2f} pp exceeds --max-drop {max_drop:g}")
     with staged_output(out_dir) as tmp:
         (tmp / "model.int8.tflite").write_bytes(q)
