@@ -69,6 +69,14 @@ class DeviceBase:
     def run_agent(self, command, args=None, files=(), *, check=True, timeout=None) -> dict:  # pragma: no cover
         raise NotImplementedError
 
+    def _stage_agent_call(self, command, files) -> None:
+        """What every run_agent does first: check the command, connect, upload the files."""
+        if not isinstance(command, str) or not command:
+            raise InputError(f"bad agent command {command!r}")
+        self.open()
+        for f in files:
+            self.put(f, Path(f).name)
+
     def info(self) -> dict:
         facts = self.run_agent("info", {})
         facts.update({"device": self.url, "transport": self.transport, "workdir": self.workdir})

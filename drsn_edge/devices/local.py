@@ -72,11 +72,7 @@ class LocalDevice(DeviceBase):
 
     def run_agent(self, command: str, args: dict | None = None, files: Iterable = (), *, check: bool = True,
                   timeout: float | None = None) -> dict:
-        if not isinstance(command, str) or not command:
-            raise InputError(f"bad agent command {command!r}")
-        self.open()
-        for f in files:
-            self.put(f, Path(f).name)
+        self._stage_agent_call(command, files)
         agent = self._path(AGENT_REMOTE_NAME)
         if not agent.exists():
             self.put(AGENT_PATH, AGENT_REMOTE_NAME)

@@ -237,11 +237,7 @@ class SshDevice(DeviceBase):
 
     def run_agent(self, command: str, args: dict | None = None, files: Iterable = (), *, check: bool = True,
                   timeout: float | None = None) -> dict:
-        if not isinstance(command, str) or not command:
-            raise InputError(f"bad agent command {command!r}")
-        self.open()
-        for f in files:
-            self.put(f, Path(f).name)
+        self._stage_agent_call(command, files)
         agent = self._ensure_agent()
         payload = json.dumps(args or {}).encode()
         args_name = f".args-{next(self._counter)}.json"
