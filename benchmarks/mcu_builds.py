@@ -22,8 +22,6 @@ def main(argv=None) -> int:
     ap.add_argument("--windows-per-class", type=int, default=20)
     ap.add_argument("--out", default="benchmarks/results/mcu_builds.json")
     a = ap.parse_args(argv)
-    import numpy as np
-
     from drsn_edge.backends.tflm import tflm_run
     from drsn_edge.build import build
     from drsn_edge.data.dataset import normalize

@@ -68,11 +68,11 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
             step("export")
             export(model, onnx_path)
             result["accuracy"] = None
-        trt_version = target.hardware.get("tensorrt")
+        trt_version = target.tensorrt
         src_side = read_json(onnx_path.with_suffix(".json"))
         # the ONNX sidecar also says which target the engine is to be built for
-        src_side.update({"target": target.name, "engine_for": {"tensorrt": trt_version, "sm": target.hardware.get("sm"),
-                                                               "jetpack": target.hardware.get("jetpack")}})
+        src_side.update({"target": target.name, "engine_for": {"tensorrt": trt_version, "sm": target.sm,
+                                                               "jetpack": target.jetpack}})
         write_json(onnx_path.with_suffix(".json"), src_side)
         engine_name = "model.engine"
         cache = f"timing-{target.name}.cache"
@@ -110,7 +110,7 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
             write_sidecar(tmp / engine_name, {
                 "kind": "tensorrt-engine", "target": target.name, "backend": "tensorrt", "precision": precision,
                 "tensorrt": engine_info.get("tensorrt"), "sm": engine_info.get("sm"),
-                "jetpack": target.hardware.get("jetpack"), "dla_core": dla_core,
+                "jetpack": target.jetpack, "dla_core": dla_core,
                 "dla_gpu_fallback_layers": engine_info.get("dla_gpu_fallback_layers", []),
                 "input_shape": engine_info.get("input_shape"), "source_onnx": onnx_name,
                 "source_onnx_sha256": sha256_file(onnx_path), "source_model_sha256": src_side.get("source_model_sha256"),
@@ -129,8 +129,8 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
         result["artifacts"] = files
         result["trtexec"] = " ".join(trtexec)
         result["tensorrt"] = trt_version
-        result["jetpack"] = target.hardware.get("jetpack")
-        result["sm"] = target.hardware.get("sm")
+        result["jetpack"] = target.jetpack
+        result["sm"] = target.sm
     result["out_dir"] = str(out_dir)
     result["wall_s"] = time.perf_counter() - t0
     return result
@@ -148,7 +148,7 @@ STACK_BYTES = 8 * 1024  # harness stack estimate for the RAM fit (TFLM kernels r
 
 def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, output_len: int) -> dict:
     """Flash = model + runtime code estimate; RAM = arena + I/O and protocol buffers + stack."""
-    runtime = int(target.hardware.get("runtime_code_kb", 200)) * 1024
+    runtime = target.runtime_code_bytes if target.runtime_code_bytes is not None else 200 * 1024
     flash = model_bytes + runtime
     ram = arena_bytes + 2 * (input_len + 16) + output_len + STACK_BYTES
     fb, rb = target.flash_bytes, target.ram_budget_bytes

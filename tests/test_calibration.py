@@ -5,7 +5,7 @@ import pytest
 
 from drsn_edge.bundle import load_bundle
 from drsn_edge.calibration import MIN_RECOMMENDED, check_against_model, default_calibration_path, load_calibration, make_calibration
-from drsn_edge.data.dataset import Dataset, load_dataset, save_dataset
+from drsn_edge.data.dataset import Dataset, load_dataset
 from drsn_edge.errors import InputError
 
 from .conftest import run_cli

@@ -116,7 +116,7 @@ def validate_options(target, precision: str, dla_core: int | None, workspace_mb:
         raise InputError(f"unknown precision '{precision}'; use int8, fp16 or fp32")
     if workspace_mb < 16:
         raise InputError(f"--workspace-mb must be at least 16, got {workspace_mb}")
-    cores = int(target.hardware.get("dla_cores", 0) or 0)
+    cores = target.dla_cores or 0
     if dla_core is not None and not (0 <= dla_core < cores):
         raise InputError(f"{target.name} has {cores} DLA core(s); --dla-core {dla_core} is not available"
                          + ("" if cores else " (this Jetson has no DLA)"))

@@ -4,8 +4,6 @@ standing in for TensorRT on the device."""
 import json
 import sys
 
-import pytest
-
 from ..conftest import run_cli
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drsn_edge.errors import DeviceError
-from drsn_edge.firmware.protocol import HELLO, INFO, RESULT, Decoder, DeviceInfo, SerialClient, crc16, encode
+from drsn_edge.firmware.protocol import INFO, RESULT, Decoder, DeviceInfo, SerialClient, crc16, encode
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "drsn_edge" / "firmware" / "templates"
 
