@@ -145,3 +145,229 @@ def build_on_device(device, folder: Path, onnx_name: str, engine_name: str, buil
         device.get(cache, folder / cache)
     res["device"] = device.url
     return res
+
+
+# --------------------------------------------------------------------------------------------------
+# the backend: QDQ ONNX + engine build plan (+ the engine, where TensorRT is), and its runners
+
+from dataclasses import dataclass  # noqa: E402
+
+from .base import Backend, BuildOutput  # noqa: E402
+from .onnxrt import Options as _OnnxOptions  # noqa: E402
+
+ENGINE = "model.engine"
+
+
+@dataclass
+class Options(_OnnxOptions):
+    dla_core: int | None = None
+    workspace_mb: int = 256
+    opt_level: int | None = None
+    strongly_typed: bool = False
+    device: str | None = None  # build the engine on this device (ssh://…)
+
+    def validate(self, target) -> None:
+        from ..quantize.ptq import METHODS
+        from ..validate import count
+
+        if self.precision not in ("int8", "fp16", "fp32"):
+            raise InputError(f"unknown precision '{self.precision}'; use int8, fp16 or fp32")
+        if self.method not in METHODS:
+            raise InputError(f"unknown --method '{self.method}'; choose one of {', '.join(METHODS)}")
+        from .base import CommonOptions
+
+        CommonOptions.validate(self, target)
+        count("--workspace-mb", self.workspace_mb, lo=16, hi=1 << 20)
+        if self.opt_level is not None:
+            count("--opt-level", self.opt_level, lo=0, hi=5)
+            if _version_tuple(target.tensorrt) and _version_tuple(target.tensorrt) < (8, 6):
+                raise InputError(f"--opt-level needs TensorRT ≥ 8.6; {target.name} has TensorRT {target.tensorrt}")
+        major = (_version_tuple(target.tensorrt) or (10,))[0]
+        if self.strongly_typed and major < 10:
+            raise InputError(f"--strongly-typed needs TensorRT ≥ 10; {target.name} has TensorRT {target.tensorrt}")
+        validate_options(target, self.precision, self.dla_core, self.workspace_mb)
+
+
+def _builder_args(o: Options, onnx_name: str, cache: str) -> list[str]:
+    args = ["build", "--onnx", onnx_name, "--engine", ENGINE, "--precision", o.precision,
+            "--workspace-mb", str(o.workspace_mb), "--timing-cache", cache]
+    if o.dla_core is not None:
+        args += ["--dla-core", str(o.dla_core)]
+    if o.opt_level is not None:
+        args += ["--opt-level", str(o.opt_level)]
+    if o.strongly_typed:
+        args.append("--strongly-typed")
+    return args
+
+
+def build(ctx) -> BuildOutput:
+    """The linted QDQ ONNX (measured on the spec), the trtexec command for the target's TensorRT, a build
+    script and the self-contained builder; the engine itself where TensorRT is (the device, or here)."""
+    from ..fileio import read_json, write_json
+    from .onnxrt import write_onnx
+
+    o, target = ctx.options, ctx.target
+    out = write_onnx(ctx, o.method, o.precision if o.precision != "fp16" else "fp32")
+    onnx_path = ctx.out / out.artifact
+    side = read_json(onnx_path.with_suffix(".json")) if onnx_path.with_suffix(".json").exists() else {}
+    side.update({"target": target.name, "backend": "tensorrt", "engine_for": {"tensorrt": target.tensorrt,
+                                                                               "sm": target.sm, "jetpack": target.jetpack}})
+    side.setdefault("class_names", ctx.bundle.class_names)
+    side.setdefault("fs", ctx.bundle.fs)
+    side.setdefault("window", ctx.bundle.window)
+    side.setdefault("input", {"normalization": ctx.bundle.normalization})
+    write_json(onnx_path.with_suffix(".json"), side)
+    cache = f"timing-{target.name}.cache"
+    trtexec = trtexec_command(target.tensorrt, out.artifact, ENGINE, o.precision, o.dla_core, o.workspace_mb, cache,
+                              o.opt_level, o.strongly_typed)
+    stage_folder(ctx.out, onnx_path, trtexec, _builder_args(o, out.artifact, cache))
+    engine = _build_engine(ctx, out.artifact, cache)
+    if engine:
+        _write_engine_sidecar(ctx, engine, onnx_path, side)
+    out.details.update({"trtexec": " ".join(trtexec), "tensorrt": target.tensorrt, "jetpack": target.jetpack,
+                        "sm": target.sm, "engine": engine, "next_step": None if engine else (
+                            f"no TensorRT here: copy the build folder to the {target.name} and run ./build_engine.sh "
+                            "(or pass --device ssh://user@host to build it there)")})
+    return out
+
+
+def _build_engine(ctx, onnx_name: str, cache: str) -> dict | None:
+    o = ctx.options
+    args = {"precision": o.precision, "dla_core": o.dla_core, "workspace_mb": o.workspace_mb, "timing_cache": cache,
+            "opt_level": o.opt_level, "strongly_typed": o.strongly_typed}
+    if ctx.device is not None:
+        ctx.progress("build on device")
+        return build_on_device(ctx.device, ctx.out, onnx_name, ENGINE, args)
+    if not tensorrt_available():
+        return None
+    import os
+
+    from .trt_builder import build as local_build
+
+    ctx.progress("build engine")
+    cwd = os.getcwd()
+    os.chdir(ctx.out)
+    try:
+        try:
+            res = local_build(onnx_name, ENGINE, o.precision, o.dla_core, o.workspace_mb, cache, o.opt_level,
+                              o.strongly_typed)
+        except Exception as exc:  # TensorRT raises plain exceptions; report them as a failed build
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        return raise_for_builder_error(res)
+    finally:
+        os.chdir(cwd)
+
+
+def _write_engine_sidecar(ctx, engine: dict, onnx_path: Path, side: dict) -> None:
+    from ..artifacts import tool_versions, write_sidecar
+    from ..fileio import sha256_file
+
+    write_sidecar(ctx.out / ENGINE, {
+        "kind": "tensorrt-engine", "target": ctx.target.name, "backend": "tensorrt",
+        "precision": ctx.options.precision, "tensorrt": engine.get("tensorrt"), "sm": engine.get("sm"),
+        "jetpack": ctx.target.jetpack, "dla_core": ctx.options.dla_core,
+        "dla_gpu_fallback_layers": engine.get("dla_gpu_fallback_layers", []),
+        "input_shape": engine.get("input_shape"), "source_onnx": onnx_path.name,
+        "source_onnx_sha256": sha256_file(onnx_path), "source_model_sha256": side.get("source_model_sha256"),
+        "class_names": side.get("class_names"), "fs": side.get("fs"), "window": side.get("window"),
+        "input": side.get("input"), "built_on": engine.get("device"), "tools": tool_versions(),
+    })
+
+
+class EngineRunner:
+    """A TensorRT engine on a device with TensorRT, through the device agent (Polygraphy / TensorRT there).
+    The build folder's engine is used when it matches the device's TensorRT and SM; otherwise the engine is
+    built there from the build folder's QDQ ONNX (same file, same flags)."""
+
+    timing_source = "device (TensorRT, agent)"
+
+    def __init__(self, build, device):
+        self.build, self.device = build, device
+        self.name = "tensorrt"
+        self.last_raw = None
+        self._lat: list[float] = []
+        self.engine_info: dict = {}
+        self.active = False
+
+    def activate(self) -> None:
+        from ..fileio import read_json
+
+        if self.active:
+            self._lat = []
+            return
+        engine = self.build.file(ENGINE)
+        if engine.is_file():
+            side = read_json(engine.with_suffix(".json")) if engine.with_suffix(".json").is_file() else {}
+            check_engine_compat(side, self.device.run_agent("trt-info", {}, files=[BUILDER]))
+            self.device.put(engine, ENGINE)
+            self.engine_info = {"tensorrt": side.get("tensorrt"), "sm": side.get("sm"), "engine": "prebuilt"}
+        else:
+            import tempfile
+
+            onnx = self.build.manifest["artifact"]
+            with tempfile.TemporaryDirectory() as tmp:
+                import shutil
+
+                shutil.copyfile(self.build.file(onnx), Path(tmp) / onnx)
+                opts = self.build.manifest.get("options") or {}
+                self.engine_info = build_on_device(self.device, Path(tmp), onnx, ENGINE, {
+                    "precision": opts.get("precision", "int8"), "workspace_mb": opts.get("workspace_mb", 256)})
+        self.active = True
+
+    def infer(self, x):
+        import tempfile
+
+        import numpy as np
+
+        if not self.active:
+            self.activate()
+        with tempfile.TemporaryDirectory() as tmp:
+            inp = Path(tmp) / "windows.npy"
+            np.save(inp, np.ascontiguousarray(x, np.float32))
+            res = self.device.run_agent("run-engine", {"engine": ENGINE, "input": "windows.npy", "output": "logits.npy",
+                                                       "warmup": 20}, files=[inp])
+            self.device.get("logits.npy", Path(tmp) / "logits.npy")
+            got = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
+        self._lat.extend(float(v) for v in res["latency_ms"])
+        return got.astype(np.float32)
+
+    def timing(self):
+        from .base import Timing
+
+        return Timing(list(self._lat), self.timing_source)
+
+    def sweep(self, x, runs: int = 20) -> dict:
+        return {}
+
+    def deactivate(self) -> None:
+        self.active = False
+
+
+STAND_IN = "onnxruntime (standing in for TensorRT: no TensorRT on the device)"
+
+
+def device_has_tensorrt(device) -> bool:
+    if device is None:
+        return bool(tensorrt_available())
+    facts = device.info()
+    return bool(((facts.get("modules") or {}).get("tensorrt") or {}).get("ok"))
+
+
+def runner(build, device=None):
+    """The engine where the device has TensorRT; otherwise the same QDQ ONNX in ONNX Runtime, labelled as a
+    stand-in. An engine named as the artifact needs TensorRT on the device."""
+    from .onnxrt import onnx_runner
+
+    has_trt = device is not None and device_has_tensorrt(device)
+    if build.artifact.name.endswith(".engine") and not has_trt:
+        raise DeviceError(f"{getattr(device, 'url', 'this machine')} has no TensorRT to run the engine "
+                          f"{build.artifact}; check the build folder instead (ONNX Runtime stands in) or on the "
+                          "Jetson it was built for")
+    if has_trt:
+        return EngineRunner(build, device)
+    onnx = build.file(build.manifest["artifact"])
+    return onnx_runner(build, device, name=STAND_IN, path=onnx)
+
+
+BACKEND = Backend(name="tensorrt", description="TensorRT engine on NVIDIA Jetson (QDQ ONNX built on the device)",
+                  Options=Options, build=build, runner=runner, suffixes=(".onnx", ".engine"))
