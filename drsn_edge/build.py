@@ -76,6 +76,8 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
         write_json(onnx_path.with_suffix(".json"), src_side)
         engine_name = "model.engine"
         cache = f"timing-{target.name}.cache"
+        opts = {"precision": precision, "dla_core": dla_core, "workspace_mb": workspace_mb, "timing_cache": cache,
+                "opt_level": opt_level, "strongly_typed": strongly_typed}
         trtexec = trt.trtexec_command(trt_version, onnx_name, engine_name, precision, dla_core, workspace_mb,
                                       cache, opt_level, strongly_typed)
         builder_args = ["build", "--onnx", onnx_name, "--engine", engine_name, "--precision", precision,
@@ -86,13 +88,17 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
             builder_args += ["--opt-level", str(opt_level)]
         if strongly_typed:
             builder_args.append("--strongly-typed")
-        staged = trt.stage_folder(tmp, onnx_path, trtexec, builder_args)
+        if target.detected is not None:  # `--target jetson` resolved here: build_engine.sh adapts on the device
+            staged = trt.stage_portable_folder(tmp, onnx_path, engine_name, opts, target.name)
+        else:
+            staged = trt.stage_folder(tmp, onnx_path, trtexec, builder_args)
         engine_info = None
         if device is not None:
             step("build on device")
-            engine_info = trt.build_on_device(device, tmp, onnx_name, engine_name, {
-                "precision": precision, "dla_core": dla_core, "workspace_mb": workspace_mb, "timing_cache": cache,
-                "opt_level": opt_level, "strongly_typed": strongly_typed})
+            engine_info = trt.build_on_device(device, tmp, onnx_name, engine_name, opts)
+        elif target.detected and target.detected.get("is_jetson"):  # on a Jetson: build with what is here
+            step("build engine here")
+            engine_info = trt.build_here(tmp, onnx_name, engine_name, opts, target.detected)
         elif trt.tensorrt_available():
             from .backends.trt_builder import build as local_build
 
@@ -115,7 +121,7 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
                 "input_shape": engine_info.get("input_shape"), "source_onnx": onnx_name,
                 "source_onnx_sha256": sha256_file(onnx_path), "source_model_sha256": src_side.get("source_model_sha256"),
                 "class_names": src_side.get("class_names"), "input": src_side.get("input"),
-                "built_on": engine_info.get("device"), "tools": tool_versions(),
+                "built_on": engine_info.get("device"), "tools": tool_versions(), **engine_info.get("sidecar_extra", {}),
             })
             files["engine"] = str(out_dir / engine_name)
             files["engine_sidecar"] = str(out_dir / "model.json")
@@ -123,11 +129,11 @@ def build_jetson(target, model=None, out_dir=None, device=None, precision="int8"
             result["next_step"] = None
         else:
             result["engine"] = None
-            result["next_step"] = (f"no TensorRT here: copy {out_dir}/ to the {target.name} and run ./build_engine.sh "
-                                   f"(or pass --device ssh://user@host to build it there)")
+            result["next_step"] = trt.next_step(target, out_dir)
         files["sidecar"] = str(out_dir / onnx_path.with_suffix(".json").name)
         result["artifacts"] = files
-        result["trtexec"] = " ".join(trtexec)
+        result["trtexec"] = None if trt.is_portable(target) else " ".join(trtexec)
+        result["resolved"] = (target.detected or {}).get("summary")
         result["tensorrt"] = trt_version
         result["jetpack"] = target.jetpack
         result["sm"] = target.sm
@@ -252,12 +258,15 @@ BUILDERS = {
 
 
 def resolve_target(target_name: str, targets_dirs=None, device=None):
-    """A target profile by name; `jetson` is resolved from the connected device's L4T release and model."""
+    """A target profile by name; `jetson` is resolved from this machine (drsn_edge.jetson_local) or from the
+    connected device's L4T release and model."""
     from .targets import get_target, match_jetson
 
     if target_name == "jetson":
-        if device is None:
-            get_target(target_name, targets_dirs)  # raises the explanation with the list of Jetsons
+        if device is None or device.transport == "local":
+            from .jetson_local import resolve_jetson_target
+
+            return resolve_jetson_target(targets_dirs, purpose="build" if device is None else "check")
         jet = device.info().get("jetson") or {}
         if not jet.get("is_jetson"):
             raise InputError(f"--target jetson needs a Jetson, but {device.url} has no /etc/nv_tegra_release; "

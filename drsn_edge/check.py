@@ -54,7 +54,7 @@ def check(target_name: str, device: str = "local", model=None, calib=None, data=
             raise InputError(f"{target.name} is a microcontroller; its on-device check runs over the serial "
                              f"protocol, not over {device}")
         facts = dev.info()
-        has_trt = bool(((facts.get("modules") or {}).get("tensorrt") or {}).get("ok"))
+        has_trt = bool(((facts.get("modules") or {}).get("tensorrt") or {}).get("available"))
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             step("quantize")

@@ -555,6 +555,8 @@ def build_cmd(model, target_name, out_dir, device, precision, calib, method, max
             ui.emit_json(res)
             return
         con = ui.console()
+        if res.get("resolved"):
+            con.print(res["resolved"])
         acc = res.get("accuracy") or {}
         rows = [["target", f"{res['target']} ({res['family']}, {res['backend']})"], ["precision", res["precision"]]]
         if acc:
