@@ -151,7 +151,7 @@ def _where(facts: dict) -> str:
 
 def missing_piece(facts: dict) -> str | None:
     """Why the engine cannot be built on this Jetson (the one thing to install), or None when it can."""
-    if facts["tensorrt"] and (facts["trtexec"] or facts["tensorrt_python3"]) or facts["tensorrt_here"]:
+    if (facts["tensorrt"] and (facts["trtexec"] or facts["tensorrt_python3"])) or facts["tensorrt_here"]:
         return None
     trtexec_path = str(Path(facts["root"]) / TRTEXEC)
     if facts["tensorrt"]:
