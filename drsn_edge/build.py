@@ -89,12 +89,15 @@ def guard_output(out_dir: Path, inputs, force: bool = False) -> Path:
 
 
 def resolve_target(target_name: str, targets_dirs=None, device=None):
-    """A target profile by name; `jetson` is resolved from the connected device's L4T release and model."""
+    """A target profile by name; `jetson` is resolved from this machine (drsn_edge.jetson_local) or from the
+    connected device's L4T release and model."""
     from .targets import get_target, match_jetson
 
     if target_name == "jetson":
-        if device is None:
-            get_target(target_name, targets_dirs)  # raises the explanation with the list of Jetsons
+        if device is None or device.transport == "local":
+            from .jetson_local import resolve_jetson_target
+
+            return resolve_jetson_target(targets_dirs, purpose="build" if device is None else "check")
         jet = device.info().get("jetson") or {}
         if not jet.get("is_jetson"):
             raise InputError(f"--target jetson needs a Jetson, but {device.url} has no /etc/nv_tegra_release; "
@@ -140,8 +143,8 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
     out_dir = guard_output(Path(out_dir or Path("build") / target.name), [model_path, cal_path, spec.data], force)
     with staged_output(out_dir) as tmp:
         ctx = BuildContext(bundle=bundle, model_path=model_path, calibration=cal, calibration_path=cal_path,
-                           calib_x=cx, target=target, options=opts, spec=spec, out=tmp, device=dev, progress=step,
-                           warnings=list(warnings))
+                           calib_x=cx, target=target, options=opts, spec=spec, out=tmp, out_dir=out_dir, device=dev,
+                           progress=step, warnings=list(warnings))
         out = backend.build(ctx)
         manifest = _manifest(ctx, backend, out)
         _write_manifest(tmp, manifest)

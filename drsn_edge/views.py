@@ -71,6 +71,8 @@ def print_build(res) -> None:
     """A BuildResult: target, measured accuracy on the evaluation spec, memory, files and the next step."""
     con = ui.console()
     d = res.details
+    if d.get("resolved"):
+        con.print(d["resolved"])
     acc = res.accuracy or {}
     rows = [["target", f"{res.target} ({res.family}, {res.backend})"], ["precision", res.precision],
             ["artifact", res.artifact]]

@@ -179,6 +179,7 @@ class BuildContext:
     options: Any
     spec: Any
     out: Path
+    out_dir: Path | None = None  # where the staged folder will end up (for messages)
     device: Any = None
     progress: Callable = lambda *a, **k: None
     warnings: list = field(default_factory=list)
