@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import atomic_path, write_bytes, write_json
+from .fileio import atomic_path
 
 
 def _cell(v, fmt: str, scale: float = 1.0) -> str:
@@ -32,15 +32,15 @@ COLUMNS = ["format", "runtime", "status", "artifact KiB", "accuracy %", "agreeme
 def benchmark_markdown(res) -> str:
     lines = [f"# drsn-edge benchmark: {Path(res.model).name}", "",
              f"- windows: {res.windows} ({res.evaluation})", f"- machine: {res.machine}",
-             "- latency: batch 1, host wall clock per window after warm-up; throughput: the best batch size of the "
-             "runner's sweep (batch 1 where it cannot batch); peak memory: rise of the process's peak RSS while the "
-             "format loads and runs", "",
+             ("- latency: batch 1, host wall clock per window after warm-up; throughput: the best batch size of the "
+              "runner's sweep (batch 1 where it cannot batch); peak memory: rise of the process's peak RSS while the "
+              "format loads and runs"), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in matrix_rows(res)]
     best, torch_row = res.best(), res.row("pytorch fp32")
     if best and torch_row and torch_row.p50_us:
-        lines += ["", f"Fastest: **{best.format}** ({best.runtime}) at {best.p50_us:.1f} µs p50, "
-                      f"{torch_row.p50_us / best.p50_us:.1f}× PyTorch eager ({torch_row.p50_us:.1f} µs)."]
+        lines += ["", (f"Fastest: **{best.format}** ({best.runtime}) at {best.p50_us:.1f} µs p50, "
+                       f"{torch_row.p50_us / best.p50_us:.1f}× PyTorch eager ({torch_row.p50_us:.1f} µs).")]
     return "\n".join(lines) + "\n"
 
 
@@ -64,11 +64,7 @@ def benchmark_figure(res, path: Path) -> Path:
 
 
 def write_benchmark_report(res, folder) -> dict:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(folder / "benchmark.json"), "markdown": str(folder / "benchmark.md"),
-             "plot": str(folder / "benchmark.png")}
-    write_json(files["json"], {k: v for k, v in res.to_json().items() if k != "report"})
-    write_bytes(files["markdown"], benchmark_markdown(res).encode())
-    benchmark_figure(res, Path(files["plot"]))
-    return files
+    from .report import write_report_files
+
+    return write_report_files(folder, "benchmark", {k: v for k, v in res.to_json().items() if k != "report"},
+                              benchmark_markdown(res), lambda path: benchmark_figure(res, path))

@@ -10,7 +10,6 @@ PROFILERS with the reason; one line there plugs a new one in."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

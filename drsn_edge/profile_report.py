@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import atomic_path, write_bytes, write_json
+from .fileio import atomic_path
 
 
 def profile_figure(res, path: Path, top: int = 15) -> Path:
@@ -39,8 +39,8 @@ def profile_markdown(res) -> str:
     lines = [f"# drsn-edge profile: {res.target} ({res.runtime})", "",
              f"- artifact: `{res.artifact}`", f"- method: {res.method}; {res.warmup} warm-up and {res.repeats} timed runs",
              f"- input: {res.input}",
-             f"- wall-clock p50 (no profiler): {res.wall_p50_us:.1f} µs; sum of op rows {res.rows_total_us:.1f} µs; "
-             f"profiled run {res.profiled_total_us:.1f} µs",
+             (f"- wall-clock p50 (no profiler): {res.wall_p50_us:.1f} µs; sum of op rows {res.rows_total_us:.1f} µs; "
+              f"profiled run {res.profiled_total_us:.1f} µs"),
              f"- shrinkage branches: {100 * res.shrinkage_share:.1f} % of the op time", "",
              "## Slowest layers", "", "| layer | block | ops | MACs | µs | share | MMAC/s |", "|---|---|---|---|---|---|---|"]
     for r in res.top(15):
@@ -56,11 +56,7 @@ def profile_markdown(res) -> str:
 
 
 def write_profile_report(res, folder) -> dict:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(folder / "profile.json"), "markdown": str(folder / "profile.md"),
-             "plot": str(folder / "profile.png")}
-    write_json(files["json"], {k: v for k, v in res.to_json().items() if k != "report"})
-    write_bytes(files["markdown"], profile_markdown(res).encode())
-    profile_figure(res, Path(files["plot"]))
-    return files
+    from .report import write_report_files
+
+    return write_report_files(folder, "profile", {k: v for k, v in res.to_json().items() if k != "report"},
+                              profile_markdown(res), lambda path: profile_figure(res, path))

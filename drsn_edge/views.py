@@ -85,6 +85,8 @@ def print_build(res) -> None:
                  ["LiteRT vs TFLM top-1 agreement %", ui.pct(d["litert_tflm_agreement"])],
                  ["LiteRT vs TFLM max difference (LSB)", d["litert_tflm_max_lsb"]]]
     rows += [[k, d[k]] for k in ("method", "tensorrt", "jetpack", "sm") if d.get(k) is not None]
+    if d.get("choice"):
+        rows += [["runtime chosen", f"{d['choice']['candidate']}"], ["why", d["choice"]["reason"]]]
     rows += [["measured on", res.evaluation["description"]], ["wall time s", f"{res.wall_s:.1f}"]]
     con.print(ui.table(f"build → {res.out_dir}", ["field", "value"], rows))
     mem = res.memory

@@ -50,11 +50,19 @@ def host_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
 
 def test_build_host_then_check_it(host_build, tiny_data):
     out, built = host_build
-    assert built["backend"] == "litert" and sorted(p.name for p in out.iterdir()) == [
-        "build.json", "model.int8.json", "model.int8.tflite"]
+    choice = json.loads((out / "build.json").read_text())["choice"]
+    stem = {"litert": ".tflite", "onnxruntime": ".onnx"}[choice["runtime"]]
+    files = sorted(p.name for p in out.iterdir())
+    assert built["backend"] == "host" and len(files) == 3 and "build.json" in files
+    artifact = next(f for f in files if f.endswith(stem))
+    assert artifact[: -len(stem)] + ".json" in files
+    # the choice is the fastest measured candidate within the gate, and says so
+    kept = [c for c in choice["candidates"] if c["within_gate"]]
+    assert choice["candidate"] == min(kept, key=lambda c: c["p50_us"])["candidate"]
+    assert choice["reason"].startswith(f"fastest of {len(kept)} candidates within the 100 pp accuracy gate")
     r = run_cli("check", out, "--target", "host", "--data", tiny_data, "--json")
     res = json.loads(r.stdout)
-    assert res["runtime"] == "litert (int8)" and r.returncode == (0 if res["passed"] else 1)
+    assert res["runtime"].startswith(choice["runtime"]) and r.returncode == (0 if res["passed"] else 1)
     # the check ran the very file the build measured: identical figures
     assert res["accuracy"] == built["accuracy"]["accuracy"]
     assert res["reference_accuracy"] == built["accuracy"]["reference_accuracy"]

@@ -1,6 +1,12 @@
 """Layer names of the deploy graph mapped back to the model's own module names."""
 
-from drsn_edge.layers import assign_modules, block_of, in_shrinkage, onnx_node_module, tflite_tensor_module
+from drsn_edge.layers import (
+    assign_modules,
+    block_of,
+    in_shrinkage,
+    onnx_node_module,
+    tflite_tensor_module,
+)
 
 # real names: ONNX export scopes and litert-torch tensor names of the shipped model's deploy graph
 _U0 = "drsn_edge.models.deploy.DeployNet/torch.nn.modules.container.Sequential_units/drsn_edge.models.deploy.DeployUnit_0"

@@ -68,7 +68,12 @@ def test_onnxruntime_rows_cover_every_node_with_the_layers_macs(fp32_onnx):
 def test_litert_ops_timed_alone_keep_every_op_and_its_layer(tiny_model, fp32_onnx):
     pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
     from drsn_edge.backends.litert import profile_isolated
-    from drsn_edge.backends.tflite import float_tflite, graph_ops, op_modules, strip_names
+    from drsn_edge.backends.tflite import (
+        float_tflite,
+        graph_ops,
+        op_modules,
+        strip_names,
+    )
 
     bundle, net = _deploy(tiny_model)
     named = float_tflite(bundle.model, bundle.window)

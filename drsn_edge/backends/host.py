@@ -132,10 +132,10 @@ def pick(measured: list[dict], max_drop: float) -> dict:
     if not ok:
         worst = ", ".join(f"{m['candidate']} {m['drop_pp']:.2f} pp" for m in measured)
         raise CheckFailedError(f"no host runtime keeps the accuracy within --max-drop {max_drop:g} pp ({worst})")
-    best = min(ok, key=lambda m: m["p50_us"])
+    best = dict(min(ok, key=lambda m: m["p50_us"]))
     others = "; ".join(f"{m['candidate']} {m['p50_us']:.0f} µs" + ("" if m["within_gate"] else
                                                                    f" (drop {m['drop_pp']:.2f} pp, over the gate)")
-                       for m in measured if m is not best)
+                       for m in measured if m["candidate"] != best["candidate"])
     best["reason"] = (f"fastest of {len(ok)} candidates within the {max_drop:g} pp accuracy gate: batch-1 p50 "
                       f"{best['p50_us']:.0f} µs, drop {best['drop_pp']:.2f} pp; others: {others or 'none'}")
     return best
