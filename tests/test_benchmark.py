@@ -46,6 +46,7 @@ def test_missing_runtimes_are_skipped_with_the_reason():
         assert "drsn_edge.cengine" in reasons["c engine int8 (host)"]
 
 
+@pytest.mark.slow
 def test_benchmark_command_builds_runs_and_reuses(tiny_model, tiny_calib, tmp_path):
     args = ["benchmark", tiny_model, "--work", tmp_path / "w", "--format", "pytorch fp32", "--format", "onnx fp32",
             "--format", "c engine int8 (host)", "--windows-per-class", "2", "--noise", "none", "--json"]

@@ -65,6 +65,7 @@ def test_onnxruntime_rows_cover_every_node_with_the_layers_macs(fp32_onnx):
     assert 0.3 * res["total_us"] < total <= res["total_us"]
 
 
+@pytest.mark.slow
 def test_litert_ops_timed_alone_keep_every_op_and_its_layer(tiny_model, fp32_onnx):
     pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
     from drsn_edge.backends.litert import profile_isolated
