@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def show(res) -> None:
-    print(f"\n== {res.target}: {res.runtime} — {res.method}")
+def show(name: str, res) -> None:
+    print(f"\n== {name} (target {res.target}): {res.runtime} — {res.method}")
     print(f"   wall-clock p50 {res.wall_p50_us:.1f} µs (no profiler); op rows sum {res.rows_total_us:.1f} µs; "
           f"{len(res.rows)} ops; {res.total_macs} MACs")
     print("   top-5 layers:")
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         if not folder.is_dir():
             print(f"\n== {name}: no build at {folder}; run benchmarks/format_matrix.py first")
             continue
-        show(profile(folder, repeats=a.repeats, warmup=20, report=str(Path(a.out) / name)))
+        show(name, profile(folder, repeats=a.repeats, warmup=20, report=str(Path(a.out) / name)))
     try:
         profile(Path(a.work) / "tflm", repeats=a.repeats)
     except DrsnEdgeError as exc:

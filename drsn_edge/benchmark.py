@@ -130,8 +130,19 @@ def _torch_runner(b: Bench):
             super().__init__()
             import torch
 
-            torch.set_num_threads(1)
-            self.torch, self.model = torch, model.eval()
+            self.torch, self.model, self._threads = torch, model.eval(), None
+
+        def activate(self):
+            super().activate()
+            if self._threads is None:  # one thread like the other runtimes; the caller's setting comes back
+                self._threads = self.torch.get_num_threads()
+                self.torch.set_num_threads(1)
+
+        def deactivate(self):
+            super().deactivate()
+            if self._threads is not None:
+                self.torch.set_num_threads(self._threads)
+                self._threads = None
 
         def _infer_one(self, x):
             with self.torch.no_grad():
