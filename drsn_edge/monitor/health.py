@@ -10,7 +10,8 @@ Pure and deterministic: no I/O, no clock. Each window casts one vote:
 States: starting → healthy | fault | sensor | unknown, and `no data` while the source is stalled.
 - Enter fault / sensor / unknown when at least K of the last N votes are of that kind (for fault, any
   fault class counts; the state names the fault class voted most often among those N windows).
-- Clear to healthy after M healthy votes in a row.
+- Clear to healthy after M healthy votes in a row; the older votes are then forgotten, so they cannot
+  bring the fault straight back.
 - `no data` is entered by `stalled()` and left by the next window, back to the state held before it.
 A change of the fault class while in the fault state is a state change too.
 """
@@ -140,6 +141,11 @@ class HealthMachine:
 
     def _decide(self) -> State:
         cfg = self.config
+        if self._healthy_run >= cfg.m:  # M healthy in a row outweigh the older votes: forget them
+            kept = [v for v in self._votes if v.kind == HEALTHY]
+            self._votes.clear()
+            self._votes.extend(kept)
+            return State(HEALTHY)
         counts = Counter(v.kind for v in self._votes if v.kind in LATCHING)
         latched = [kind for kind, c in counts.items() if c >= cfg.k]
         if latched:
@@ -147,8 +153,6 @@ class HealthMachine:
             tied = [kind for kind in latched if counts[kind] == best]
             kind = self.state.name if self.state.name in tied else self._most_recent(tied)
             return self._state_of(kind)
-        if self._healthy_run >= cfg.m:
-            return State(HEALTHY)
         return self.state
 
     def _most_recent(self, kinds: list[str]) -> str:
