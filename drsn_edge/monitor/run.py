@@ -204,8 +204,10 @@ def _stop_on_signals(stop: threading.Event):
     return lambda: [signal.signal(s, h) for s, h in old.items()]
 
 
-def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | None = None) -> dict:
-    """Monitor until the source ends, `max_windows` windows, or SIGINT/SIGTERM; returns the summary."""
+def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | None = None, model=None,
+        source=None) -> dict:
+    """Monitor until the source ends, `max_windows` windows, `stop`, or SIGINT/SIGTERM; returns the summary.
+    `model` / `source` may be given already loaded / opened (else `opts.model` / `opts.source` are)."""
     from .model import load_model
     from .sources import End, open_source
 
@@ -213,10 +215,11 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
         raise InputError(f"--hop must be at least 1 sample, got {opts.hop}")
     if opts.stall_timeout <= 0:
         raise InputError(f"--stall-timeout must be positive, got {opts.stall_timeout}")
-    model = load_model(opts.model)
+    own_model = model is None
+    model = model or load_model(opts.model)
     hop = opts.hop or model.window
     chunk = max(1, min(hop, int(model.fs // 100))) if opts.realtime else hop * opts.batch
-    source = open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk, opts.channel, opts.column)
+    source = source or open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk, opts.channel, opts.column)
     rate = resolve_rate(model, source, opts.fs, opts.resample)
     alerts = _open_alerts(opts, warn)
     loop = Loop(model, opts, rate, write, alerts, live)
@@ -233,7 +236,8 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
         restore()
         stop.set()
         alert_summary = alerts.close() if alerts is not None else None
-        model.close()
+        if own_model:
+            model.close()
     return _summary(loop, model, alert_summary)
 
 

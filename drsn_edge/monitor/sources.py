@@ -129,9 +129,11 @@ def _decode_loop(read_bytes, fmt: str, put, stop, state: dict) -> None:
 
 
 def stdin_source(fmt: str = "auto", stream=None) -> Source:
-    fd = (stream or sys.stdin.buffer).fileno()
+    stream = stream or sys.stdin.buffer
 
     def read(put, stop, rate):
+        fd = stream.fileno()  # the reader holds the stream open
+
         def read_bytes():
             ready, _, _ = select.select([fd], [], [], POLL_S)
             return os.read(fd, READ_SIZE) if ready else None
