@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
 import stat
 import threading
@@ -111,8 +110,8 @@ def parse_url(url: str) -> Broker:
     topic = u.path.lstrip("/")
     if not u.hostname or not topic:
         raise InputError(f"'{url}' needs a host and a topic: mqtt://host[:port]/plant/line1/pump3")
-    if "+" in topic or "#" in topic:
-        raise InputError(f"the alert topic '{topic}' may not contain MQTT wildcards (+ or #)")
+    if "+" in topic or "#" in url or "?" in url:  # '#' and '?' would end the path in the URL
+        raise InputError(f"the alert topic in '{url}' may not contain MQTT wildcards (+ or #) or '?'")
     tls = u.scheme == "mqtts"
     return Broker(u.hostname, u.port or (8883 if tls else 1883), topic, tls)
 
@@ -227,7 +226,8 @@ def default_queue_path(broker: Broker) -> Path:
 
 
 class MqttAlerts:
-    """Send journalled alerts in order over one paho client that reconnects by itself."""
+    """Send journalled alerts in order. One thread owns a fresh paho client per connection and drives it
+    with `loop()`, so every resend after a lost connection is the sender's own, marked `"dup": true`."""
 
     def __init__(self, url: str, queue_path=None, config: MqttConfig | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING, warn=None, reconnect_s=(0.5, 5.0)):
@@ -235,124 +235,144 @@ class MqttAlerts:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise MissingDependencyError("paho-mqtt is not installed; run: pip install 'drsn-edge[mqtt]'") from None
+        self._mqtt = mqtt
         self.broker = parse_url(url)
         self.config = config or MqttConfig()
+        self.client_id = self.config.client_id or f"drsn-edge-{socket.gethostname()}-{os.getpid()}"
         self.warn = warn or (lambda msg: None)
         self.journal = Journal(queue_path or default_queue_path(self.broker), max_pending)
         self.resumed = len(self.journal.pending)
         self.sent = 0
+        self.connections = 0
+        self.reconnect_s = reconnect_s
         self._full_warned = False
-        self._connected = threading.Event()
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._acks: queue.Queue = queue.Queue()
-        self._idle = threading.Event()
-        self.client = self._client(mqtt, reconnect_s)
-        self._thread = threading.Thread(target=self._send_loop, name="monitor-alerts", daemon=True)
+        self._draining = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="monitor-alerts", daemon=True)
 
-    def _client(self, mqtt, reconnect_s):
-        b, c = self.broker, self.config
-        client_id = c.client_id or f"drsn-edge-{socket.gethostname()}-{os.getpid()}"
-        cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                         clean_session=True)
-        if c.username:
-            cl.username_pw_set(c.username, c.password)
-        if b.tls:
-            cl.tls_set(ca_certs=c.ca_file, certfile=c.cert_file, keyfile=c.key_file)
-        cl.will_set(f"{b.topic}/status", json.dumps({"status": "offline", "client_id": client_id}), qos=1, retain=True)
-        cl.reconnect_delay_set(min_delay=max(1, int(reconnect_s[0])), max_delay=max(1, int(reconnect_s[1])))
-        cl.on_connect = self._on_connect
-        cl.on_disconnect = self._on_disconnect
-        cl.on_publish = lambda client, userdata, mid, rc, props: self._acks.put(mid)
-        self.client_id = client_id
-        return cl
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.warn(f"MQTT broker {self.broker.host}:{self.broker.port} refused the connection: {reason_code}")
-            return
-        client.publish(f"{self.broker.topic}/status", json.dumps({"status": "online", "client_id": self.client_id}),
-                       qos=1, retain=True)
-        self._connected.set()
-        self._wake.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._connected.clear()
-
+    # -- public
     def start(self) -> None:
-        b = self.broker
-        try:
-            self.client.connect_async(b.host, b.port, keepalive=self.config.keepalive)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot use MQTT broker {b.host}:{b.port} ({exc})") from None
-        self.client.loop_start()
         self._thread.start()
 
     def send(self, msg: dict) -> int | None:
         seq = self.journal.put(msg)
-        if seq is None:
-            if not self._full_warned:
-                self.warn(f"alert queue {self.journal.path} is full ({self.journal.max_pending} alerts waiting for "
-                          f"the broker); newer alerts are dropped until it drains")
-                self._full_warned = True
-        else:
+        if seq is None and not self._full_warned:
+            self.warn(f"alert queue {self.journal.path} is full ({self.journal.max_pending} alerts waiting for "
+                      "the broker); newer alerts are dropped until it drains")
+            self._full_warned = True
+        elif seq is not None:
             self._full_warned = False
-            self._idle.clear()
-        self._wake.set()
         return seq
 
     @property
     def pending(self) -> int:
         return len(self.journal.pending)
 
-    def _send_loop(self) -> None:
-        while not self._stop.is_set():
-            head = self.journal.head()
-            if head is None:
-                self._idle.set()
-            if head is None or not self._connected.is_set():
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            seq, msg, tried = head
-            payload = json.dumps({**msg, "seq": seq, "dup": tried}, separators=(",", ":"))
-            self.journal.mark_try(seq)
-            info = self.client.publish(self.broker.topic, payload, qos=1)
-            if self._wait_ack(info.mid):
-                self.journal.ack(seq)
-                self.sent += 1
-                self.client.publish(f"{self.broker.topic}/state", payload, qos=1, retain=True)
-
-    def _wait_ack(self, mid: int) -> bool:
-        """Wait for the PUBACK of `mid` (paho resends it after a reconnect); False when stopping first."""
-        while not self._stop.is_set():
-            try:
-                if self._acks.get(timeout=0.5) == mid:
-                    return True
-            except queue.Empty:
-                continue
-        return False
-
     def close(self, flush_s: float = 5.0) -> dict:
-        """Deliver what the broker will take within `flush_s`, say offline, disconnect. What is left stays
-        in the queue file for the next start."""
+        """Deliver what the broker takes within `flush_s`, say offline, disconnect. What is left stays in
+        the queue file for the next start."""
         deadline = time.monotonic() + flush_s
         while self.pending and self._connected.is_set() and time.monotonic() < deadline:
-            self._idle.wait(0.05)
+            time.sleep(0.02)
         self._stop.set()
-        self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(2.0)
-        if self._connected.is_set():
-            info = self.client.publish(f"{self.broker.topic}/status",
-                                       json.dumps({"status": "offline", "client_id": self.client_id}), qos=1, retain=True)
-            try:
-                info.wait_for_publish(1.0)
-            except (RuntimeError, ValueError):
-                pass
-        self.client.disconnect()
-        self.client.loop_stop()
+            self._thread.join(5.0)
         self.journal.close()
         return {"broker": f"{self.broker.host}:{self.broker.port}", "topic": self.broker.topic, "sent": self.sent,
                 "pending": self.pending, "dropped": self.journal.dropped, "resumed": self.resumed,
-                "queue": str(self.journal.path)}
+                "connections": self.connections, "queue": str(self.journal.path)}
+
+    # -- the sender thread
+    def _status(self, status: str) -> str:
+        return json.dumps({"status": status, "client_id": self.client_id})
+
+    def _client(self, acked: set):
+        mqtt, b, c = self._mqtt, self.broker, self.config
+        cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
+                         clean_session=True)
+        if c.username:
+            cl.username_pw_set(c.username, c.password)
+        if b.tls:
+            cl.tls_set(ca_certs=c.ca_file, certfile=c.cert_file, keyfile=c.key_file)
+        cl.will_set(f"{b.topic}/status", self._status("offline"), qos=1, retain=True)
+        cl.on_connect = lambda client, ud, flags, rc, props: ud.update(connack=rc)
+        cl.on_publish = lambda client, ud, mid, rc, props: acked.add(mid)
+        cl.user_data_set({})
+        return cl
+
+    def _run(self) -> None:
+        delay, warned = self.reconnect_s[0], False
+        while not self._stop.is_set():
+            acked: set = set()
+            client = self._client(acked)
+            problem = self._connect(client)
+            if problem:
+                if not warned:
+                    self.warn(f"MQTT broker {self.broker.host}:{self.broker.port} unavailable ({problem}); "
+                              f"alerts wait in {self.journal.path}")
+                    warned = True
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_s[1])
+                continue
+            delay, warned = self.reconnect_s[0], False
+            self.connections += 1
+            self._connected.set()
+            try:
+                self._pump(client, acked)
+            finally:
+                self._connected.clear()
+                try:
+                    client.disconnect()
+                    client.socket() and client.loop(0.1)
+                except (OSError, ValueError):
+                    pass
+
+    def _connect(self, client) -> str | None:
+        """Connect and wait for the CONNACK; None when connected, else what went wrong."""
+        b = self.broker
+        try:
+            client.connect(b.host, b.port, keepalive=self.config.keepalive)
+        except (OSError, ValueError) as exc:
+            return str(exc) or type(exc).__name__
+        deadline = time.monotonic() + 10.0
+        ud = client.user_data_get()
+        while "connack" not in ud and time.monotonic() < deadline and not self._stop.is_set():
+            if client.loop(0.05) != self._mqtt.MQTT_ERR_SUCCESS:
+                return "connection lost before CONNACK"
+        rc = ud.get("connack")
+        if rc is None:
+            return "no CONNACK"
+        if rc.is_failure:
+            return f"refused: {rc}"
+        client.publish(f"{b.topic}/status", self._status("online"), qos=1, retain=True)
+        return None
+
+    def _pump(self, client, acked: set) -> None:
+        """Publish the queue head, wait for its PUBACK, journal it, next; until the connection drops or
+        stop. On stop the broker is told we go offline."""
+        ok = self._mqtt.MQTT_ERR_SUCCESS
+        inflight = None  # (mid, seq, payload)
+        while not self._stop.is_set():
+            if inflight is None:
+                head = self.journal.head()
+                if head is not None:
+                    seq, msg, tried = head
+                    payload = json.dumps({**msg, "seq": seq, "dup": tried}, separators=(",", ":"))
+                    self.journal.mark_try(seq)
+                    info = client.publish(self.broker.topic, payload, qos=1)
+                    if info.rc != ok:
+                        return
+                    inflight = (info.mid, seq, payload)
+            if client.loop(0.02) != ok:
+                return
+            if inflight is not None and inflight[0] in acked:
+                self.journal.ack(inflight[1])
+                self.sent += 1
+                client.publish(f"{self.broker.topic}/state", inflight[2], qos=1, retain=True)
+                inflight = None
+        info = client.publish(f"{self.broker.topic}/status", self._status("offline"), qos=1, retain=True)
+        deadline = time.monotonic() + 1.0
+        while info.mid not in acked and time.monotonic() < deadline:
+            if client.loop(0.02) != ok:
+                return
