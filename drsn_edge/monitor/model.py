@@ -52,13 +52,12 @@ def _bundle_model(p: Path) -> MonitorModel:
 
 
 def _build_model(p: Path) -> MonitorModel:
+    if not p.exists():
+        raise InputError(f"'{p}' does not exist; pass a build folder (drsn-edge build --target host) or a .drsn model")
     try:
         from ..backends.base import load_build
     except ImportError:  # until the backend contract is in: a QDQ ONNX or int8 .tflite with its sidecar
         return _temporary_build_model(p)
-
-    if not p.exists():
-        raise InputError(f"'{p}' does not exist; pass a build folder (drsn-edge build --target host) or a .drsn model")
     build = load_build(p)
     runner = build.runner()
     runner.activate()
