@@ -82,7 +82,7 @@ class Loop:
         self.infer_s = 0.0
         self._last_input_line = 0.0
         self._reported_input = (0, 0)
-        self.last_probs: np.ndarray | None = None
+        self.last_probs: list | None = None
 
     def feed(self, chunks: list) -> None:
         wins, ends, arrived = [], [], []
@@ -115,49 +115,55 @@ class Loop:
         return [{"type": "input", "time": time.time(), "bad_lines": cur[0], "short_bytes": cur[1]}]
 
     def _windows(self, wins: np.ndarray, ends: np.ndarray, arrived: np.ndarray) -> list:
-        from ..data.dataset import normalize
-
         quality, nonfinite = check_windows(wins, self.opts.checks)
         self.counters["nonfinite_samples"] += nonfinite
-        good = [i for i, q in enumerate(quality) if q is None]
-        probs = np.zeros((len(wins), len(self.model.class_names)))
-        if good:
-            t0 = time.perf_counter()
-            for s in range(0, len(good), self.opts.batch):
-                idx = good[s:s + self.opts.batch]
-                x = normalize(wins[idx][:, None, :], self.model.normalization)
-                probs[idx] = softmax(self.model.infer(x))
-            self.infer_s += time.perf_counter() - t0
-        lines = []
+        probs = self._classify(wins, quality)
+        lines, names, fs = [], self.model.class_names, self.model.fs
+        c = self.counters
         for i, q in enumerate(quality):
-            n = self.counters["windows"]
-            self.counters["windows"] += 1
+            n = c["windows"]
+            c["windows"] += 1
+            p = probs[i]
             if q is None:
-                self.counters["classified"] += 1
-                step = self.machine.update(probs[i])
-                self.last_probs = probs[i]
+                c["classified"] += 1
+                step = self.machine.update(p)
             else:
-                self.counters["sensor_windows"] += 1
-                self.counters[f"{q}_windows"] += 1
+                c["sensor_windows"] += 1
+                c[f"{q}_windows"] += 1
                 step = self.machine.update(sensor=q)
-            t = float(ends[i]) / self.model.fs
+            t = round(float(ends[i]) / fs, 6)
             if self.opts.lines:
-                lines.append(self._window_line(n, t, q, probs[i] if q is None else None, step))
+                cls = None if p is None else names[max(range(len(p)), key=p.__getitem__)]
+                lines.append(_window_json(n, t, cls, p, step.state.label, q or "ok"))
             if step.changed:
                 lines.append(self._state_line(step, n, t))
             lines.append(("arrived", arrived[i]))
+        good = [p for p in probs if p is not None]
+        if good:
+            self.last_probs = good[-1]
         return lines
 
-    def _window_line(self, n: int, t: float, quality, p, step: Step) -> dict:
-        cls = self.model.class_names[int(np.argmax(p))] if p is not None else None
-        return {"type": "window", "i": n, "t": round(t, 6), "time": round(time.time(), 6), "class": cls,
-                "p": [round(float(v), 5) for v in p] if p is not None else None, "state": step.state.label,
-                "quality": quality or "ok"}
+    def _classify(self, wins: np.ndarray, quality: list) -> list:
+        """Probabilities (5 decimals, plain lists) of the windows fit to classify; None for the others."""
+        from ..data.dataset import normalize
+
+        good = [i for i, q in enumerate(quality) if q is None]
+        out: list = [None] * len(quality)
+        if not good:
+            return out
+        t0 = time.perf_counter()
+        x = normalize((wins if len(good) == len(wins) else wins[good])[:, None, :], self.model.normalization)
+        logits = np.concatenate([self.model.infer(x[s:s + self.opts.batch])
+                                 for s in range(0, len(x), self.opts.batch)])
+        self.infer_s += time.perf_counter() - t0
+        for i, p in zip(good, np.round(softmax(logits), 5).tolist()):
+            out[i] = p
+        return out
 
     def _state_line(self, step: Step, n: int, t: float | None) -> dict:
         s = step.state
         line = {"type": "state", "state": s.label, "name": s.name, "fault": s.fault, "reason": s.reason,
-                "from": step.previous.label, "i": n, "t": None if t is None else round(t, 6),
+                "from": step.previous.label, "i": n, "t": t,
                 "time": round(time.time(), 6), "counters": dict(self.counters)}
         if self.live is not None:
             self.live.note_change(line)
@@ -169,7 +175,8 @@ class Loop:
 
     def _emit(self, lines: list) -> None:
         """Write the lines at once, then record each window's latency (last sample → line written)."""
-        text = [json.dumps(x, separators=(",", ":")) for x in lines if isinstance(x, dict)]
+        text = [x if isinstance(x, str) else json.dumps(x, separators=(",", ":")) for x in lines
+                if not isinstance(x, tuple)]
         if text:
             self.write("\n".join(text) + "\n")
         now = time.monotonic()
@@ -181,6 +188,14 @@ class Loop:
 
     def warning(self, text: str) -> None:
         self._emit([{"type": "warning", "time": time.time(), "message": text}])
+
+
+def _window_json(n: int, t: float, cls, p, state: str, quality: str) -> str:
+    """A window line, formatted directly (json.dumps of the same dict costs several times more; the
+    strings are class and state names, JSON-escaped by json.dumps)."""
+    probs = "null" if p is None else "[" + ",".join(map(repr, p)) + "]"
+    return (f'{{"type":"window","i":{n},"t":{t!r},"time":{round(time.time(), 6)!r},"class":{json.dumps(cls)},'
+            f'"p":{probs},"state":{json.dumps(state)},"quality":"{quality}"}}')
 
 
 def resolve_rate(model, source, fs: float | None, resample: bool) -> float:

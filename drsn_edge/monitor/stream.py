@@ -158,8 +158,11 @@ class Windower:
         if avail < self.window:
             return np.empty((0, self.window), np.float32), np.empty(0, np.int64)
         n = (avail - self.window) // self.hop + 1
-        view = np.lib.stride_tricks.sliding_window_view(self._buf[off:], self.window)[:: self.hop][:n]
-        wins = np.array(view, dtype=np.float32)
+        if self.hop == self.window:  # back to back: a view of the buffer (a new buffer is made next push)
+            wins = self._buf[off:off + n * self.window].reshape(n, self.window)
+        else:
+            view = np.lib.stride_tricks.sliding_window_view(self._buf[off:], self.window)[:: self.hop][:n]
+            wins = np.array(view, dtype=np.float32)
         ends = self._start + np.arange(n) * self.hop + self.window
         self._start += n * self.hop
         drop = min(self._start, self._base + self._buf.size) - self._base
@@ -193,19 +196,22 @@ def check_windows(w: np.ndarray, checks: SampleChecks) -> tuple[list[str | None]
 
 def _check_windows(w: np.ndarray, checks: SampleChecks) -> tuple[list[str | None], int]:
     k, length = w.shape
-    finite = np.isfinite(w)
-    bad = ~finite.all(axis=1)
-    nonfinite = int(k * length - finite.sum()) if bad.any() else 0
-    safe = np.where(finite, w, 0.0)
-    flat = (np.diff(safe, axis=1) == 0).sum(axis=1) >= checks.flat_fraction * (length - 1)
+    bad = ~np.isfinite(w.sum(axis=1))  # a sum is finite iff every sample is (or it overflowed: checked below)
+    nonfinite = 0
+    if bad.any():
+        finite = np.isfinite(w[bad])
+        nonfinite = int(finite.size - finite.sum())
+        bad[np.flatnonzero(bad)[finite.all(axis=1)]] = False  # overflowed sums of finite samples
+        w = np.where(np.isfinite(w), w, 0)
+    flat = (w[:, 1:] == w[:, :-1]).sum(axis=1) >= checks.flat_fraction * (length - 1)
     limit = max(2.0, checks.clip_fraction * length)
     if checks.clip_level is not None:
-        at_rail = (np.abs(safe) >= checks.clip_level).sum(axis=1)
+        at_rail = (np.abs(w) >= checks.clip_level).sum(axis=1)
     else:
-        hi, lo = safe.max(axis=1, keepdims=True), safe.min(axis=1, keepdims=True)
-        at_rail = np.maximum((safe == hi).sum(axis=1), (safe == lo).sum(axis=1))
+        hi, lo = w.max(axis=1, keepdims=True), w.min(axis=1, keepdims=True)
+        at_rail = np.maximum((w == hi).sum(axis=1), (w == lo).sum(axis=1))
     clipped = at_rail >= limit
-    out: list[str | None] = []
-    for i in range(k):
-        out.append("nan" if bad[i] else "flat" if flat[i] else "clipped" if clipped[i] else None)
-    return out, nonfinite
+    if not (bad.any() or flat.any() or clipped.any()):
+        return [None] * k, 0
+    return ["nan" if b else "flat" if f else "clipped" if c else None
+            for b, f, c in zip(bad.tolist(), flat.tolist(), clipped.tolist())], nonfinite
