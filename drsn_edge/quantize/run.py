@@ -11,20 +11,17 @@ from ..errors import CheckFailedError, InputError
 from .ptq import DEFAULT_METHOD, METHODS
 
 
-def evaluation_set(meta: dict, data: str | None, noise_kinds, snrs, windows_per_class: int, seed: int):
-    """Windows to measure float vs INT8 on: --data (its test split) or fresh simulated recordings,
-    swept over the noise grid."""
-    from ..data.noise import noise_sweep
-    from ..evaluate import fresh_test_set, load_test_windows
+def spec_from(spec=None, data=None, noise_kinds=None, snrs=None, windows_per_class=None, seed=None):
+    """The evaluation spec: the one given, or the default with any of its fields overridden."""
+    from ..evalspec import EvalSpec
 
-    if data is not None:
-        ds, src = load_test_windows(meta, data)
-    else:
-        ds = fresh_test_set(meta, windows_per_class, seed=100_000 + seed)
-        src = f"simulated ({windows_per_class} windows/class, seed {100_000 + seed})"
-    if noise_kinds and snrs:
-        ds = noise_sweep(ds, noise_kinds, snrs, seed=seed + 1)
-    return ds, src
+    if spec is not None:
+        return spec
+    d = EvalSpec()
+    return EvalSpec(data=str(data) if data is not None else None,
+                    windows_per_class=d.windows_per_class if windows_per_class is None else windows_per_class,
+                    noise=d.noise if noise_kinds is None else tuple(noise_kinds),
+                    snrs=d.snrs if snrs is None else tuple(snrs), seed=d.seed if seed is None else seed)
 
 
 def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
@@ -56,10 +53,11 @@ def _check_out(out) -> Path:
 
 
 def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = DEFAULT_METHOD, batch: int = 1,
-                   max_drop: float = 1.0, data=None, noise_kinds=("gaussian", "laplacian", "pink"),
-                   snrs=tuple(float(s) for s in range(-5, 6)), windows_per_class: int = 20, seed: int = 0,
-                   sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
-                   qat_data: str | None = None, progress=None) -> dict:
+                   max_drop: float = 1.0, data=None, noise_kinds=None, snrs=None, windows_per_class: int | None = None,
+                   seed: int | None = None, sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
+                   qat_data: str | None = None, progress=None, spec=None) -> dict:
+    """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
+    data/noise_kinds/snrs/windows_per_class/seed overriding its fields)."""
     from ..artifacts import tool_versions, write_sidecar
     from ..calibration import model_and_calibration
     from ..data.dataset import normalize
@@ -79,8 +77,9 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
         raise InputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if batch < 1:
         raise InputError(f"batch must be at least 1, got {batch}")
-    if max_drop < 0:
-        raise InputError("--max-drop must be ≥ 0")
+    from ..validate import finite
+
+    finite("--max-drop", max_drop, lo=0.0, hi=100.0)
     if qat_epochs < 0:
         raise InputError("--qat takes a number of epochs ≥ 0")
     step = progress or (lambda *a, **k: None)
@@ -88,13 +87,14 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
-    ds, src = evaluation_set(bundle.meta, data, list(noise_kinds or []), list(snrs or []), windows_per_class, seed)
-    x = normalize(ds.x, bundle.normalization)
+    spec = spec_from(spec, data, noise_kinds, snrs, windows_per_class, seed)
+    ds = spec.windows(bundle.meta)
+    x, src, seed = ds.x, ds.description, spec.seed
 
     step("export")
     float_bytes = to_onnx_bytes(bundle.model, batch, bundle.window)
-    float_logits = run_ort(ort_session(float_bytes), x, batch)
-    torch_check = compare_outputs(predict_logits(bundle.model, x[:64]), float_logits[:64])
+    float_logits = predict_logits(bundle.model, x)  # the float reference every stage uses
+    torch_check = compare_outputs(float_logits[:64], run_ort(ort_session(float_bytes), x[:64], batch))
     if torch_check["max_abs_diff"] > 1e-3:
         raise ExportValidationError(f"float ONNX differs from PyTorch by {torch_check['max_abs_diff']:.3g}")
 
@@ -122,6 +122,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     step("evaluate")
     rep = compare(float_logits, run_ort(ort_session(q_bytes), x, batch), ds.y, ds.noise, ds.snr_db,
                   bundle.class_names)
+    comparison = rep.pop("_comparison")
     result = {"method": method, "qat": qat_info, "float_groups": [], "sensitivity": None, "mixed": None}
 
     if sensitivity or (auto_mixed and rep["accuracy_drop_pp"] > max_drop):
@@ -145,15 +146,17 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
                 lint_check(q_bytes)
                 rep = compare(float_logits, run_ort(ort_session(q_bytes), x, batch), ds.y, ds.noise, ds.snr_db,
                               bundle.class_names)
+                comparison = rep.pop("_comparison")
                 result["float_groups"] = mixed["float_groups"]
 
     passed = rep["accuracy_drop_pp"] <= max_drop + 1e-9  # an exact tie passes despite float rounding
     summary = {
         "artifact": str(out) if passed else None, "model": str(model_path), "calibration": cal_path,
-        "calibration_windows": len(cal), "evaluation": src, "warnings": warnings, "max_drop_pp": max_drop,
+        "calibration_windows": len(cal), "evaluation": src, "eval_spec": spec.to_json(), "warnings": warnings, "max_drop_pp": max_drop,
         "passed": passed, "quantize_s": t_quant, **result, **rep,
     }
     summary["wall_s"] = time.perf_counter() - t0
+    summary["comparison"] = comparison
     if not passed:
         summary["error"] = (f"INT8 accuracy drop {rep['accuracy_drop_pp']:.2f} pp exceeds --max-drop {max_drop:g} pp; "
                             "try another --method, --auto-mixed or --sensitivity")
@@ -181,6 +184,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
             "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window,
             "accuracy": {k: rep[k] for k in ("float_accuracy", "int8_accuracy", "accuracy_drop_pp", "grid_drop_pp",
                                              "agreement", "sqnr_db", "n")},
+            "evaluation": {"spec": spec.to_json(), "description": src},
             "tools": tool_versions("onnx", "onnxruntime", "torch"),
         })
     except BaseException:
