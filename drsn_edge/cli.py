@@ -69,15 +69,29 @@ def _noise_options(f):
               help="shifted: speeds, loads, resonances and damping outside the nominal ranges.")
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
 @_noise_options
+@click.option("--run-to-failure", "rtf", is_flag=True,
+              help="Instead: one machine's continuous signal, healthy then a growing fault (-o .wav or .npy).")
+@click.option("--healthy-s", default=3600.0, show_default=True, type=float, help="Run to failure: healthy seconds.")
+@click.option("--fault-s", default=600.0, show_default=True, type=float, help="Run to failure: seconds the fault grows.")
+@click.option("--fault", type=click.Choice(["IR", "B", "OR"]), default="IR", show_default=True,
+              help="Run to failure: inner race, ball or outer race.")
+@click.option("--severity", default="7:21", show_default=True, help="Run to failure: spall size START:END in mils.")
 @_json_option
 def data_synth(out, windows_per_class, recordings_per_class, classes, seed, condition, split, noise, snr,
-               noise_mode, as_json):
+               noise_mode, rtf, healthy_s, fault_s, fault, severity, as_json):
     """Simulate rolling-bearing vibration (CWRU-like, 12 kHz, 2048-point windows)."""
     from .data.build import synth
     from .data.noise import parse_noise, parse_snr
 
     kinds = parse_noise(noise)
     snrs = parse_snr(snr) if snr is not None else None
+    if rtf:
+        from .data.run_to_failure import synth as synth_rtf
+
+        res = synth_rtf(out, healthy_s=healthy_s, fault_s=fault_s, fault=fault, severity=severity, noise=kinds,
+                        snr=snrs, seed=seed)
+        ui.emit_json(res) if as_json else views.print_run_to_failure(res)
+        return
     cls = [c.strip() for c in classes.split(",")] if classes else None
     with ui.progress_bar(_show_progress(as_json), "simulating classes") as adv:
         res = synth(out, windows_per_class=windows_per_class, recordings_per_class=recordings_per_class,
@@ -590,33 +604,27 @@ def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt,
     """Monitor a live vibration stream with MODEL (a build folder, artifact or .drsn): one JSON line per
     window and per health-state change (a live view on a terminal), alerts over MQTT. SIGINT/SIGTERM
     flush the output and the alert queue and exit 0."""
-    with ui.fail_cleanly(as_json):
-        from .errors import InputError
-        from .monitor import MonitorOptions, monitor
-        from .monitor.health import HealthConfig
-        from .monitor.stream import SampleChecks
+    from .errors import InputError
+    from .monitor import MonitorOptions, monitor
+    from .monitor.health import HealthConfig, parse_enter
+    from .monitor.stream import SampleChecks
 
-        if model and model_opt:
-            raise InputError("name the model once: as the argument or with --model")
-        k, _, n = enter.partition("/")
-        if not (k.strip().isdigit() and n.strip().isdigit()):
-            raise InputError(f"--enter takes K/N such as 4/6, got '{enter}'")
-        opts = MonitorOptions(
-            source=source, model=model or model_opt, out=out, fs=fs, hop=hop, realtime=realtime, resample=resample,
-            fmt=fmt, channel=channel, column=column,
-            health=HealthConfig(k=int(k), n=int(n), m=clear, smoothing=smoothing, min_confidence=min_confidence,
-                                healthy_class=healthy_class),
-            checks=SampleChecks(clip_level=clip_level), stall_timeout=stall_timeout, mqtt=mqtt,
-            mqtt_config=mqtt_config, alert_queue=alert_queue, queue_max=queue_max, max_windows=max_windows)
-        live = sys.stdout.isatty() and not as_json
-        res = monitor(opts, live=live, summary_only=as_json)
-        if as_json:
-            ui.emit_json(res)
-        elif live:
-            c, lat = res["counters"], res["latency_ms"]
-            ui.console().print(ui.table("monitor", ["", "value"], [
-                ["final state", res["state"]], ["windows", c["windows"]], ["sensor windows", c["sensor_windows"]],
-                ["stalls", c["stalls"]], ["latency p50 / p99 ms", f"{ui.fmt(lat['p50'])} / {ui.fmt(lat['p99'])}"]]))
+    if model and model_opt:
+        raise InputError("name the model once: as the argument or with --model")
+    k, n = parse_enter(enter)
+    opts = MonitorOptions(
+        source=source, model=model or model_opt, out=out, fs=fs, hop=hop, realtime=realtime, resample=resample,
+        fmt=fmt, channel=channel, column=column,
+        health=HealthConfig(k=k, n=n, m=clear, smoothing=smoothing, min_confidence=min_confidence,
+                            healthy_class=healthy_class),
+        checks=SampleChecks(clip_level=clip_level), stall_timeout=stall_timeout, mqtt=mqtt,
+        mqtt_config=mqtt_config, alert_queue=alert_queue, queue_max=queue_max, max_windows=max_windows)
+    live = sys.stdout.isatty() and not as_json
+    res = monitor(opts, live=live, summary_only=as_json)
+    if as_json:
+        ui.emit_json(res)
+    elif live:
+        views.print_monitor(res)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,6 +78,7 @@ def segments(spec: RunToFailure, segment_s: float = SEGMENT_S) -> Iterator[np.nd
 
     spec.validate()
     rng = np.random.default_rng(spec.seed)
+    noise_rng = np.random.default_rng([spec.seed, 1])  # its own stream: the clean signal is the same at any SNR
     healthy = _draw_params(0, "nominal", rng)
     faulty = _draw_params(CLASS_NAMES.index(f"{spec.fault}014"), "nominal", rng)
     gain = faulty.amp / (FAULT_KINDS[spec.fault])  # this machine's transmission path, kept over the run
@@ -95,7 +96,7 @@ def segments(spec: RunToFailure, segment_s: float = SEGMENT_S) -> Iterator[np.nd
             parts.append(_piece(faulty, start + n_h, n - n_h, spec, rng, fr, spec.severity_at(mid), gain))
         x = np.concatenate(parts)
         if spec.noise is not None:
-            x = add_noise(x.reshape(-1, spec.block), spec.noise, spec.snr_db, rng).reshape(-1)
+            x = add_noise(x.reshape(-1, spec.block), spec.noise, spec.snr_db, noise_rng).reshape(-1)
         yield x.astype(np.float32)
         start += n
 
@@ -128,3 +129,20 @@ def write_run_to_failure(out, spec: RunToFailure) -> dict:
             "generator": "drsn-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""}
     write_json(out.with_suffix(".json"), info)
     return info
+
+
+def synth(out, *, healthy_s: float, fault_s: float, fault: str, severity: str, noise: list[str],
+          snr: list[float] | None, seed: int) -> dict:
+    """`data synth --run-to-failure`: the options as the command line gives them."""
+    lo, sep, hi = severity.partition(":")
+    try:
+        sev = (float(lo), float(hi if sep else lo))
+    except ValueError:
+        raise InputError(f"--severity takes START:END in mils such as 7:21, got '{severity}'") from None
+    if len(noise) > 1 or (snr is not None and len(snr) > 1):
+        raise InputError("a run to failure takes one noise type and one SNR (e.g. --noise gaussian --snr 0)")
+    if noise and snr is None:
+        raise InputError("--noise needs --snr (one value in dB)")
+    spec = RunToFailure(healthy_s=healthy_s, fault_s=fault_s, fault=fault, severity=sev,
+                        noise=noise[0] if noise else None, snr_db=snr[0] if noise else None, seed=seed)
+    return write_run_to_failure(out, spec)

@@ -54,6 +54,14 @@ class HealthConfig:
         return names.index(self.healthy_class)
 
 
+def parse_enter(text: str) -> tuple[int, int]:
+    """'K/N' → (K, N)."""
+    k, sep, n = str(text).partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+        raise InputError(f"--enter takes K/N such as 4/6, got '{text}'")
+    return int(k), int(n)
+
+
 @dataclass(frozen=True)
 class State:
     name: str
