@@ -247,6 +247,8 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
         loop._emit([_start_line(opts, model, source, rate, hop, alerts)])
         source.start(q, stop, rate)
         _consume(loop, q, stop, opts, End)
+        if live is not None:
+            live.update(loop, force=True)  # the final state, whatever the refresh interval
     finally:
         restore()
         stop.set()

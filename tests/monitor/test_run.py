@@ -160,3 +160,22 @@ def test_unknown_source_and_missing_file_are_input_errors(monitor_run):
         monitor_run("http://x")
     with pytest.raises(InputError, match="is not a file"):
         monitor_run("/nonexistent.wav")
+
+
+def test_live_view_renders_state_and_changes(tmp_path, model, signal12k):
+    import io
+
+    from rich.console import Console
+
+    from drsn_edge.monitor.health import HealthConfig
+    from drsn_edge.monitor.live import LiveView
+    from drsn_edge.monitor.run import MonitorOptions, run
+
+    np.save(tmp_path / "s.npy", signal12k)
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=100, color_system=None)
+    with LiveView(con, refresh_s=0.0) as view:
+        run(MonitorOptions(source=str(tmp_path / "s.npy"), lines=False, health=HealthConfig(k=3, n=4, m=3)),
+            lambda text: None, lambda text: None, live=view, model=model)
+    text = buf.getvalue()
+    assert "state  fault:IR021" in text and "healthy → fault:IR021" in text and "IR021" in text
