@@ -338,7 +338,7 @@ class MqttAlerts:
         deadline = time.monotonic() + 10.0
         ud = client.user_data_get()
         while "connack" not in ud and time.monotonic() < deadline and not self._stop.is_set():
-            if client.loop(0.05) != self._mqtt.MQTT_ERR_SUCCESS:
+            if client.loop(0.05) != self._mqtt.MQTT_ERR_SUCCESS and "connack" not in ud:
                 return "connection lost before CONNACK"
         rc = ud.get("connack")
         if rc is None:

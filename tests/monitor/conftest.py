@@ -1,4 +1,5 @@
 import json
+import os
 import threading
 
 import numpy as np
@@ -47,3 +48,12 @@ def monitor_run(model):
         return lines, summary, warns
 
     return go
+
+
+@pytest.fixture(autouse=True)
+def _own_config_and_state(tmp_path, monkeypatch):
+    """No MQTT config file or alert queue of the user's account leaks into a test."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for key in [k for k in os.environ if k.startswith("DRSN_EDGE_MQTT_")]:
+        monkeypatch.delenv(key)

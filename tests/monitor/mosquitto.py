@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, folder: Path, port: int | None = None, extra: str = ""):
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "", anonymous: bool = True):
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.folder = Path(folder)
         self.port = port or free_port()
@@ -27,7 +27,7 @@ class Mosquitto:
         self.conf.write_text(
             f"user {getpass.getuser()}\n"  # as root it would switch to 'mosquitto' and lose the temp folder
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
             "autosave_interval 1\n"

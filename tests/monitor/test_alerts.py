@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -193,3 +194,48 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(tmp_path):
     repeats = [m for i, m in enumerate(msgs) if m["seq"] in seqs[:i]]
     assert all(m["dup"] for m in repeats)  # and is marked
     assert summary["connections"] == 2 and summary["pending"] == 0
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make test certificates")
+def test_mqtts_with_a_ca_file_and_credentials_from_the_environment(tmp_path):
+    """TLS (the broker's certificate checked against a CA file) and a password, both from DRSN_EDGE_MQTT_*."""
+    d = tmp_path / "broker"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=test ca", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), "edge", "s3cret"], check=True)
+    b = Mosquitto(d, anonymous=False, extra=f"cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+                                            f"password_file {d}/passwd\n").start()
+    try:
+        env = {"DRSN_EDGE_MQTT_USERNAME": "edge", "DRSN_EDGE_MQTT_PASSWORD": "s3cret",
+               "DRSN_EDGE_MQTT_CA_FILE": str(d / "ca.crt"), "DRSN_EDGE_MQTT_CLIENT_ID": "pump3"}
+        url = f"mqtts://127.0.0.1:{b.port}/{TOPIC}"
+        alerts = MqttAlerts(url, tmp_path / "q.jsonl", load_config(None, env=env))
+        alerts.start()
+        alerts.send({"state": "healthy"})
+        deadline = time.monotonic() + 15
+        while alerts.sent < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alerts.close()["sent"] == 1
+        assert "New client connected" in b.log.read_text() and "pump3" in b.log.read_text()
+        # a wrong password: refused, the alert waits in the queue, one warning
+        warns = []
+        bad = load_config(None, env={**env, "DRSN_EDGE_MQTT_PASSWORD": "wrong"})
+        alerts = MqttAlerts(url, tmp_path / "q2.jsonl", bad, warn=warns.append, reconnect_s=(0.1, 0.2))
+        alerts.start()
+        alerts.send({"state": "fault"})
+        time.sleep(1.0)
+        summary = alerts.close(flush_s=0.1)
+        assert summary["sent"] == 0 and summary["pending"] == 1
+        assert len(warns) == 1 and "refused" in warns[0]
+    finally:
+        b.stop()
