@@ -56,14 +56,19 @@ def _generated_source(spec, name: str):
 
 
 class Collect:
-    def __init__(self, keep_windows: bool = False):
-        self.states, self.windows, self.keep = [], 0, keep_windows
+    """Keeps the state lines; counts window lines, and those before `onset` whose own class (before
+    smoothing and hysteresis) is not the healthy one."""
+
+    def __init__(self, onset: int | None = None):
+        self.states, self.windows, self.onset, self.raw_non_healthy = [], 0, onset, 0
 
     def write(self, text: str) -> None:
         for ln in text.splitlines():
             if '"type":"state"' in ln:
                 self.states.append(json.loads(ln))
             elif '"type":"window"' in ln:
+                if self.onset is not None and self.windows < self.onset and '"class":"normal"' not in ln:
+                    self.raw_non_healthy += 1
                 self.windows += 1
 
 
@@ -73,18 +78,19 @@ def run_to_failure(model, snr: float, healthy_s: float, fault_s: float, seed: in
 
     spec = RunToFailure(healthy_s=healthy_s, fault_s=fault_s, fault="IR", noise="gaussian", snr_db=snr, seed=seed,
                         fs=model.fs, block=model.window)
-    col = Collect()
-    opts = MonitorOptions(source="run-to-failure", lines=False, batch=64)
+    onset_win = spec.onset_sample // model.window  # the first window holding fault samples
+    col = Collect(onset_win)
+    opts = MonitorOptions(source="run-to-failure", batch=64)
     t0 = time.perf_counter()
     summary = run(opts, col.write, lambda t: None, model=model, source=_generated_source(spec, "run to failure"))
     wall = time.perf_counter() - t0
-    onset_win = spec.onset_sample // model.window  # the first window holding fault samples
     faults = [s for s in col.states if s["name"] == "fault"]
     false_alarms = [s for s in faults if s["i"] < onset_win]
     detected = next((s for s in faults if s["i"] >= onset_win), None)
     delay = None if detected is None else detected["i"] - onset_win + 1
     return {"snr_db": snr, "healthy_windows": onset_win, "windows": summary["counters"]["windows"],
-            "false_alarms": len(false_alarms), "non_healthy_states_before_onset":
+            "false_alarms": len(false_alarms), "raw_non_healthy_windows_before_onset": col.raw_non_healthy,
+            "non_healthy_states_before_onset":
                 sorted({s["state"] for s in col.states if s["i"] < onset_win} - {"healthy"}),
             "detected_after_windows": delay,
             "detected_after_s": None if delay is None else delay * model.window / model.fs,
@@ -224,7 +230,8 @@ def main(argv=None) -> int:
             r = run_to_failure(int8, snr, a.healthy_s, a.fault_s, a.seed)
             res["run_to_failure"].append(r)
             print(f"run to failure {snr:+.0f} dB: {r['false_alarms']} false alarms in {r['healthy_windows']} healthy "
-                  f"windows ({a.healthy_s / 60:.0f} min); fault after {r['detected_after_windows']} windows "
+                  f"windows ({a.healthy_s / 60:.0f} min; {r['raw_non_healthy_windows_before_onset']} of them "
+                  f"classified non-healthy on their own); fault after {r['detected_after_windows']} windows "
                   f"({r['detected_after_s'] or 0:.1f} s, at {r['severity_at_detection_mils']} mils, "
                   f"{r['state_at_detection']}); other states before onset: {r['non_healthy_states_before_onset']}")
     if "mqtt" not in skip:
