@@ -10,7 +10,10 @@
    written and flushed, p50 / p99.
 4. Alerts through a real Mosquitto that is killed (SIGKILL) and restarted mid-stream: alerts lost, order.
 
-  python benchmarks/monitor.py --model build/host [--healthy-s 3600] [--fault-s 600] [--core 0]
+  drsn-edge build --target jetson-orin-nano -o build/jetson-orin-nano   # QDQ int8 ONNX (+ batch 8/32 copies)
+  python benchmarks/monitor.py --model build/jetson-orin-nano [--healthy-s 3600] [--fault-s 600] [--core 0]
+
+Without TensorRT, ONNX Runtime runs that build here; `--model build/host` measures LiteRT instead.
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fault-s", type=float, default=600.0)
     ap.add_argument("--snr", default="0,-5")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--throughput-s", type=float, default=120.0, help="Seconds of signal for the throughput run.")
+    ap.add_argument("--throughput-s", type=float, default=600.0, help="Seconds of signal for the throughput run.")
     ap.add_argument("--latency-s", type=float, default=30.0)
     ap.add_argument("--core", type=int, default=0, help="Pin to this CPU core.")
     ap.add_argument("--skip", default="", help="Comma list of parts to skip: rtf,throughput,latency,mqtt")

@@ -216,7 +216,7 @@ def serial_source(url: str, fmt: str = "auto", reconnect: bool = True) -> Source
         while not stop.is_set():
             def read_bytes():
                 try:
-                    data = ser.read(READ_SIZE if ser.in_waiting > READ_SIZE else max(1, ser.in_waiting))
+                    data = ser.read(max(1, min(READ_SIZE, ser.in_waiting)))  # what is there, or wait for 1
                 except (serial.SerialException, OSError):
                     return b""
                 return data or None
