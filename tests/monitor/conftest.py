@@ -39,11 +39,17 @@ class Lines(list):
 def monitor_run(model):
     """Run the monitor in this process; returns (lines, summary, warnings)."""
 
-    def go(source, stop=None, **kw):
+    def go(source, stop=None, on_write=None, **kw):
         kw.setdefault("health", HealthConfig(k=3, n=4, m=3))
         opts = MonitorOptions(source=source if isinstance(source, str) else "-", **kw)
         lines, warns = Lines(), []
-        summary = run(opts, lines.write, warns.append, stop=stop or threading.Event(), model=model,
+
+        def write(text):
+            lines.write(text)
+            if on_write:
+                on_write(lines)
+
+        summary = run(opts, write, warns.append, stop=stop or threading.Event(), model=model,
                       source=None if isinstance(source, str) else source)
         return lines, summary, warns
 

@@ -70,7 +70,9 @@ def test_csv_needs_no_rate_and_bad_samples_give_the_sensor_state(tmp_path, monit
     assert (c["nan_windows"], c["flat_windows"], c["clipped_windows"], c["nonfinite_samples"]) == (2, 1, 1, 2)
 
 
-def _pipe_source(chunks, pause_after=None, pause_s=0.0, fmt="auto"):
+def _pipe_source(chunks, pause_after=None, pause_s=0.0, fmt="auto", wait_for=None):
+    """stdin from a pipe fed by a thread; after chunk `pause_after` it waits for the event `wait_for`
+    (if given) and then pauses `pause_s` seconds."""
     r, w = os.pipe()
 
     def feed():
@@ -79,6 +81,8 @@ def _pipe_source(chunks, pause_after=None, pause_s=0.0, fmt="auto"):
                 f.write(c)
                 f.flush()
                 if pause_after is not None and i == pause_after:
+                    if wait_for is not None:
+                        wait_for.wait(60)
                     time.sleep(pause_s)
 
     threading.Thread(target=feed, daemon=True).start()
@@ -105,8 +109,9 @@ def test_stdin_text_with_garbage_lines(monitor_run, signal12k):
 def test_stalled_source_raises_no_data_then_recovers(monitor_run, signal12k):
     raw = signal12k[6 * 2048:].astype("<f4").tobytes()  # the fault half: 6 windows
     half = 4 * 2048 * 4
-    lines, summary, _ = monitor_run(_pipe_source([raw[:half], raw[half:]], pause_after=0, pause_s=1.0),
-                                    stall_timeout=0.4)
+    seen = threading.Event()  # the first part is through the monitor (however slow the machine)
+    lines, summary, _ = monitor_run(_pipe_source([raw[:half], raw[half:]], pause_after=0, pause_s=1.5, wait_for=seen),
+                                    stall_timeout=0.4, on_write=lambda ls: len(ls.of("window")) >= 4 and seen.set())
     assert states(lines) == ["fault:IR021", "no data", "fault:IR021"]
     assert summary["counters"]["stalls"] == 1
     nd = lines.of("state")[1]
