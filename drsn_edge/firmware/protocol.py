@@ -20,6 +20,7 @@ that name the port.
 from __future__ import annotations
 
 import binascii
+import select
 import struct
 import time
 from dataclasses import dataclass
@@ -156,10 +157,17 @@ class SerialClient:
         raise DeviceError(f"no answer from the device on {self.name} within {self.timeout_s:g} s{tries}: is the "
                           "firmware running and the port and baud rate right?")
 
+    def _read(self, wait_s: float) -> bytes:
+        """What has arrived. A port opened with timeout=0 (non-blocking) is waited on with select, so a read
+        returns as soon as bytes arrive; otherwise the port's own read timeout paces the loop."""
+        if getattr(self.port, "timeout", None) == 0 and hasattr(self.port, "fileno"):
+            select.select([self.port.fileno()], [], [], max(0.0, min(wait_s, 0.1)))
+        return self.port.read(4096) or b""
+
     def _await(self, want: int) -> Frame | None:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            for fr in self.dec.feed(self.port.read(4096) or b""):
+            for fr in self.dec.feed(self._read(deadline - time.monotonic())):
                 if fr.ver != VERSION:
                     raise DeviceError(f"the device on {self.name} speaks protocol version {fr.ver}, this drsn-edge "
                                       f"speaks {VERSION}: flash firmware built by this drsn-edge")

@@ -1,0 +1,186 @@
+"""The runner for a microcontroller that speaks the drsn-edge serial protocol, whatever carries the bytes
+(a board's UART behind `serial://`, an emulated board behind `qemu`).
+
+activate() opens the link, asks INFO and refuses a device whose protocol version, model CRC, input or output
+shape or quantization differ from the build's (the mismatch named); infer() quantizes the windows with the
+model's input scale and zero point exactly as the reference runtimes do, streams them with INFER, keeps the
+int8 logits in `last_raw` and the device's per-inference count (cycles on a board, instructions on QEMU),
+and returns dequantized float logits."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import DeviceError, InputError
+from ..firmware.protocol import VERSION, DeviceInfo, SerialClient
+
+try:  # the backend contract (drsn_edge/backends/base.py)
+    from ..backends.base import Timing
+except ImportError:  # pragma: no cover - until the contract module is present
+    @dataclass
+    class Timing:
+        latencies_ms: list
+        source: str
+        counts: list | None = None
+        count_unit: str | None = None
+
+
+class McuLink(Protocol):
+    """A byte link to a board: `port()` gives an open pyserial-like port (read with timeout, write)."""
+
+    url: str
+
+    def open(self) -> "McuLink": ...
+
+    def port(self): ...
+
+    def failure_detail(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the build says the firmware must be (from its sidecar or the model itself)."""
+
+    input_len: int
+    output_len: int
+    input_scale: float
+    input_zp: int
+    output_scale: float
+    output_zp: int
+    model_crc: int | None = None
+    proto: int = VERSION
+
+    @classmethod
+    def from_io(cls, io_in: dict, io_out: dict, model_crc: int | None = None) -> "Expected":
+        """From the `input`/`output` entries of a build sidecar ({shape, scale, zero_point})."""
+        return cls(int(np.prod(io_in["shape"])), int(np.prod(io_out["shape"])), float(io_in["scale"]),
+                   int(io_in["zero_point"]), float(io_out["scale"]), int(io_out["zero_point"]), model_crc)
+
+    @classmethod
+    def from_tflite(cls, tflite_bytes: bytes) -> "Expected":
+        """From the int8 model the firmware was generated from; the model CRC is its CRC-32."""
+        from ..backends.tflite import check_integer_only
+
+        g = check_integer_only(tflite_bytes)
+        return cls.from_io(g["input"], g["output"], model_crc=model_crc(tflite_bytes))
+
+
+def model_crc(tflite_bytes: bytes) -> int:
+    """The model hash the firmware reports in INFO: CRC-32 (zlib) of the .tflite it was generated from."""
+    return zlib.crc32(bytes(tflite_bytes)) & 0xFFFFFFFF
+
+
+def check_info(info: DeviceInfo, exp: Expected, where: str) -> None:
+    """Refuse a device that runs another model or firmware; the first mismatch is named."""
+    checks = [
+        ("protocol version", info.proto, exp.proto),
+        ("model hash", info.model_crc, exp.model_crc),
+        ("input length", info.input_len, exp.input_len),
+        ("output length", info.output_len, exp.output_len),
+        ("input zero point", info.input_zp, exp.input_zp),
+        ("output zero point", info.output_zp, exp.output_zp),
+        ("input scale", np.float32(info.input_scale), np.float32(exp.input_scale)),
+        ("output scale", np.float32(info.output_scale), np.float32(exp.output_scale)),
+    ]
+    for what, got, want in checks:
+        if want is not None and got != want:
+            fmt = (lambda v: f"0x{int(v):08x}") if what == "model hash" else (lambda v: f"{v}")
+            raise DeviceError(f"the device on {where} runs another build: its {what} is {fmt(got)}, the build's is "
+                              f"{fmt(want)}; flash the firmware of this build")
+
+
+class McuRunner:
+    """Runner (activate / infer / timing / deactivate) for a protocol-speaking microcontroller."""
+
+    def __init__(self, link: McuLink, expected: Expected | None = None, name: str | None = None,
+                 timeout_s: float = 10.0, retries: int = 2):
+        self.link = link
+        self.expected = expected
+        self.name = name or f"c engine on {link.url} (int8)"
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.client: SerialClient | None = None
+        self.info: DeviceInfo | None = None
+        self.last_raw: np.ndarray | None = None
+        self._counts: list[int] = []
+        self._wall_ms: list[float] = []
+
+    def activate(self) -> None:
+        if self.client is not None:
+            return
+        try:
+            self.link.open()
+            self.client = SerialClient(self.link.port(), self.timeout_s, self.retries, name=self.link.url)
+            self.info = self._guard(self.client.get_info)
+            if self.expected is not None:
+                check_info(self.info, self.expected, self.link.url)
+        except BaseException:
+            self.deactivate()
+            raise
+        self._counts, self._wall_ms = [], []
+
+    def _guard(self, fn, *args):
+        """Call into the link; a dead link (port gone, QEMU exited) becomes one DeviceError line."""
+        try:
+            return fn(*args)
+        except DeviceError as exc:
+            detail = self.link.failure_detail()
+            raise DeviceError(f"{exc} ({detail})" if detail else str(exc)) from None
+        except (OSError, ValueError) as exc:  # pyserial's SerialException is an OSError
+            detail = self.link.failure_detail() or str(exc) or type(exc).__name__
+            raise DeviceError(f"lost the device on {self.link.url}: {detail}") from None
+
+    def infer_int8(self, x_q: np.ndarray) -> np.ndarray:
+        """Raw int8 windows [N, input_len] → int8 logits [N, output_len] (also kept in last_raw)."""
+        if self.client is None:
+            raise InputError(f"runner '{self.name}' is not active: call activate() first")
+        x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
+        out = np.empty((len(x_q), self.info.output_len), dtype=np.int8)
+        for i, row in enumerate(x_q):
+            t0 = time.perf_counter()
+            out[i], counts = self._guard(self.client.infer_int8, row)
+            self._wall_ms.append(1e3 * (time.perf_counter() - t0))
+            self._counts.append(counts)
+        self.last_raw = out
+        return out
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        from ..backends.tflite import quantize_input
+
+        x = np.asarray(x, dtype=np.float32)
+        n_in = self.info.input_len
+        if x.size == 0 or x.size % n_in:
+            raise InputError(f"input of shape {list(x.shape)} does not fit the device's {n_in} input values")
+        return quantize_input(x.reshape(-1, n_in), float(np.float32(self.info.input_scale)), self.info.input_zp)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Normalized float windows [N, 1, L] → float32 logits [N, C] (int8 logits in last_raw)."""
+        if self.client is None:
+            raise InputError(f"runner '{self.name}' is not active: call activate() first")
+        raw = self.infer_int8(self.quantize(x))
+        scale, zp = float(np.float32(self.info.output_scale)), self.info.output_zp
+        return ((raw.astype(np.float32) - zp) * scale).astype(np.float32)
+
+    def timing(self) -> Timing:
+        info = self.info
+        unit = "instructions" if info is not None and info.counter == "instructions" else "cycles"
+        hz = info.clock_hz if info is not None else 0
+        if unit == "instructions":
+            lat = [1e3 * c / hz for c in self._counts] if hz else []
+            source = (f"estimate: QEMU -icount instruction count at the target's {hz / 1e6:g} MHz, one instruction "
+                      "per cycle (QEMU does not model timing)")
+        else:
+            lat = [1e3 * c / hz for c in self._counts] if hz else list(self._wall_ms)
+            source = f"device timer ({hz / 1e6:g} MHz cycle counter)" if hz else "host wall clock"
+        return Timing(latencies_ms=lat, source=source, counts=list(self._counts), count_unit=unit)
+
+    def deactivate(self) -> None:
+        self.client = None
+        self.link.close()
