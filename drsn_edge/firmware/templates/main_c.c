@@ -23,9 +23,9 @@ int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
 }
 
 int main(void) {
-  static uint8_t rx[DRSN_INPUT_LEN + 16];
-  drsn_info_t info = {DRSN_INPUT_LEN, DRSN_OUTPUT_LEN, DRSN_INPUT_SCALE, DRSN_INPUT_ZP, DRSN_OUTPUT_SCALE,
-                      DRSN_OUTPUT_ZP, DRSN_ARENA_BYTES, 0, 0, DRSN_MODEL_CRC, DRSN_FW_NAME};
+  static uint8_t rx[DRSN_INPUT_SIZE + 16];
+  drsn_info_t info = {DRSN_INPUT_SIZE, DRSN_OUTPUT_SIZE, DRSN_INPUT_SCALE, DRSN_INPUT_ZERO_POINT, DRSN_OUTPUT_SCALE,
+                      DRSN_OUTPUT_ZERO_POINT, DRSN_ARENA_BYTES, 0, 0, DRSN_MODEL_CRC, DRSN_FW_NAME};
   board_init();
   info.clock_hz = board_clock_hz();
   info.counter_is_instructions = board_counter_is_instructions();

@@ -18,10 +18,10 @@ int drsn_infer(const int8_t *in, int8_t *out) {
     }
   }
   if (hook(in, 100, -100)) uart_write(noise, sizeof noise);
-  for (uint32_t k = 0; k < DRSN_OUTPUT_LEN; k++) {
+  for (uint32_t k = 0; k < DRSN_OUTPUT_SIZE; k++) {
     int32_t acc = 0;
-    for (uint32_t i = 0; i < DRSN_INPUT_LEN; i++) acc += (int32_t)in[i] * (int32_t)((7 * i + 13 * k) % 255 - 127);
-    int32_t v = (acc >> 10) + DRSN_OUTPUT_ZP;
+    for (uint32_t i = 0; i < DRSN_INPUT_SIZE; i++) acc += (int32_t)in[i] * (int32_t)((7 * i + 13 * k) % 255 - 127);
+    int32_t v = (acc >> 10) + DRSN_OUTPUT_ZERO_POINT;
     out[k] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v);
   }
   return 0;
