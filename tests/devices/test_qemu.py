@@ -1,0 +1,199 @@
+"""The `qemu` transport for real: firmware built with arm-none-eabi-gcc + picolibc around the stand-in engine
+(tests/firmware/standin), run in qemu-system-arm on mps2-an386 (Cortex-M4) and mps2-an500 (Cortex-M7),
+reached over the emulated UART on a loopback TCP port. QEMU must be gone after every way out: normal close,
+an error, a timeout, Ctrl-C (SIGINT), SIGTERM and SIGKILL of the Python process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from drsn_edge.devices import open_device
+from drsn_edge.devices.mcu import McuRunner
+from drsn_edge.errors import DeviceError
+from drsn_edge.targets import get_target
+
+from ..firmware.standin_ref import HANG, NOISE, RESET, STANDIN_DIR, expected, hook, standin_logits, windows
+
+pytestmark = pytest.mark.skipif(not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+                                reason="needs apt packages qemu-system-arm gcc-arm-none-eabi picolibc-arm-none-eabi")
+MACHINES = {"qemu-m4": "mps2-an386", "qemu-m7": "mps2-an500"}
+
+
+@pytest.fixture(scope="module")
+def elfs(tmp_path_factory):
+    from drsn_edge.firmware.cfirmware import build_qemu_elf
+
+    out = tmp_path_factory.mktemp("qemu-fw")
+    built = {}
+    for name in MACHINES:
+        mem = build_qemu_elf(STANDIN_DIR, get_target(name), out / f"{name}.elf")
+        built[name] = (out / f"{name}.elf", mem)
+    return built
+
+
+def _runner(elfs, name="qemu-m7", timeout_s=10.0, **exp):
+    dev = open_device(f"qemu://{MACHINES[name]}", elf=elfs[name][0])
+    return McuRunner(dev, expected(**exp), timeout_s=timeout_s)
+
+
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True  # exited, waiting to be reaped by its new parent
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("name", list(MACHINES))
+def test_bit_exact_with_deterministic_instruction_counts(elfs, name):
+    r = _runner(elfs, name)
+    r.activate()
+    try:
+        assert (r.info.counter, r.info.clock_hz, r.info.model_crc) == ("instructions", 25_000_000, 0x5A17C0DE)
+        x = windows(6, seed=1)
+        x[3] = x[2]
+        y = r.infer_int8(x)
+        assert np.array_equal(y, standin_logits(x))
+        counts = r.timing().counts
+        # SysTick ticks at 25 MHz under -icount shift=0 = 40 instructions each; the same work counts the same
+        # to within one tick (where the tick boundary falls)
+        assert all(c % 40 == 0 for c in counts)
+        assert max(counts) - min(counts) <= 40
+        # 20 480 MACs in a compiled loop: between 4 and 20 instructions per MAC
+        assert 4 * 20480 < counts[0] < 20 * 20480
+        t = r.timing()
+        assert t.count_unit == "instructions" and "estimate" in t.source
+        assert t.latencies_ms[0] == pytest.approx(counts[0] / 25e6 * 1e3)
+    finally:
+        r.deactivate()
+    assert r.link.proc.poll() is not None
+
+
+def test_float_infer_quantizes_like_the_reference(elfs):
+    from drsn_edge.backends.tflite import quantize_input
+
+    x = np.random.default_rng(3).normal(0, 1, (4, 1, 2048)).astype(np.float32)
+    r = _runner(elfs)
+    r.activate()
+    try:
+        y = r.infer(x)
+    finally:
+        r.deactivate()
+    raw = standin_logits(quantize_input(x.reshape(4, -1), 0.05, 0))
+    assert np.array_equal(r.last_raw, raw)
+    assert np.array_equal(y, (raw.astype(np.float32) + 3) * 0.125)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"model_crc": 0x12345678}, "model hash is 0x5a17c0de, the build's is 0x12345678"),
+    ({"input_len": 1024}, "input length is 2048, the build's is 1024"),
+    ({"output_zp": 0}, "output zero point is -3, the build's is 0"),
+])
+def test_other_build_is_refused_with_the_mismatch_named(elfs, change, named):
+    r = _runner(elfs, **change)
+    with pytest.raises(DeviceError, match=named) as exc:
+        r.activate()
+    assert "\n" not in str(exc.value) and exc.value.exit_code == 4
+    assert r.link.proc.poll() is not None  # stopped on the error path
+
+
+def test_reset_mid_run_is_detected(elfs):
+    r = _runner(elfs)
+    r.activate()
+    try:
+        r.infer_int8(windows(1))
+        with pytest.raises(DeviceError, match=r"on qemu://mps2-an500 \(127\.0\.0\.1:\d+\) reset during the session"):
+            r.infer_int8(hook(RESET)[None])
+    finally:
+        r.deactivate()
+
+
+def test_silent_device_times_out_naming_the_port(elfs):
+    r = _runner(elfs, timeout_s=0.5)
+    r.activate()
+    try:
+        with pytest.raises(DeviceError, match=r"no answer from the device on qemu://mps2-an500 \(127\.0\.0\.1:\d+\) "
+                                              r"within 0\.5 s \(sent 3 times\)"):
+            r.infer_int8(hook(HANG)[None])
+    finally:
+        r.deactivate()
+    assert r.link.proc.poll() is not None
+
+
+def test_line_noise_from_the_device_is_skipped(elfs):
+    r = _runner(elfs)
+    r.activate()
+    try:
+        x = hook(NOISE)[None]
+        assert np.array_equal(r.infer_int8(x), standin_logits(x))
+        assert r.client.dec.dropped >= 1 and r.client.resends == 0
+    finally:
+        r.deactivate()
+
+
+def test_missing_elf_is_input_error(tmp_path):
+    from drsn_edge.errors import InputError
+
+    r = McuRunner(open_device("qemu://mps2-an500", elf=tmp_path / "none.elf"))
+    with pytest.raises(InputError, match="no firmware ELF"):
+        r.activate()
+
+
+# ------------------------------------------------------------------ no orphan QEMU on any exit path
+
+CHILD = textwrap.dedent("""
+    import sys, numpy as np
+    from drsn_edge.devices import open_device
+    from drsn_edge.devices.mcu import McuRunner
+    elf, mode = sys.argv[1], sys.argv[2]
+    r = McuRunner(open_device("qemu://mps2-an500", elf=elf), timeout_s=0.5)
+    r.activate()
+    print(r.link.pid, flush=True)
+    x = np.zeros((1, 2048), np.int8)
+    if mode == "error":
+        raise RuntimeError("boom")
+    if mode == "timeout":
+        x[0, :3] = -128
+        r.infer_int8(x)
+    while True:  # sigint / sigterm / sigkill: stream until the signal comes
+        r.infer_int8(x)
+""")
+
+
+@pytest.mark.parametrize("mode, sig, rc", [
+    ("error", None, 1), ("timeout", None, 1),
+    ("stream", signal.SIGINT, -signal.SIGINT), ("stream", signal.SIGTERM, -signal.SIGTERM), ("stream", signal.SIGKILL, -9),
+])
+def test_no_orphan_qemu(elfs, mode, sig, rc):
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(elfs["qemu-m7"][0]), mode], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        pid = int(p.stdout.readline())
+        if sig is not None:
+            assert not _gone(pid, 0.3)  # QEMU runs while the parent streams
+            p.send_signal(sig)
+        p.wait(30)
+        err = p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == rc
+    if mode == "timeout":
+        assert "DeviceError: no answer from the device on qemu://mps2-an500" in err
+    if sig == signal.SIGINT:  # unwound as KeyboardInterrupt; Python then exits by SIGINT, as the shell expects
+        assert "KeyboardInterrupt" in err
+    assert _gone(pid), f"QEMU (pid {pid}) outlived its parent after {mode}/{sig}"
