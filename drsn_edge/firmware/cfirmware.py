@@ -76,6 +76,7 @@ def build_host(engine_dir: str | Path, out: str | Path, cc: str | None = None, e
     with atomic_path(out, suffix="") as tmp:
         _compile([cc, "-std=c99", "-O2", "-Wall", "-Werror", "-D_GNU_SOURCE", *extra_flags, f"-I{TEMPLATES}",
                   f"-I{engine_dir}", *map(str, srcs), "-o", str(tmp)], "the host firmware")
+    out.chmod(0o755)
     return out
 
 
