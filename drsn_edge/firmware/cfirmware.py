@@ -59,7 +59,8 @@ def engine_sources(engine_dir: str | Path) -> list[Path]:
 def _compile(cmd: list[str], what: str) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
-        lines = [ln for ln in p.stderr.splitlines() if "error" in ln.lower()] or p.stderr.splitlines() or ["?"]
+        lines = ([ln for ln in p.stderr.splitlines() if "error:" in ln or "undefined reference" in ln]
+                 or p.stderr.splitlines() or ["?"])
         if "overflowed" in p.stderr:
             raise CheckFailedError(f"{what} does not fit the target's memory: {lines[0].strip()}")
         raise CheckFailedError(f"{what} failed to compile: {lines[0].strip()}")
