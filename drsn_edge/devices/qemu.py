@@ -6,7 +6,7 @@ reaches as `socket://127.0.0.1:PORT`.
 QEMU is stopped on every way out: close() (also from the context manager and the runner's deactivate()),
 an exception or Ctrl-C in the caller (they unwind through close()), SIGTERM/SIGHUP to this process (handlers
 stop QEMU, then let the signal take its course), normal interpreter exit (atexit), and the death of this
-process by SIGKILL (QEMU is started with the parent-death signal set, Linux)."""
+process by SIGKILL (QEMU is started with the parent-death signal set: Linux, util-linux's setpriv)."""
 
 from __future__ import annotations
 
@@ -78,13 +78,16 @@ def _install_signal_handlers() -> None:
             signal.signal(sig, _on_signal)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: the other exit paths still stop QEMU
-        pass
+def _die_with_parent(cmd: list[str]) -> list[str]:
+    """Prefix the command so that the kernel kills QEMU when this process dies, even by SIGKILL (Linux
+    parent-death signal, set by util-linux's setpriv, kept across exec). Without setpriv the other exit
+    paths still stop QEMU. (A preexec_fn would force a plain fork(), unsafe in a multithreaded process.)
+    The kernel's "parent" is the spawning thread, so this is only done from the main thread: QEMU started
+    by a worker thread must outlive that thread."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv or threading.current_thread() is not threading.main_thread():
+        return cmd
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd]
 
 
 def free_port() -> int:
@@ -139,9 +142,9 @@ class QemuDevice:
         port = free_port()
         self._log = tempfile.TemporaryFile()
         with _LOCK:
-            self.proc = subprocess.Popen(qemu_command(self.machine, self.elf, port), stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(_die_with_parent(qemu_command(self.machine, self.elf, port)),
+                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
             _LIVE[self.proc.pid] = self.proc
         self.url = f"qemu://{self.machine} (127.0.0.1:{port})"
         deadline = time.monotonic() + self.start_timeout_s
