@@ -1,5 +1,5 @@
 """Transport `qemu`: an emulated Cortex-M board. The firmware ELF runs in `qemu-system-arm` on the target's
-MPS2 machine with `-icount shift=0` (every instruction is 1 ns of virtual time, so the firmware's timer counts
+MPS2/MPS3 machine with `-icount shift=0` (every instruction is 1 ns of virtual time, so the firmware's timer counts
 instructions) and semihosting; the board's UART0 is a TCP server on a free loopback port that pyserial
 reaches as `socket://127.0.0.1:PORT`.
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 from ..deps import require
 from ..errors import DeviceError, InputError, MissingDependencyError
+from ..firmware.cfirmware import QEMU_BOARDS
 from .base import last_line
 
 QEMU = "qemu-system-arm"
-# machines with a CMSDK UART0 at 0x40004000 and SysTick on a 25 MHz clock (board_qemu_mps2.c)
-MPS2_MACHINES = ("mps2-an385", "mps2-an386", "mps2-an500", "mps2-an511")
+MPS2_MACHINES = tuple(QEMU_BOARDS)  # the machines board_qemu_mps2.c runs on
 
 _LIVE: dict[int, subprocess.Popen] = {}  # pid -> QEMU process started by this interpreter
 _LOCK = threading.Lock()

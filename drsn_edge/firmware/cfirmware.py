@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckFailedError, InputError, MissingDependencyError
@@ -26,8 +27,24 @@ BOARDS = {
     "rp2040": "board_rp2040.c",
     "esp32": "board_esp32.c",
 }
-# MPS2 memory map in QEMU: 4 MB code SSRAM at 0, 4 MB data SSRAM at 0x20000000
-_MPS2_FLASH, _MPS2_RAM = 0x0, 0x20000000
+
+
+@dataclass(frozen=True)
+class QemuBoard:
+    """Where board_qemu_mps2.c finds things on a QEMU machine (the Armv8-M boards boot secure: secure aliases)."""
+
+    uart0: int
+    sysclk_hz: int
+    code: int  # base of the memory the image runs from ("flash")
+    data: int  # base of the data memory
+
+
+_MPS2 = QemuBoard(0x40004000, 25_000_000, 0x00000000, 0x20000000)  # 4 MB code SSRAM, 4 MB data SSRAM
+QEMU_BOARDS = {
+    "mps2-an385": _MPS2, "mps2-an386": _MPS2, "mps2-an500": _MPS2,
+    "mps2-an505": QemuBoard(0x50200000, 20_000_000, 0x10000000, 0x38000000),  # Cortex-M33: SSRAM1, SSRAM2/3
+    "mps3-an547": QemuBoard(0x59303000, 32_000_000, 0x10000000, 0x30000000),  # Cortex-M55: ITCM, DTCM
+}
 _APT = "apt-get install gcc-arm-none-eabi picolibc-arm-none-eabi"
 
 
@@ -88,22 +105,29 @@ def arm_flags(cpu: str) -> list[str]:
 
 
 def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_flags=()) -> dict:
-    """Build the firmware for a QEMU MPS2 target (board_qemu_mps2.c) with arm-none-eabi-gcc and picolibc;
-    the linker refuses an image over the target's flash or RAM. Returns {flash_bytes, ram_bytes, sections}."""
+    """Build the firmware for a QEMU target (board_qemu_mps2.c on the target's machine) with arm-none-eabi-gcc
+    and picolibc; the linker refuses an image over the target's flash or RAM. Returns {flash_bytes, ram_bytes,
+    sections}."""
     gcc = shutil.which("arm-none-eabi-gcc")
     if not gcc:
         raise MissingDependencyError(f"arm-none-eabi-gcc is not installed; run: {_APT}")
+    machine = (target.device or {}).get("machine") or target.hardware.get("qemu_machine")
+    if machine not in QEMU_BOARDS:
+        raise InputError(f"{target.name} is not an emulated board this firmware knows (machine {machine!r}); "
+                         f"use a target on one of {', '.join(QEMU_BOARDS)}")
+    board = QEMU_BOARDS[machine]
     flash, ram = target.flash_bytes, target.ram_bytes
     srcs = [*firmware_sources("qemu-mps2"), *engine_sources(engine_dir)]
     out_elf = Path(out_elf)
     with atomic_path(out_elf, suffix=".elf") as tmp:
         _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-std=c99", "-Wall", "-ffunction-sections",
-                  "-fdata-sections", *extra_flags, "--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
+                  "-fdata-sections", f"-DMPS2_UART0={board.uart0:#x}u", f"-DMPS2_SYSCLK_HZ={board.sysclk_hz}u",
+                  *extra_flags, "--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
                   f"-I{TEMPLATES}", f"-I{engine_dir}", *map(str, srcs), "-Wl,--gc-sections",
-                  f"-Wl,--defsym=__flash={_MPS2_FLASH:#x}", f"-Wl,--defsym=__flash_size={flash:#x}",
-                  f"-Wl,--defsym=__ram={_MPS2_RAM:#x}", f"-Wl,--defsym=__ram_size={ram:#x}", "-o", str(tmp)],
+                  f"-Wl,--defsym=__flash={board.code:#x}", f"-Wl,--defsym=__flash_size={flash:#x}",
+                  f"-Wl,--defsym=__ram={board.data:#x}", f"-Wl,--defsym=__ram_size={ram:#x}", "-o", str(tmp)],
                  f"the firmware for {target.name}")
-        memory = elf_memory(tmp, _MPS2_RAM)
+        memory = elf_memory(tmp, board.data)
     return memory
 
 
@@ -112,8 +136,8 @@ _SECTION_RE = re.compile(r"^(\.\S+)\s+(\d+)\s+(\d+)\s*$")
 
 def elf_memory(elf: str | Path, ram_start: int) -> dict:
     """Flash and RAM of a linked image from its section table (`arm-none-eabi-size -A`): flash = every
-    loaded section below the RAM start plus the initial values of .data; RAM = every section in RAM
-    (data, bss, heap reserve, stack)."""
+    section below the data memory's base plus the initial values of .data; RAM = every section from that
+    base on (data, bss, stack). (On every supported machine the data memory lies above the code memory.)"""
     size = shutil.which("arm-none-eabi-size")
     if not size:
         raise MissingDependencyError(f"arm-none-eabi-size is not installed; run: {_APT}")
