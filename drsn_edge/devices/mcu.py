@@ -184,3 +184,21 @@ class McuRunner:
     def deactivate(self) -> None:
         self.client = None
         self.link.close()
+
+
+def mcu_runner(target, device: str | None = None, elf=None, expected: Expected | None = None,
+               **options) -> McuRunner:
+    """The runner for a microcontroller target: over `device` (serial://PATH[?baud=N] or qemu[://MACHINE]), or
+    the target's default transport when that is QEMU (the machine from the target, the firmware `elf`)."""
+    from .base import device_scheme, open_device
+
+    transport = (target.device or {}).get("transport")
+    url = device or ("qemu" if transport == "qemu" else None)
+    if url is None:
+        raise InputError(f"{target.name} is reached over its serial port: give the device, e.g. "
+                         f"serial:///dev/ttyACM0?baud={(target.device or {}).get('baud', 115200)}")
+    scheme = device_scheme(url)
+    if scheme not in ("serial", "qemu"):
+        raise InputError(f"{target.name} is a microcontroller: use a serial:// or qemu device, not '{url}'")
+    opts = {"machine": target.device.get("machine"), "elf": elf} if scheme == "qemu" else {}
+    return McuRunner(open_device(url, **opts), expected, name=f"c engine on {target.name} (int8)", **options)

@@ -201,3 +201,21 @@ def test_no_orphan_qemu(elfs, mode, sig, rc):
     if sig == signal.SIGINT:  # unwound as KeyboardInterrupt; Python then exits by SIGINT, as the shell expects
         assert "KeyboardInterrupt" in err
     assert _gone(pid), f"QEMU (pid {pid}) outlived its parent after {mode}/{sig}"
+
+
+def test_mcu_runner_from_the_target(elfs):
+    from drsn_edge.devices.mcu import mcu_runner
+    from drsn_edge.errors import InputError
+
+    r = mcu_runner(get_target("qemu-m4"), elf=elfs["qemu-m4"][0], expected=expected())
+    assert r.link.machine == "mps2-an386" and r.name == "c engine on qemu-m4 (int8)"
+    r.activate()
+    try:
+        x = windows(2, seed=9)
+        assert np.array_equal(r.infer_int8(x), standin_logits(x))
+    finally:
+        r.deactivate()
+    with pytest.raises(InputError, match=r"serial:///dev/ttyACM0\?baud=115200"):
+        mcu_runner(get_target("stm32h743"))
+    with pytest.raises(InputError, match="not 'ssh://jetson'"):
+        mcu_runner(get_target("stm32h743"), "ssh://jetson")
