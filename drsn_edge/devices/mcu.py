@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -30,18 +29,39 @@ except ImportError:  # pragma: no cover - until the contract module is present
         count_unit: str | None = None
 
 
-class McuLink(Protocol):
-    """A byte link to a board: `port()` gives an open pyserial-like port (read with timeout, write)."""
+class LinkBase:
+    """A byte link to a board (serial.SerialDevice, qemu.QemuDevice): `port()` gives an open pyserial-like port
+    (non-blocking read, write), `failure_detail()` says why the link died if it knows. Shared here: closing
+    the port and the context manager."""
 
-    url: str
+    url: str = ""
+    _port = None
 
-    def open(self) -> "McuLink": ...
+    def open(self):
+        return self
 
-    def port(self): ...
+    def failure_detail(self) -> str:
+        return ""
 
-    def failure_detail(self) -> str: ...
+    def _close_port(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except Exception:
+                pass
+            self._port = None
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self._close_port()
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
 
 
 @dataclass(frozen=True)
@@ -99,7 +119,7 @@ def check_info(info: DeviceInfo, exp: Expected, where: str) -> None:
 class McuRunner:
     """Runner (activate / infer / timing / deactivate) for a protocol-speaking microcontroller."""
 
-    def __init__(self, link: McuLink, expected: Expected | None = None, name: str | None = None,
+    def __init__(self, link: LinkBase, expected: Expected | None = None, name: str | None = None,
                  timeout_s: float = 10.0, retries: int = 2):
         self.link = link
         self.expected = expected

@@ -25,6 +25,7 @@ from ..deps import require
 from ..errors import DeviceError, InputError, MissingDependencyError
 from ..firmware.cfirmware import QEMU_BOARDS
 from .base import last_line
+from .mcu import LinkBase
 
 QEMU = "qemu-system-arm"
 MPS2_MACHINES = tuple(QEMU_BOARDS)  # the machines board_qemu_mps2.c runs on
@@ -102,7 +103,7 @@ def qemu_command(machine: str, elf: str | Path, port: int) -> list[str]:
             "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on", "-kernel", str(elf)]
 
 
-class QemuDevice:
+class QemuDevice(LinkBase):
     """An emulated board; `port()` starts QEMU with the ELF (if not running) and returns the UART."""
 
     transport = "qemu"
@@ -116,11 +117,7 @@ class QemuDevice:
         self.start_timeout_s = start_timeout_s
         self.url = f"qemu://{machine}"
         self.proc: subprocess.Popen | None = None
-        self._port = None
         self._log = None
-
-    def open(self) -> "QemuDevice":
-        return self
 
     def load(self, elf: str | Path) -> "QemuDevice":
         """Set the firmware to run (before port())."""
@@ -180,26 +177,12 @@ class QemuDevice:
 
     def close(self) -> None:
         """Stop QEMU and release the port. Safe to call twice; never raises."""
-        if self._port is not None:
-            try:
-                self._port.close()
-            except Exception:
-                pass
-            self._port = None
+        self._close_port()
         if self.proc is not None:
             _stop(self.proc)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> "QemuDevice":
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<QemuDevice {self.url}>"
 
 
 def parse_qemu_url(url: str) -> str | None:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..deps import require
 from ..errors import DeviceError, InputError
+from .mcu import LinkBase
 
 DEFAULT_BAUD = 115200
 _USAGE = "use serial:///dev/ttyACM0 or serial:///dev/ttyUSB0?baud=115200"
@@ -34,7 +35,7 @@ def parse_serial_url(url: str) -> tuple[str, int]:
     return path, baud
 
 
-class SerialDevice:
+class SerialDevice(LinkBase):
     """A board on a serial port; `port()` opens it (8N1, exclusive) on first use."""
 
     transport = "serial"
@@ -43,10 +44,6 @@ class SerialDevice:
         self.path = path
         self.baud = int(baud)
         self.url = path
-        self._port = None
-
-    def open(self) -> "SerialDevice":
-        return self
 
     def port(self):
         if self._port is None:
@@ -59,23 +56,6 @@ class SerialDevice:
                                   "that no other program (a serial monitor) holds it") from None
             self._port.reset_input_buffer()
         return self._port
-
-    def failure_detail(self) -> str:
-        return ""
-
-    def close(self) -> None:
-        if self._port is not None:
-            try:
-                self._port.close()
-            except Exception:
-                pass
-            self._port = None
-
-    def __enter__(self) -> "SerialDevice":
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<SerialDevice {self.path} @ {self.baud}>"
