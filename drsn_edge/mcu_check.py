@@ -17,21 +17,16 @@ def _median(values) -> float | None:
 
 
 def _judge(res: dict, target, memory: dict) -> list[str]:
-    """The failed thresholds, each one line."""
-    th = getattr(target, "check", {}) or {}
+    """The failed thresholds, each one line: bit-exactness, then the target's [check] thresholds as every
+    check judges them (check.verdict; the latency is the median, estimated under QEMU), then memory."""
+    from .check import Thresholds, verdict
+
     fails = []
     if res["agreement_with_reference"] < 1.0:
         fails.append(f"int8 outputs differ from the reference in {res['windows_differing']} of {res['windows']} "
                      f"windows (up to {res['max_abs_diff_lsb']} LSB): the device must be bit-exact")
-    if th.get("min_accuracy") is not None and res["accuracy"] < th["min_accuracy"]:
-        fails.append(f"accuracy {res['accuracy']:.4f} below the target's {th['min_accuracy']:g}")
-    if res.get("accuracy_drop_pp") is not None and th.get("max_drop_pp") is not None \
-            and res["accuracy_drop_pp"] > th["max_drop_pp"] + 1e-9:
-        fails.append(f"accuracy drop vs float {res['accuracy_drop_pp']:.2f} pp exceeds {th['max_drop_pp']:g} pp")
-    lat = res.get("latency_ms")
-    if lat is not None and th.get("max_latency_ms") is not None and lat > th["max_latency_ms"]:
-        kind = "estimated latency" if res["latency_is_estimate"] else "latency"
-        fails.append(f"{kind} {lat:.2f} ms exceeds the target's {th['max_latency_ms']:g} ms")
+    for f in verdict(res["accuracy"], res["accuracy_drop_pp"] or 0.0, res.get("latency_ms"), Thresholds.of(target)):
+        fails.append(f.replace("p99 latency", "estimated latency" if res["latency_is_estimate"] else "latency"))
     for what, budget in (("flash", getattr(target, "flash_bytes", None)), ("RAM", getattr(target, "ram_bytes", None))):
         used = memory.get(f"{what.lower()}_bytes")
         if used is not None and budget is not None and used > budget:

@@ -55,8 +55,8 @@ def test_bit_exact_run_on_qemu_target():
     assert "estimate" in res["latency_source"] and "QEMU does not model timing" in res["latency_source"]
     assert (res["flash_bytes"], res["ram_bytes"]) == (50_000, 20_000)
     # 75 % < min_accuracy 0.90 and a 25 pp drop > 1 pp: both named, nothing else
-    assert not res["passed"] and len(res["failures"]) == 2
-    assert res["failures"][0] == "accuracy 0.7500 below the target's 0.9"
+    assert not res["passed"]
+    assert res["failures"] == ["accuracy 75.00 % < 90.0 %", "drop 25.00 pp > 1 pp"]
 
 
 def test_mismatch_memory_and_latency_failures_on_a_board():
@@ -86,3 +86,11 @@ def test_runner_deactivated_when_it_fails():
     with pytest.raises(RuntimeError):
         run_mcu_check(r, X, LABELS, REF, None, {}, get_target("qemu-m7"))
     assert r.deactivated == 1
+
+
+def test_estimated_latency_is_judged_and_labelled():
+    r = Scripted(REF, [300_000_000] * 4)  # 12 s at 25 MHz
+    labels = REF.argmax(1)
+    res = run_mcu_check(r, X, labels, REF, np.eye(2)[labels], {}, get_target("qemu-m7"))
+    assert res["accuracy"] == res["accuracy_float"] == 1.0
+    assert res["failures"] == ["estimated latency 12000.00 ms > 10000 ms"]

@@ -15,18 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backends.base import Timing
 from ..errors import DeviceError, InputError
 from ..firmware.protocol import VERSION, DeviceInfo, SerialClient
-
-try:  # the backend contract (drsn_edge/backends/base.py)
-    from ..backends.base import Timing
-except ImportError:  # pragma: no cover - until the contract module is present
-    @dataclass
-    class Timing:
-        latencies_ms: list
-        source: str
-        counts: list | None = None
-        count_unit: str | None = None
 
 
 class LinkBase:
