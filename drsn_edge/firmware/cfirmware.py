@@ -48,6 +48,20 @@ QEMU_BOARDS = {
 _APT = "apt-get install gcc-arm-none-eabi picolibc-arm-none-eabi"
 
 
+def board_for_target(target) -> str:
+    """The board family whose board file serves a target: QEMU machines, then by the target's name."""
+    machine = (target.device or {}).get("machine") or target.hardware.get("qemu_machine")
+    if machine:
+        return "qemu-mps2"
+    for prefix, board in (("stm32", "stm32"), ("nrf52", "nrf52"), ("rp2040", "rp2040"), ("esp32", "esp32")):
+        if target.name.startswith(prefix):
+            return board
+    if target.family == "host":
+        return "host"
+    raise InputError(f"no board file for {target.name}: copy the closest board_*.c (UART, counter, reset) and "
+                     f"adapt it; known families: {', '.join(BOARDS)}")
+
+
 def firmware_sources(board: str) -> list[Path]:
     """The firmware's own C files for a board family (without the engine)."""
     if board not in BOARDS:
