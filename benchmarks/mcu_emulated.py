@@ -71,9 +71,11 @@ def main(argv=None) -> int:
             res[f"estimated_latency_ms_on_{board}"] = res["instructions_per_inference"] / (mhz * 1e3)
         rows[name] = res
         print(f"{name:8s} wall {res['wall_s']:.1f} s for {res['windows']} windows "
-              f"({1e3 * res['wall_s'] / res['windows']:.0f} ms/window)  bit-exact {100 * res['agreement_with_reference']:.1f} %  "
+              f"({1e3 * res['wall_s'] / res['windows']:.0f} ms/window)  "
+              f"bit-exact {100 * res['agreement_with_reference']:.1f} %  "
               f"accuracy {100 * res['accuracy']:.2f} % (float {100 * res['accuracy_float']:.2f} %)  "
-              f"{res['instructions_per_inference']:.0f} instructions/inference = {res['instructions_per_mac']:.2f}/MAC  "
+              f"{res['instructions_per_inference']:.0f} instructions/inference = "
+              f"{res['instructions_per_mac']:.2f}/MAC  "
               f"estimated {res['latency_ms']:.0f} ms at {target.hardware['clock_mhz']:g} MHz"
               + (f", {res[f'estimated_latency_ms_on_{board}']:.1f} ms on {board} at {mhz:g} MHz (1 instr/cycle)"
                  if board else "")

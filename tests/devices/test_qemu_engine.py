@@ -1,13 +1,12 @@
 """End to end on emulated boards: a small int8 DRSN-CW (depth 1, 512-sample window) → the generated C engine
-→ firmware for qemu-m4, qemu-m7, qemu-m33 and qemu-m55 → run_mcu_check over the `qemu` transport, which must be 100 % bit-exact
-against TFLite Micro's kernels (tflm_run(..., raw=True)) on the host."""
+→ firmware for qemu-m4, qemu-m7, qemu-m33 and qemu-m55 → run_mcu_check over the `qemu` transport, which must be
+100 % bit-exact against TFLite Micro's kernels (tflm_run(..., raw=True)) on the host."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
 
-import numpy as np
 import pytest
 
 pytestmark = [
@@ -68,7 +67,8 @@ def test_c_engine_on_qemu_is_bit_exact_with_tflm(int8_model, tmp_path, target_na
     assert res["count_unit"] == "instructions" and res["latency_is_estimate"]
     assert res["instructions_per_mac"] == pytest.approx(res["instructions_per_inference"] / gen["macs"])
     assert 1 < res["instructions_per_mac"] < 100
-    assert res["latency_ms"] == pytest.approx(1e3 * res["instructions_per_inference"] / (target.hardware["clock_mhz"] * 1e6))
+    hz = target.hardware["clock_mhz"] * 1e6
+    assert res["latency_ms"] == pytest.approx(1e3 * res["instructions_per_inference"] / hz)
     assert res["flash_bytes"] == memory["flash_bytes"] > gen["weight_bytes"]
     assert res["ram_bytes"] == memory["ram_bytes"] > gen["arena_bytes"]
     assert runner.link.proc.poll() is not None
