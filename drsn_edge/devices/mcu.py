@@ -185,8 +185,8 @@ class McuRunner:
         hz = info.clock_hz if info is not None else 0
         if unit == "instructions":
             lat = [1e3 * c / hz for c in self._counts] if hz else []
-            source = (f"estimate: QEMU -icount instruction count at the target's {hz / 1e6:g} MHz, one instruction "
-                      "per cycle (QEMU does not model timing)")
+            source = (f"estimate: QEMU -icount instruction count at the emulated board's {hz / 1e6:g} MHz, "
+                      "one instruction per cycle (QEMU does not model timing)")
         else:
             lat = [1e3 * c / hz for c in self._counts] if hz else list(self._wall_ms)
             source = f"device timer ({hz / 1e6:g} MHz cycle counter)" if hz else "host wall clock"

@@ -136,6 +136,20 @@ class QemuDevice(LinkBase):
         if not shutil.which(QEMU):
             raise MissingDependencyError(f"{QEMU} is not installed; run: apt-get install qemu-system-arm")
         _install_signal_handlers()
+        for attempt in range(3):  # the free port may be taken between our probe and QEMU's bind
+            port = self._launch()
+            try:
+                self._port = self._connect(serial, port)
+                break
+            except DeviceError:
+                if attempt == 2 or "in use" not in self.failure_detail():
+                    raise
+                self.close()
+        sock = getattr(self._port, "_socket", None)
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _launch(self) -> int:
         port = free_port()
         self._log = tempfile.TemporaryFile()
         with _LOCK:
@@ -144,35 +158,43 @@ class QemuDevice(LinkBase):
                                          start_new_session=True)
             _LIVE[self.proc.pid] = self.proc
         self.url = f"qemu://{self.machine} (127.0.0.1:{port})"
+        return port
+
+    def _connect(self, serial, port: int):
+        """QEMU waits (wait=on) for this connection before the board starts."""
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.proc.poll() is not None:
                 raise DeviceError(f"QEMU stopped before it opened its UART on {self.url}: {self.failure_detail()}")
             try:
-                self._port = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0)
-                break
+                return serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0)
             except serial.SerialException:
                 if time.monotonic() > deadline:
                     raise DeviceError(f"QEMU did not open its UART on 127.0.0.1:{port} within "
                                       f"{self.start_timeout_s:g} s") from None
                 time.sleep(0.05)
-        sock = getattr(self._port, "_socket", None)
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def failure_detail(self) -> str:
-        """Why QEMU is gone, if it is (exit status and its last line of output); '' while it runs."""
-        if self.proc is None or self.proc.poll() is None:
+        """Why QEMU is gone, if it is (exit status and its last line of output); '' while it runs. Called on
+        error paths: a QEMU that is just going down (the link broke first) gets half a second to do so."""
+        if self.proc is None:
+            return ""
+        try:
+            self.proc.wait(0.5)
+        except subprocess.TimeoutExpired:
             return ""
         text = b""
         if self._log is not None:
             self._log.seek(0)
             text = self._log.read()
-        tail = last_line(text) or "no output"
+        lines = text.decode("utf-8", "replace").splitlines()
+        said = [ln.strip() for ln in lines  # its own words, not a register dump nor its notices
+                if ln.startswith(("qemu", QEMU)) and " info: " not in ln]
+        tail = said[0] if said else (last_line(text) or "no output")
         return f"QEMU exited with status {self.proc.returncode}: {tail}"
 
     def close(self) -> None:

@@ -220,3 +220,14 @@ def test_mcu_runner_from_the_target(elfs):
         mcu_runner(get_target("stm32h743"))
     with pytest.raises(InputError, match="not 'ssh://jetson'"):
         mcu_runner(get_target("stm32h743"), "ssh://jetson")
+
+
+def test_firmware_that_crashes_qemu_is_one_line(tmp_path):
+    bad = tmp_path / "fw.elf"
+    bad.write_bytes(b"not an ELF")  # loaded as a raw image: the core locks up at once
+    r = McuRunner(open_device("qemu://mps2-an500", elf=bad))
+    with pytest.raises(DeviceError, match=r"on qemu://mps2-an500 \(127\.0\.0\.1:\d+\)(: | \()QEMU exited with status "
+                                          r"-6: qemu: fatal: Lockup") as exc:
+        r.activate()
+    assert "\n" not in str(exc.value)
+    assert r.link.proc.poll() is not None
