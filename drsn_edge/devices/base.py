@@ -137,8 +137,9 @@ def device_scheme(url: str) -> str:
 
 
 def open_device(url: str, **options) -> Device:
-    """Open a device from its URL: `local` or `ssh://[user@]host[:port]` (IPv6 as `ssh://user@[::1]:2222`).
-    Keyword options go to the device kind's constructor (e.g. python=, identity_file= for ssh)."""
+    """Open a device from its URL: `local`, `ssh://[user@]host[:port]` (IPv6 as `ssh://user@[::1]:2222`),
+    `serial://PATH[?baud=N]` or `qemu[://MACHINE]`. Keyword options go to the device kind's constructor
+    (e.g. python=, identity_file= for ssh; machine=, elf= for qemu)."""
     scheme = device_scheme(url)
     factory = DEVICES.get(scheme)
     if factory is None:
