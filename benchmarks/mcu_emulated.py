@@ -5,7 +5,10 @@ TFLite Micro on the host (bit-exact agreement), the labels and the float model. 
 whole check, instructions per inference and per MAC (QEMU -icount), the latency estimated at the target's
 clock and at a real board's clock, and flash/RAM of the linked image.
 
-  python benchmarks/mcu_emulated.py [--windows 1000] [--targets qemu-m7,qemu-m4] [--tflite model.int8.tflite]
+  python benchmarks/mcu_emulated.py [--windows 1000] [--targets qemu-m7,qemu-m4] [--instances 2]
+                                    [--tflite model.int8.tflite]
+
+--instances N runs N emulated boards side by side, each on a share of the windows (one per host core).
 """
 
 from __future__ import annotations
@@ -34,25 +37,25 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", type=int, default=1000)
     ap.add_argument("--targets", default="qemu-m7,qemu-m4")
     ap.add_argument("--tflite", help="reuse an int8 .tflite of the shipped model (skips conversion)")
+    ap.add_argument("--instances", type=int, default=1, help="emulated boards side by side (one per core)")
     ap.add_argument("--engine-flags", default="-DDRSN_DSP=0", help="extra compiler flags for the engine")
     ap.add_argument("--out", default="benchmarks/results/mcu_emulated.json")
     a = ap.parse_args(argv)
     from drsn_edge.backends.tflm import tflm_run
     from drsn_edge.cengine import generate
-    from drsn_edge.data.dataset import normalize
-    from drsn_edge.devices import open_device
-    from drsn_edge.devices.mcu import Expected, McuRunner
+    from drsn_edge.evalspec import EvalSpec
+    from drsn_edge.devices.mcu import Expected, mcu_runner
     from drsn_edge.evaluate import predict_logits
     from drsn_edge.firmware.cfirmware import build_qemu_elf
     from drsn_edge.mcu_check import run_mcu_check
-    from drsn_edge.quantize.run import evaluation_set
     from drsn_edge.targets import get_target
 
     t0 = time.perf_counter()
     q, bundle = int8_model(a.tflite)
-    per_class = -(-a.windows // (len(bundle.class_names) * 3 * 3))
-    ds, src = evaluation_set(bundle.meta, None, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0], per_class, 0)
-    x, y = normalize(ds.x, bundle.normalization)[: a.windows], ds.y[: a.windows]
+    # each simulated window clean + 3 noise types x 3 SNRs: 100 windows per window and class
+    spec = EvalSpec(windows_per_class=-(-a.windows // (len(bundle.class_names) * 10)), snrs=(-5.0, 0.0, 5.0))
+    ds = spec.windows(bundle.meta)
+    x, y, src = ds.x[: a.windows], ds.y[: a.windows], ds.description
     float_logits = predict_logits(bundle.model, x)
     ref = tflm_run(q, x, raw=True)
     work = Path(tempfile.mkdtemp(prefix="drsn-qemu-"))
@@ -63,14 +66,15 @@ def main(argv=None) -> int:
     for name in a.targets.split(","):
         target = get_target(name)
         mem = build_qemu_elf(work / "c", target, work / f"{name}.elf", extra_flags=a.engine_flags.split())
-        runner = McuRunner(open_device(f"qemu://{target.device['machine']}", elf=work / f"{name}.elf"),
-                           Expected.from_tflite(q), timeout_s=60)
+        runner = mcu_runner(target, elf=work / f"{name}.elf", expected=Expected.from_tflite(q),
+                            instances=a.instances, timeout_s=60)
         res = run_mcu_check(runner, x, y, ref, float_logits, mem, target, macs=gen["macs"])
         board, mhz = BOARD_CLOCK_MHZ.get(name, (None, None))
         if board:
             res[f"estimated_latency_ms_on_{board}"] = res["instructions_per_inference"] / (mhz * 1e3)
         rows[name] = res
-        print(f"{name:8s} wall {res['wall_s']:.1f} s for {res['windows']} windows "
+        res["instances"] = a.instances
+        print(f"{name:8s} wall {res['wall_s']:.1f} s for {res['windows']} windows on {a.instances} board(s) "
               f"({1e3 * res['wall_s'] / res['windows']:.0f} ms/window)  "
               f"bit-exact {100 * res['agreement_with_reference']:.1f} %  "
               f"accuracy {100 * res['accuracy']:.2f} % (float {100 * res['accuracy_float']:.2f} %)  "

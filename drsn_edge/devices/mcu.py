@@ -9,6 +9,7 @@ and returns dequantized float logits."""
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -108,59 +109,107 @@ def check_info(info: DeviceInfo, exp: Expected, where: str) -> None:
 
 
 class McuRunner:
-    """Runner (activate / infer / timing / deactivate) for a protocol-speaking microcontroller."""
+    """Runner (activate / infer / timing / deactivate) for a protocol-speaking microcontroller.
 
-    def __init__(self, link: LinkBase, expected: Expected | None = None, name: str | None = None,
+    Given several links to identical devices (e.g. one QEMU per host core), infer() splits the windows
+    into contiguous parts, one per device, streamed in parallel threads; outputs and counts keep the
+    windows' order."""
+
+    def __init__(self, link: LinkBase | list[LinkBase], expected: Expected | None = None, name: str | None = None,
                  timeout_s: float = 10.0, retries: int = 2):
-        self.link = link
+        self.links = list(link) if isinstance(link, (list, tuple)) else [link]
         self.expected = expected
-        self.name = name or f"c engine on {link.url} (int8)"
+        self.name = name or f"c engine on {self.links[0].url} (int8)"
         self.timeout_s = timeout_s
         self.retries = retries
-        self.client: SerialClient | None = None
+        self.clients: list[SerialClient] = []
         self.info: DeviceInfo | None = None
         self.last_raw: np.ndarray | None = None
         self._counts: list[int] = []
         self._wall_ms: list[float] = []
+        self._stop = threading.Event()
+
+    @property
+    def link(self) -> LinkBase:
+        return self.links[0]
+
+    @property
+    def client(self) -> SerialClient | None:
+        return self.clients[0] if self.clients else None
 
     def activate(self) -> None:
-        if self.client is not None:
+        if self.clients:
             return
         try:
-            self.link.open()
-            self.client = SerialClient(self.link.port(), self.timeout_s, self.retries, name=self.link.url)
-            self.info = self._guard(self.client.get_info)
-            if self.expected is not None:
-                check_info(self.info, self.expected, self.link.url)
+            for link in self.links:
+                link.open()
+                client = SerialClient(link.port(), self.timeout_s, self.retries, name=link.url)
+                self.clients.append(client)
+                self.info = self._guard(link, client.get_info)
+                if self.expected is not None:
+                    check_info(self.info, self.expected, link.url)
         except BaseException:
             self.deactivate()
             raise
         self._counts, self._wall_ms = [], []
+        self._stop.clear()
 
-    def _guard(self, fn, *args):
-        """Call into the link; a dead link (port gone, QEMU exited) becomes one DeviceError line."""
+    @staticmethod
+    def _guard(link: LinkBase, fn, *args):
+        """Call into a link; a dead link (port gone, QEMU exited) becomes one DeviceError line."""
         try:
             return fn(*args)
         except DeviceError as exc:
-            detail = self.link.failure_detail()
+            detail = link.failure_detail()
             raise DeviceError(f"{exc} ({detail})" if detail else str(exc)) from None
         except (OSError, ValueError) as exc:  # pyserial's SerialException is an OSError
-            detail = self.link.failure_detail() or str(exc) or type(exc).__name__
-            raise DeviceError(f"lost the device on {self.link.url}: {detail}") from None
+            detail = link.failure_detail() or str(exc) or type(exc).__name__
+            raise DeviceError(f"lost the device on {link.url}: {detail}") from None
+
+    def _stream(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, list[int], list[float]]:
+        """Windows through device k, one by one (stops early once another part failed)."""
+        out = np.empty((len(rows), self.info.output_len), dtype=np.int8)
+        counts, wall = [], []
+        for i, row in enumerate(rows):
+            if self._stop.is_set():
+                break
+            t0 = time.perf_counter()
+            out[i], c = self._guard(self.links[k], self.clients[k].infer_int8, row)
+            wall.append(1e3 * (time.perf_counter() - t0))
+            counts.append(c)
+        return out, counts, wall
 
     def infer_int8(self, x_q: np.ndarray) -> np.ndarray:
         """Raw int8 windows [N, input_len] → int8 logits [N, output_len] (also kept in last_raw)."""
-        if self.client is None:
+        if not self.clients:
             raise InputError(f"runner '{self.name}' is not active: call activate() first")
         x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
-        out = np.empty((len(x_q), self.info.output_len), dtype=np.int8)
-        for i, row in enumerate(x_q):
-            t0 = time.perf_counter()
-            out[i], counts = self._guard(self.client.infer_int8, row)
-            self._wall_ms.append(1e3 * (time.perf_counter() - t0))
-            self._counts.append(counts)
+        parts = np.array_split(np.arange(len(x_q)), min(len(self.clients), max(1, len(x_q))))
+        if len(parts) == 1:
+            results = [self._stream(0, x_q)]
+        else:
+            results = self._parallel(x_q, parts)
+        out = np.concatenate([r[0] for r in results])
+        for _, counts, wall in results:
+            self._counts += counts
+            self._wall_ms += wall
         self.last_raw = out
         return out
+
+    def _parallel(self, x_q: np.ndarray, parts) -> list:
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        pool = ThreadPoolExecutor(len(parts), thread_name_prefix="mcu-link")
+        try:
+            futures = [pool.submit(self._stream, k, x_q[idx]) for k, idx in enumerate(parts)]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            return [f.result() for f in futures]  # raises the first failure
+        except BaseException:
+            self._stop.set()  # the other parts stop after their current window
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            self._stop.clear()
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         from ..backends.tflite import quantize_input
@@ -173,7 +222,7 @@ class McuRunner:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Normalized float windows [N, 1, L] → float32 logits [N, C] (int8 logits in last_raw)."""
-        if self.client is None:
+        if not self.clients:
             raise InputError(f"runner '{self.name}' is not active: call activate() first")
         raw = self.infer_int8(self.quantize(x))
         scale, zp = float(np.float32(self.info.output_scale)), self.info.output_zp
@@ -193,14 +242,16 @@ class McuRunner:
         return Timing(latencies_ms=lat, source=source, counts=list(self._counts), count_unit=unit)
 
     def deactivate(self) -> None:
-        self.client = None
-        self.link.close()
+        self.clients = []
+        for link in self.links:
+            link.close()
 
 
 def mcu_runner(target, device: str | None = None, elf=None, expected: Expected | None = None,
-               **options) -> McuRunner:
+               instances: int = 1, **options) -> McuRunner:
     """The runner for a microcontroller target: over `device` (serial://PATH[?baud=N] or qemu[://MACHINE]), or
-    the target's default transport when that is QEMU (the machine from the target, the firmware `elf`)."""
+    the target's default transport when that is QEMU (the machine from the target, the firmware `elf`).
+    QEMU only: `instances` emulated boards share the windows (one per host core is the fastest)."""
     from .base import device_scheme, open_device
 
     transport = (target.device or {}).get("transport")
@@ -211,5 +262,8 @@ def mcu_runner(target, device: str | None = None, elf=None, expected: Expected |
     scheme = device_scheme(url)
     if scheme not in ("serial", "qemu"):
         raise InputError(f"{target.name} is a microcontroller: use a serial:// or qemu device, not '{url}'")
+    if scheme != "qemu" and instances != 1:
+        raise InputError(f"one board on {url}: several instances are for emulated boards only")
     opts = {"machine": target.device.get("machine"), "elf": elf} if scheme == "qemu" else {}
-    return McuRunner(open_device(url, **opts), expected, name=f"c engine on {target.name} (int8)", **options)
+    links = [open_device(url, **opts) for _ in range(max(1, int(instances)))]
+    return McuRunner(links, expected, name=f"c engine on {target.name} (int8)", **options)

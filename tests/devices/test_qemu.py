@@ -163,11 +163,11 @@ CHILD = textwrap.dedent("""
     import sys, numpy as np
     from drsn_edge.devices import open_device
     from drsn_edge.devices.mcu import McuRunner
-    elf, mode = sys.argv[1], sys.argv[2]
-    r = McuRunner(open_device("qemu://mps2-an500", elf=elf), timeout_s=0.5)
+    elf, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    r = McuRunner([open_device("qemu://mps2-an500", elf=elf) for _ in range(n)], timeout_s=0.5)
     r.activate()
-    print(r.link.pid, flush=True)
-    x = np.zeros((1, 2048), np.int8)
+    print(" ".join(str(link.pid) for link in r.links), flush=True)
+    x = np.zeros((n, 2048), np.int8)
     if mode == "error":
         raise RuntimeError("boom")
     if mode == "timeout":
@@ -178,18 +178,19 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("mode, sig, rc", [
-    ("error", None, 1), ("timeout", None, 1),
-    ("stream", signal.SIGINT, -signal.SIGINT), ("stream", signal.SIGTERM, -signal.SIGTERM),
-    ("stream", signal.SIGKILL, -signal.SIGKILL),
+@pytest.mark.parametrize("mode, sig, rc, n", [
+    ("error", None, 1, 1), ("timeout", None, 1, 1),
+    ("stream", signal.SIGINT, -signal.SIGINT, 1), ("stream", signal.SIGTERM, -signal.SIGTERM, 1),
+    ("stream", signal.SIGKILL, -signal.SIGKILL, 1), ("stream", signal.SIGINT, -signal.SIGINT, 2),
 ])
-def test_no_orphan_qemu(elfs, mode, sig, rc):
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(elfs["qemu-m7"][0]), mode], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ})
+def test_no_orphan_qemu(elfs, mode, sig, rc, n):
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(elfs["qemu-m7"][0]), mode, str(n)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
-        pid = int(p.stdout.readline())
+        pids = [int(v) for v in p.stdout.readline().split()]
+        assert len(pids) == n
         if sig is not None:
-            assert not _gone(pid, 0.3)  # QEMU runs while the parent streams
+            assert not any(_gone(pid, 0.3) for pid in pids)  # QEMU runs while the parent streams
             p.send_signal(sig)
         p.wait(30)
         err = p.stderr.read()
@@ -201,7 +202,8 @@ def test_no_orphan_qemu(elfs, mode, sig, rc):
         assert "DeviceError: no answer from the device on qemu://mps2-an500" in err
     if sig == signal.SIGINT:  # unwound as KeyboardInterrupt; Python then exits by SIGINT, as the shell expects
         assert "KeyboardInterrupt" in err
-    assert _gone(pid), f"QEMU (pid {pid}) outlived its parent after {mode}/{sig}"
+    for pid in pids:
+        assert _gone(pid), f"QEMU (pid {pid}) outlived its parent after {mode}/{sig}"
 
 
 def test_mcu_runner_from_the_target(elfs):
@@ -231,3 +233,23 @@ def test_firmware_that_crashes_qemu_is_one_line(tmp_path):
         r.activate()
     assert "\n" not in str(exc.value)
     assert r.link.proc.poll() is not None
+
+
+def test_two_emulated_boards_share_the_windows_in_order(elfs):
+    from drsn_edge.devices.mcu import mcu_runner
+
+    r = mcu_runner(get_target("qemu-m7"), elf=elfs["qemu-m7"][0], expected=expected(), instances=2)
+    r.activate()
+    try:
+        pids = [link.pid for link in r.links]
+        assert len(set(pids)) == 2
+        x = windows(7, seed=11)
+        x[5] = x[0]
+        assert np.array_equal(r.infer_int8(x), standin_logits(x))
+        counts = r.timing().counts
+        assert len(counts) == 7 and abs(counts[5] - counts[0]) <= 40  # window 5 ran on the other board
+        with pytest.raises(DeviceError, match="reset during the session"):
+            r.infer_int8(np.stack([windows(1)[0]] * 3 + [hook(RESET)]))
+    finally:
+        r.deactivate()
+    assert all(_gone(pid) for pid in pids)
