@@ -1,16 +1,21 @@
-/* Host driver for fuzzing the device-side frame receiver (drsn_proto.c). Reads records from stdin —
+/* Host driver for fuzzing the device side of the protocol (drsn_proto.c). Reads records from stdin —
  * u32 LE length + bytes, length 0xFFFFFFFF to stop — and for each one, with a fresh receiver of
- * argv[1] bytes, prints one line per frame it accepts ("F ver type seq payload-hex") and then
- * "E dropped". Built with the sanitizers, so a memory error aborts the run. */
+ * argv[1] bytes, prints one line per frame it accepts ("F ver type seq payload-hex"), has the device
+ * answer it (INFO / INFER of 16 inputs, errors otherwise) and prints the answer's type and sequence
+ * number ("A type seq"), then "E dropped". Built with the sanitizers, so a memory error aborts the run. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "drsn_proto.h"
 
 int uart_getc(void) { return -1; }
-void uart_write(const uint8_t *data, size_t n) { (void)data; (void)n; }
+void uart_write(const uint8_t *data, size_t n) { /* drsn_send writes the 8-byte header first */
+  if (n == 8 && data[0] == 0xA5 && data[1] == 0x5A)
+    printf("A %u %u\n", data[3], (unsigned)(data[4] | (data[5] << 8)));
+}
 int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
-  (void)input; (void)logits; (void)counts;
+  for (int k = 0; k < 4; k++) logits[k] = input[k];
+  *counts = 1;
   return 0;
 }
 
@@ -26,6 +31,7 @@ int main(int argc, char **argv) {
   uint8_t *buf = malloc(size ? size : 1);
   uint8_t *data = NULL;
   uint32_t n;
+  const drsn_info_t info = {16, 4, 0.5f, 0, 0.25f, 0, 0, 1000000u, 0, 0x1234u, "fuzz"};
   while (read_u32(&n) && n != 0xFFFFFFFFu) {
     data = realloc(data, n ? n : 1);
     if (fread(data, 1, n, stdin) != n) return 2;
@@ -38,6 +44,7 @@ int main(int argc, char **argv) {
         printf("F %u %u %u ", rx.buf[2], rx.buf[3], (unsigned)(rx.buf[4] | (rx.buf[5] << 8)));
         for (size_t k = 8; k < len - 2; k++) printf("%02x", rx.buf[k]);
         printf("\n");
+        drsn_answer(&info, rx.buf, len);
         drsn_rx_consume(&rx, len);
       }
     }

@@ -3,9 +3,10 @@ frames, impossible lengths and line noise, fed to the host's Decoder (in random 
 C receiver (drsn_proto.c, host build with AddressSanitizer/UBSan, through tests/firmware/fuzz_driver.c).
 
 Checked on every stream: neither parser crashes or hangs; both accept exactly the same frames (differential);
-every accepted frame has a good CRC; the Decoder's result does not depend on how the bytes are chunked; and
-when the noise holds no 0xA5, every intact frame is recovered, in order. The slow run pushes more than 100 000
-frames through each parser."""
+every accepted frame has a good CRC; the Decoder's result does not depend on how the bytes are chunked; when
+the noise holds no 0xA5, every intact frame is recovered, in order; and the device answers every accepted
+frame once, with the right frame type (INFO → INFO_RSP, INFER of the right length → RESULT, anything else →
+ERROR). The slow run pushes more than 100 000 frames through each parser."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not install
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from drsn_edge.firmware.protocol import VERSION, Decoder, crc16, encode  # noqa: E402
+from drsn_edge.firmware.protocol import (  # noqa: E402
+    ERROR, INFER, INFO, INFO_RSP, RESULT, VERSION, Decoder, crc16, encode)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "drsn_edge" / "firmware" / "templates"
 BUF = 138  # receiver buffer: payloads up to 128 bytes fit, longer ones are impossible lengths
@@ -34,8 +36,9 @@ def _frame(ver: int, ftype: int, seq: int, payload: bytes) -> bytes:
     return b"\xa5\x5a" + body + struct.pack("<H", crc16(body))
 
 
-frames = st.builds(_frame, st.sampled_from([VERSION, VERSION, VERSION, 2]), st.integers(0, 255),
-                   st.integers(0, 0xFFFF), st.binary(max_size=MAX_PAYLOAD))
+frames = st.builds(_frame, st.sampled_from([VERSION, VERSION, VERSION, 2]),
+                   st.one_of(st.sampled_from([INFO, INFER, INFER]), st.integers(0, 255)), st.integers(0, 0xFFFF),
+                   st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=MAX_PAYLOAD)))
 
 
 @st.composite
@@ -63,14 +66,18 @@ class CReceiver:
         self.proc = subprocess.Popen([str(exe), str(BUF)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pending = b""
 
-    def parse(self, stream: bytes) -> tuple[list[tuple], int]:
+    def parse(self, stream: bytes) -> tuple[list[tuple], list[tuple], int]:
+        """(accepted frames, the device's answers as (type, seq), frames dropped)."""
         self.proc.stdin.write(struct.pack("<I", len(stream)) + stream)
         self.proc.stdin.flush()
-        frames_out = []
+        frames_out, answers = [], []
         while True:
             line = self._line()
             if line.startswith(b"E "):
-                return frames_out, int(line[2:])
+                return frames_out, answers, int(line[2:])
+            if line.startswith(b"A "):
+                answers.append(tuple(int(v) for v in line.split()[1:]))
+                continue
             _, ver, ftype, seq, *hexed = line.decode().split(" ")
             frames_out.append((int(ver), int(ftype), int(seq), bytes.fromhex(hexed[0] if hexed else "")))
 
@@ -116,12 +123,22 @@ def _decode(stream: bytes, cuts: list[int]) -> tuple[list[tuple], int]:
     return [(f.ver, f.type, f.seq, f.payload) for f in out], dec.dropped
 
 
+def _answer_type(ver: int, ftype: int, seq: int, payload: bytes) -> int:
+    """What the fuzz driver's device (16 inputs) answers to a frame."""
+    if ver == VERSION and ftype == INFO:
+        return INFO_RSP
+    if ver == VERSION and ftype == INFER and len(payload) == 16:
+        return RESULT
+    return ERROR
+
+
 def _check(c_receiver, segs, cuts, clean_noise, counter):
     stream = b"".join(s for _, s in segs)
     py, py_dropped = _decode(stream, cuts)
     assert py == _decode(stream, [])[0]  # chunking does not matter
-    c, c_dropped = c_receiver.parse(stream)
+    c, answers, c_dropped = c_receiver.parse(stream)
     assert c == py and c_dropped == py_dropped  # the two parsers agree byte for byte
+    assert answers == [(_answer_type(*f), f[2]) for f in py]
     for ver, ftype, seq, payload in py:
         assert _frame(ver, ftype, seq, payload) in stream  # only frames with a good CRC
     if clean_noise and all(k in ("frame", "noise") for k, _ in segs):

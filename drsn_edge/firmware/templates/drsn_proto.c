@@ -107,6 +107,14 @@ size_t drsn_rx_frame(drsn_rx_t *rx) {
   }
 }
 
+void drsn_answer(const drsn_info_t *info, const uint8_t *frame, size_t n) {
+  uint16_t seq = (uint16_t)(frame[4] | (frame[5] << 8));
+  if (frame[2] != DRSN_PROTO_VERSION)
+    send_error(seq, 4, "unsupported protocol version");
+  else
+    answer(info, frame[3], seq, frame + 8, (uint16_t)(n - 10));
+}
+
 /* Feeds the UART's bytes to the receiver and answers each complete frame. */
 void drsn_poll(const drsn_info_t *info, uint8_t *buf, size_t buf_size) {
   static drsn_rx_t rx;
@@ -116,11 +124,7 @@ void drsn_poll(const drsn_info_t *info, uint8_t *buf, size_t buf_size) {
     size_t n;
     drsn_rx_push(&rx, (uint8_t)c);
     while ((n = drsn_rx_frame(&rx)) != 0) {
-      uint16_t seq = (uint16_t)(buf[4] | (buf[5] << 8));
-      if (buf[2] != DRSN_PROTO_VERSION)
-        send_error(seq, 4, "unsupported protocol version");
-      else
-        answer(info, buf[3], seq, buf + 8, (uint16_t)(n - 10));
+      drsn_answer(info, buf, n);
       drsn_rx_consume(&rx, n);
     }
   }

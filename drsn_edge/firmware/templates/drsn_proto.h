@@ -46,6 +46,9 @@ void drsn_rx_init(drsn_rx_t *rx, uint8_t *buf, size_t size);
 void drsn_rx_push(drsn_rx_t *rx, uint8_t c);
 size_t drsn_rx_frame(drsn_rx_t *rx);
 void drsn_rx_consume(drsn_rx_t *rx, size_t n);
+/* Answer one complete frame of n bytes (as drsn_rx_frame found it): INFO, INFER, or an ERROR frame for an
+ * unknown request, a wrong input length or another protocol version. */
+void drsn_answer(const drsn_info_t *info, const uint8_t *frame, size_t n);
 
 /* Read what the UART has and answer complete requests. `buf` must hold input_len + 16 bytes; pass the same
  * buffer on every call. */
