@@ -85,7 +85,12 @@ def main(argv=None) -> int:
                  if board else "")
               + f"  flash {res['flash_bytes']} B  RAM {res['ram_bytes']} B  passed {res['passed']}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"windows": len(x), "macs": gen["macs"], "results": rows}, indent=1))
+    import os
+
+    load = os.getloadavg()[0]  # the machine may be shared: wall times depend on it
+    print(f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores")
+    Path(a.out).write_text(json.dumps({"windows": len(x), "macs": gen["macs"], "load_average_1min": load,
+                                       "cores": os.cpu_count(), "results": rows}, indent=1))
     return 0
 
 
