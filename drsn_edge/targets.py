@@ -25,7 +25,7 @@ FAMILY_TRANSPORTS = {"mcu": ("serial", "qemu"), "jetson": ("ssh", "local"), "hos
 DEFAULT_TRANSPORT = {"mcu": "serial", "jetson": "ssh", "host": "local"}
 TRANSPORTS = ("serial", "ssh", "qemu", "local")
 
-MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "xtensa-lx7")
+MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "xtensa-lx7")
 MCU_FPUS = ("none", "fpv4-sp-d16", "fpv5-d16", "fpv5-sp-d16")
 DEFAULT_RAM_SHARE = 0.5
 
