@@ -145,6 +145,30 @@ def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_fl
     return memory
 
 
+FIT_RAM_BASE = 0x20000000
+
+
+def build_fit_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_flags=()) -> dict:
+    """Link the firmware with the target's own board file for its core, the linker limited to the target's
+    flash and to the RAM budget drsn-edge may use (`ram_share` of its RAM): the image that would not fit is
+    refused by the linker, and flash and RAM are read from the image that does. (The flashable image comes
+    from the vendor toolchain with the board's memory map; code and data sizes are the same.)"""
+    gcc = shutil.which("arm-none-eabi-gcc")
+    if not gcc:
+        raise MissingDependencyError(f"arm-none-eabi-gcc is not installed; run: {_APT}")
+    srcs = [*firmware_sources(board_for_target(target)), *engine_sources(engine_dir)]
+    out_elf = Path(out_elf)
+    with atomic_path(out_elf, suffix=".elf") as tmp:
+        _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-std=c99", "-Wall", "-ffunction-sections",
+                  "-fdata-sections", *extra_flags, "--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
+                  f"-I{TEMPLATES}", f"-I{engine_dir}", *map(str, srcs), "-Wl,--gc-sections",
+                  "-Wl,--defsym=__flash=0x0", f"-Wl,--defsym=__flash_size={target.flash_bytes:#x}",
+                  f"-Wl,--defsym=__ram={FIT_RAM_BASE:#x}", f"-Wl,--defsym=__ram_size={target.ram_budget_bytes:#x}",
+                  "-o", str(tmp)], f"the firmware for {target.name}")
+        memory = elf_memory(tmp, FIT_RAM_BASE)
+    return memory
+
+
 _SECTION_RE = re.compile(r"^(\.\S+)\s+(\d+)\s+(\d+)\s*$")
 
 
