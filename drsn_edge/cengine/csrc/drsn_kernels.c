@@ -1,0 +1,330 @@
+/* drsn-edge C engine: integer kernels (see drsn_kernels.h). Portable C99, no allocation. */
+#include "drsn_kernels.h"
+
+#include <string.h>
+
+/* ---- SIMD primitives: ACLE on cores with the DSP extension, portable definitions elsewhere ---- */
+#if DRSN_DSP
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#define DRSN_SXTB16(x) ((uint32_t)__sxtb16(x))
+#define DRSN_SXTB16_ROR8(x) ((uint32_t)__sxtb16(__ror((x), 8)))
+#define DRSN_SMLAD(a, b, acc) __smlad((int32_t)(a), (int32_t)(b), (acc))
+#else
+/* Same results as the ARM instructions, for testing the fast path's arithmetic on any host. */
+static inline uint32_t drsn_sxtb16(uint32_t x) {
+  const uint32_t lo = (uint32_t)(uint16_t)(int16_t)(int8_t)(x & 0xffu);
+  const uint32_t hi = (uint32_t)(uint16_t)(int16_t)(int8_t)((x >> 16) & 0xffu);
+  return lo | (hi << 16);
+}
+static inline int32_t drsn_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  const int32_t p0 = (int32_t)(int16_t)(a & 0xffffu) * (int32_t)(int16_t)(b & 0xffffu);
+  const int32_t p1 = (int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16);
+  return (int32_t)((uint32_t)acc + (uint32_t)p0 + (uint32_t)p1);
+}
+#define DRSN_SXTB16(x) drsn_sxtb16(x)
+#define DRSN_SXTB16_ROR8(x) drsn_sxtb16(((x) >> 8) | ((x) << 24))
+#define DRSN_SMLAD(a, b, acc) drsn_smlad((a), (b), (acc))
+#endif
+#endif
+
+static inline uint32_t drsn_load32(const int8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4); /* a single (unaligned) LDR on Cortex-M3/M4/M7/M33 */
+  return v;
+}
+
+static inline int8_t drsn_requant(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+  return (int8_t)drsn_clamp(drsn_mbqm(acc, mult, shift) + zp, lo, hi);
+}
+
+/* ---- convolution ------------------------------------------------------------------------------ */
+
+/* Copy the receptive field of output position `ow` into `win` (padding taps hold the input zero
+ * point, whose contribution the folded bias cancels). Returns a pointer to the window. */
+static const int8_t *conv_window(const drsn_conv_t *p, const int8_t *in, int ow, int8_t *win) {
+  const int start = ow * p->stride - p->pad;
+  const int kc = p->k * p->in_c;
+  if (start >= 0 && start + p->k <= p->in_w) return in + start * p->in_c;
+  for (int t = 0; t < p->k; ++t) {
+    const int pos = start + t;
+    if (pos >= 0 && pos < p->in_w) memcpy(win + t * p->in_c, in + pos * p->in_c, (size_t)p->in_c);
+    else memset(win + t * p->in_c, p->in_zp, (size_t)p->in_c);
+  }
+  (void)kc;
+  return win;
+}
+
+#if DRSN_DSP
+/* Unpack a window of int8 values into int16 pairs in SXTB16 order: (x0,x2),(x1,x3),(x4,x6),... */
+static void unpack_pairs(const int8_t *x, int kc4, uint32_t *dst) {
+  for (int j = 0; j < kc4; ++j) {
+    const uint32_t v = drsn_load32(x + 4 * j);
+    dst[2 * j] = DRSN_SXTB16(v);
+    dst[2 * j + 1] = DRSN_SXTB16_ROR8(v);
+  }
+}
+
+void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
+  const int kc = p->k * p->in_c, kc4 = kc >> 2, tail = kc & 3;
+  int8_t win0[DRSN_CONV_MAX_KC], win1[DRSN_CONV_MAX_KC];
+  uint32_t col0[DRSN_CONV_MAX_KC / 2 + 2], col1[DRSN_CONV_MAX_KC / 2 + 2];
+  int ow = 0;
+  for (; ow + 1 < p->out_w; ow += 2) {
+    const int8_t *x0 = conv_window(p, in, ow, win0), *x1 = conv_window(p, in, ow + 1, win1);
+    unpack_pairs(x0, kc4, col0);
+    unpack_pairs(x1, kc4, col1);
+    int8_t *o0 = out + ow * p->out_c, *o1 = o0 + p->out_c;
+    const int8_t *w = p->w;
+    for (int co = 0; co < p->out_c; ++co, w += kc) {
+      int32_t a0 = p->bias[co], a1 = a0;
+      for (int j = 0; j < kc4; ++j) {
+        const uint32_t wv = drsn_load32(w + 4 * j);
+        const uint32_t wa = DRSN_SXTB16(wv), wb = DRSN_SXTB16_ROR8(wv);
+        a0 = DRSN_SMLAD(col0[2 * j], wa, a0);
+        a0 = DRSN_SMLAD(col0[2 * j + 1], wb, a0);
+        a1 = DRSN_SMLAD(col1[2 * j], wa, a1);
+        a1 = DRSN_SMLAD(col1[2 * j + 1], wb, a1);
+      }
+      for (int t = kc - tail; t < kc; ++t) {
+        a0 += (int32_t)w[t] * x0[t];
+        a1 += (int32_t)w[t] * x1[t];
+      }
+      o0[co] = drsn_requant(a0, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+      o1[co] = drsn_requant(a1, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+    }
+  }
+  for (; ow < p->out_w; ++ow) {
+    const int8_t *x = conv_window(p, in, ow, win0);
+    const int8_t *w = p->w;
+    for (int co = 0; co < p->out_c; ++co, w += kc) {
+      int32_t acc = p->bias[co];
+      for (int t = 0; t < kc; ++t) acc += (int32_t)w[t] * x[t];
+      out[ow * p->out_c + co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+    }
+  }
+}
+#else
+void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
+  const int kc = p->k * p->in_c;
+  int8_t win[DRSN_CONV_MAX_KC];
+  for (int ow = 0; ow < p->out_w; ++ow) {
+    const int8_t *x = conv_window(p, in, ow, win);
+    const int8_t *w = p->w;
+    int8_t *o = out + ow * p->out_c;
+    for (int co = 0; co < p->out_c; ++co, w += kc) {
+      int32_t acc = p->bias[co];
+      int t = 0;
+      for (; t + 4 <= kc; t += 4)
+        acc += (int32_t)w[t] * x[t] + (int32_t)w[t + 1] * x[t + 1] + (int32_t)w[t + 2] * x[t + 2] +
+               (int32_t)w[t + 3] * x[t + 3];
+      for (; t < kc; ++t) acc += (int32_t)w[t] * x[t];
+      o[co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+    }
+  }
+}
+#endif
+
+void drsn_dwconv(const drsn_dwconv_t *p, const int8_t *in, int8_t *out) {
+  const int m = p->depth_mult;
+  for (int ow = 0; ow < p->out_w; ++ow) {
+    const int start = ow * p->stride - p->pad;
+    int8_t *o = out + ow * p->out_c;
+    for (int oc = 0; oc < p->out_c; ++oc) {
+      const int ic = oc / m;
+      int32_t acc = p->bias[oc];
+      for (int t = 0; t < p->k; ++t) {
+        const int pos = start + t;
+        const int32_t x = (pos >= 0 && pos < p->in_w) ? in[pos * p->in_c + ic] : p->in_zp;
+        acc += (int32_t)p->w[t * p->out_c + oc] * x;
+      }
+      o[oc] = drsn_requant(acc, p->mult[oc], p->shift[oc], p->out_zp, p->act_min, p->act_max);
+    }
+  }
+}
+
+void drsn_fc(const drsn_fc_t *p, const int8_t *in, int8_t *out) {
+  const int8_t *w = p->w;
+  for (int o = 0; o < p->n_out; ++o, w += p->n_in) {
+    int32_t acc = p->bias[o];
+    for (int i = 0; i < p->n_in; ++i) acc += (int32_t)w[i] * in[i];
+    const int q = p->per_channel ? o : 0;
+    out[o] = drsn_requant(acc, p->mult[q], p->shift[q], p->out_zp, p->act_min, p->act_max);
+  }
+}
+
+/* ---- element-wise --------------------------------------------------------------------------- */
+
+static inline int32_t addsub_side(int32_t v, int32_t left_shift, int32_t mult, int32_t shift) {
+  return drsn_mbqm((int32_t)((uint32_t)v << left_shift), mult, shift);
+}
+
+void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
+  const int32_t ls = p->left_shift;
+  int32_t hoisted[DRSN_MAX_CHAN];
+  const int chan = p->chan;
+  if (p->bcast == DRSN_BC_B_CHAN || p->bcast == DRSN_BC_B_SCALAR) {
+    const int nc = p->bcast == DRSN_BC_B_CHAN ? chan : 1;
+    for (int c = 0; c < nc; ++c) hoisted[c] = p->sign * addsub_side(b[c] + p->b_off, ls, p->b_mult, p->b_shift);
+    for (int i = 0; i < p->n; i += chan)
+      for (int c = 0; c < chan; ++c) {
+        const int32_t sa = addsub_side(a[i + c] + p->a_off, ls, p->a_mult, p->a_shift);
+        const int32_t raw = sa + hoisted[nc == 1 ? 0 : c];
+        out[i + c] = drsn_requant(raw, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
+      }
+  } else if (p->bcast == DRSN_BC_A_CHAN || p->bcast == DRSN_BC_A_SCALAR) {
+    const int nc = p->bcast == DRSN_BC_A_CHAN ? chan : 1;
+    for (int c = 0; c < nc; ++c) hoisted[c] = addsub_side(a[c] + p->a_off, ls, p->a_mult, p->a_shift);
+    for (int i = 0; i < p->n; i += chan)
+      for (int c = 0; c < chan; ++c) {
+        const int32_t sb = addsub_side(b[i + c] + p->b_off, ls, p->b_mult, p->b_shift);
+        const int32_t raw = hoisted[nc == 1 ? 0 : c] + p->sign * sb;
+        out[i + c] = drsn_requant(raw, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
+      }
+  } else {
+    for (int i = 0; i < p->n; ++i) {
+      const int32_t sa = addsub_side(a[i] + p->a_off, ls, p->a_mult, p->a_shift);
+      const int32_t sb = addsub_side(b[i] + p->b_off, ls, p->b_mult, p->b_shift);
+      out[i] = drsn_requant(sa + p->sign * sb, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
+    }
+  }
+}
+
+void drsn_mul(const drsn_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
+  const int chan = p->chan;
+  for (int i = 0; i < p->n; i += chan)
+    for (int c = 0; c < chan; ++c) {
+      const int ia = (p->bcast == DRSN_BC_A_CHAN) ? c : (p->bcast == DRSN_BC_A_SCALAR ? 0 : i + c);
+      const int ib = (p->bcast == DRSN_BC_B_CHAN) ? c : (p->bcast == DRSN_BC_B_SCALAR ? 0 : i + c);
+      const int32_t prod = (a[ia] + p->a_off) * (b[ib] + p->b_off);
+      out[i + c] = drsn_requant(prod, p->mult, p->shift, p->out_zp, p->act_min, p->act_max);
+    }
+}
+
+void drsn_rescale(const drsn_rescale_t *p, const int8_t *in, int8_t *out) {
+  for (int i = 0; i < p->n; ++i)
+    out[i] = drsn_requant(in[i] - p->in_zp, p->mult, p->shift, p->out_zp, p->act_min, p->act_max);
+}
+
+void drsn_lut(const drsn_lut_t *p, const int8_t *in, int8_t *out) {
+  for (int i = 0; i < p->n; ++i) out[i] = p->table[(uint8_t)in[i]];
+}
+
+/* gemmlowp fixed-point helpers for the logistic function */
+static inline int32_t fp_sat_shl(int32_t x, int e) { /* saturating multiply by 2^e, e > 0 */
+  const int32_t thr = (int32_t)((1u << (31 - e)) - 1u);
+  if (x > thr) return INT32_MAX;
+  if (x < -thr) return INT32_MIN;
+  return (int32_t)((uint32_t)x << e);
+}
+
+static int32_t fp_exp_quarter(int32_t a) { /* exp(a) for a in [-1/4, 0), Q0.31 */
+  const int32_t c = 1895147668, third = 715827883;
+  const int32_t x = a + (1 << 28);
+  const int32_t x2 = drsn_sat_rdh_mul(x, x), x3 = drsn_sat_rdh_mul(x2, x), x4 = drsn_sat_rdh_mul(x2, x2);
+  const int32_t x4q = drsn_rdiv_pot(x4, 2);
+  const int32_t poly = drsn_rdiv_pot(drsn_sat_rdh_mul(x4q + x3, third) + x2, 1);
+  return c + drsn_sat_rdh_mul(c, x + poly);
+}
+
+static int32_t fp_exp_neg_q4(int32_t a) { /* exp(a) for a <= 0 given in Q4.27; Q0.31 result */
+  static const int32_t mults[6] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401};
+  const int32_t quarter = 1 << 25;
+  const int32_t amq = (a & (quarter - 1)) - quarter;
+  int32_t result = fp_exp_quarter(fp_sat_shl(amq, 4));
+  const int32_t rem = amq - a;
+  for (int e = -2; e <= 3; ++e)
+    if (rem & (1 << (27 + e))) result = drsn_sat_rdh_mul(result, mults[e + 2]);
+  return a == 0 ? INT32_MAX : result;
+}
+
+static int32_t fp_one_over_one_plus(int32_t a) { /* 1/(1+a) for a in (0,1), Q0.31 */
+  const int64_t sum = (int64_t)a + INT32_MAX;
+  const int32_t half_den = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+  int32_t x = 1515870810 + drsn_sat_rdh_mul(half_den, -1010580540);
+  for (int i = 0; i < 3; ++i) {
+    const int32_t hdx = drsn_sat_rdh_mul(half_den, x);
+    x = x + fp_sat_shl(drsn_sat_rdh_mul(x, (1 << 29) - hdx), 2);
+  }
+  return fp_sat_shl(x, 1);
+}
+
+int32_t drsn_logistic_q4(int32_t a) {
+  if (a == 0) return 1 << 30;
+  const int32_t pos = fp_one_over_one_plus(fp_exp_neg_q4(a > 0 ? -a : a));
+  return a > 0 ? pos : INT32_MAX - pos;
+}
+
+void drsn_logistic(const drsn_logistic_t *p, const int8_t *in, int8_t *out) {
+  for (int i = 0; i < p->n; ++i) {
+    const int32_t x = in[i] - p->in_zp;
+    if (x <= -p->radius) out[i] = -128;
+    else if (x >= p->radius) out[i] = 127;
+    else {
+      const int32_t q0 = drsn_logistic_q4(drsn_mbqm(x, p->mult, p->shift));
+      out[i] = (int8_t)drsn_clamp(drsn_rdiv_pot(q0, 23) - 128, -128, 127);
+    }
+  }
+}
+
+/* ---- reductions, pooling, data movement ------------------------------------------------------- */
+
+void drsn_mean(const drsn_mean_t *p, const int8_t *in, int8_t *out, int32_t *acc) {
+  const int32_t zp_sum = p->in_zp * p->reduce;
+  for (int o = 0; o < p->outer; ++o) {
+    for (int i = 0; i < p->inner; ++i) acc[i] = 0;
+    const int8_t *x = in + o * p->reduce * p->inner;
+    for (int r = 0; r < p->reduce; ++r, x += p->inner)
+      for (int i = 0; i < p->inner; ++i) acc[i] += x[i];
+    for (int i = 0; i < p->inner; ++i)
+      out[o * p->inner + i] = drsn_requant(acc[i] - zp_sum, p->mult, p->shift, p->out_zp, -128, 127);
+  }
+}
+
+void drsn_avgpool(const drsn_avgpool_t *p, const int8_t *in, int8_t *out) {
+  for (int ow = 0; ow < p->out_w; ++ow) {
+    const int start = ow * p->stride - p->pad;
+    const int fs = start < 0 ? -start : 0;
+    const int fe = (p->k < p->in_w - start) ? p->k : p->in_w - start;
+    const int count = fe - fs;
+    for (int c = 0; c < p->c; ++c) {
+      int32_t acc = 0;
+      for (int t = fs; t < fe; ++t) acc += in[(start + t) * p->c + c];
+      acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+      out[ow * p->c + c] = (int8_t)drsn_clamp(acc, p->act_min, p->act_max);
+    }
+  }
+}
+
+void drsn_pad(const drsn_pad_t *p, const int8_t *in, int8_t *out) {
+  const int32_t row = p->c;
+  memmove(out + p->before * row, in, (size_t)(p->in_w * row));
+  memset(out, p->value, (size_t)(p->before * row));
+  memset(out + (p->before + p->in_w) * row, p->value, (size_t)(p->after * row));
+}
+
+void drsn_copy(int32_t n, const int8_t *in, int8_t *out) {
+  if (in != out) memmove(out, in, (size_t)n);
+}
+
+void drsn_transpose(const drsn_transpose_t *p, const int8_t *in, int8_t *out) {
+  int32_t stride[4], od[4];
+  stride[3] = 1;
+  for (int d = 2; d >= 0; --d) stride[d] = stride[d + 1] * p->in_dims[d + 1];
+  for (int d = 0; d < 4; ++d) od[d] = p->in_dims[p->perm[d]];
+  int32_t n = 0;
+  for (int i0 = 0; i0 < od[0]; ++i0)
+    for (int i1 = 0; i1 < od[1]; ++i1)
+      for (int i2 = 0; i2 < od[2]; ++i2)
+        for (int i3 = 0; i3 < od[3]; ++i3)
+          out[n++] = in[i0 * stride[p->perm[0]] + i1 * stride[p->perm[1]] + i2 * stride[p->perm[2]] +
+                        i3 * stride[p->perm[3]]];
+}
+
+void drsn_concat(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *chunks, int8_t *out) {
+  for (int32_t o = 0; o < outer; ++o)
+    for (int32_t i = 0; i < n; ++i) {
+      memcpy(out, ins[i] + o * chunks[i], (size_t)chunks[i]);
+      out += chunks[i];
+    }
+}

@@ -1,0 +1,361 @@
+"""Lower the tflite graph to kernel calls with constant parameters. Folded at generation time:
+RESHAPE (an alias of its input), PAD in front of a VALID convolution (becomes the convolution's own
+padding: TFLM pads with the zero point and skips outside taps, both contribute zero), TRANSPOSE in
+front of MEAN (the reduced axes are remapped) or one that moves only size-1 dimensions (an alias)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import quant
+from .graph import Graph, Op, Tensor, refuse
+
+
+@dataclass
+class Node:
+    kind: str                      # kernel: conv, dwconv, fc, addsub, mul, rescale, logistic, mean, ...
+    ops: list[int]                 # source op indices
+    label: str                     # e.g. "CONV_2D#5"
+    inputs: list[int]              # runtime tensors read (tensor indices)
+    output: int
+    params: dict = field(default_factory=dict)    # scalar struct fields, in C order
+    consts: dict = field(default_factory=dict)    # struct field -> (ctype, np.ndarray)
+    inplace: list[int] = field(default_factory=list)  # input positions whose buffer may take the output
+    scratch: int = 0               # bytes of int32 scratch
+    macs: int = 0
+
+
+@dataclass
+class Lowered:
+    nodes: list[Node]
+    aliases: dict[int, int]        # tensor -> tensor whose buffer it shares (RESHAPE, no-op TRANSPOSE)
+    consts: dict[int, np.ndarray]  # constant activation-like inputs (CONCATENATION / MUL / ADD operands)
+    input: int
+    output: int
+
+
+def _wc(t: Tensor, op: Op) -> tuple[int, int]:
+    """(width, channels) of an NHWC tensor with N = H = 1."""
+    s = t.shape
+    if len(s) == 4 and s[0] == 1 and s[1] == 1:
+        return s[2], s[3]
+    if len(s) == 3 and s[0] == 1:
+        return s[1], s[2]
+    refuse(op, t, f"shape {list(s)} (1-D data [1, 1, W, C] expected)")
+
+
+def _padding(op: Op, in_w: int, k: int, stride: int, out_w: int) -> int:
+    if op.options.get("padding", 1) == 0:  # SAME
+        total = max((out_w - 1) * stride + k - in_w, 0)
+        return total // 2
+    return 0
+
+
+def _check_1d(op: Op, g: Graph, filt: Tensor):
+    o = op.options
+    if o.get("dilationWFactor", 1) != 1 or o.get("dilationHFactor", 1) != 1:
+        refuse(op, filt, "dilation")
+    if o.get("strideH", 1) != 1:
+        refuse(op, filt, f"height stride {o.get('strideH')}")
+    if filt.shape[1] != 1:
+        refuse(op, filt, f"filter height {filt.shape[1]} (only 1-D filters)")
+
+
+class Lowerer:
+    def __init__(self, g: Graph, single_rounding: bool):
+        self.g, self.single = g, single_rounding
+        self.nodes: list[Node] = []
+        self.aliases: dict[int, int] = {}
+        self.consts: dict[int, np.ndarray] = {}
+        self.folded_pad: dict[int, tuple[int, int]] = {}   # conv input tensor -> (pad-input tensor, before)
+        self.folded_transpose: dict[int, tuple[int, list[int]]] = {}
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def src(self, t: int) -> int:
+        while t in self.aliases:
+            t = self.aliases[t]
+        return t
+
+    def act(self, op: Op, out: Tensor) -> tuple[int, int]:
+        a = int(op.options.get("fusedActivationFunction", 0) or 0)
+        if a not in (0, 1, 2, 3):
+            refuse(op, out, f"fused activation {a}")
+        return quant.activation_range(a, out.s, out.zp)
+
+    def runtime(self, op: Op, t: int) -> int:
+        """A runtime operand; constant int8 operands become const arrays."""
+        tt = self.g.t(t)
+        if tt.data is not None:
+            if tt.dtype != "INT8":
+                refuse(op, tt, f"constant operand of type {tt.dtype.lower()}")
+            self.consts[t] = tt.data.astype(np.int8).reshape(-1)
+        return self.src(t)
+
+    # ---- driver ---------------------------------------------------------------------------------
+    def run(self) -> Lowered:
+        for op in self.g.ops:
+            getattr(self, "op_" + op.kind.lower())(op)
+        return Lowered(self.nodes, self.aliases, self.consts, self.g.inputs[0], self.src(self.g.outputs[0]))
+
+    def add(self, node: Node):
+        self.nodes.append(node)
+
+    # ---- data movement --------------------------------------------------------------------------
+    def op_reshape(self, op: Op):
+        self.aliases[op.outputs[0]] = op.inputs[0]
+
+    def op_pad(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        pads = self.g.t(op.inputs[1]).data
+        if pads is None or len(op.inputs) > 2:
+            refuse(op, t_in, "PAD with runtime paddings or an explicit pad value")
+        pads = np.asarray(pads).reshape(-1, 2)
+        if len(pads) != 4 or np.any(pads[[0, 1, 3]]) or t_in.zp != t_out.zp or t_in.s != t_out.s:
+            refuse(op, t_in, f"padding {pads.tolist()} (only width padding of 1-D data)")
+        before, after = int(pads[2, 0]), int(pads[2, 1])
+        users = self.g.consumers(op.outputs[0])
+        if len(users) == 1 and users[0].kind in ("CONV_2D", "DEPTHWISE_CONV_2D") \
+                and users[0].options.get("padding", 1) == 1 and op.outputs[0] not in self.g.outputs:
+            self.folded_pad[op.outputs[0]] = (op.inputs[0], before)
+            return
+        w, c = _wc(t_in, op)
+        self.add(Node("pad", [op.index], f"PAD#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"in_w": w, "c": c, "before": before, "after": after, "value": t_in.zp}))
+
+    def op_transpose(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        perm = [int(v) for v in np.asarray(self.g.t(op.inputs[1]).data).reshape(-1)]
+        moved = [p for p in perm if t_in.shape[p] != 1]
+        if moved == sorted(moved):
+            self.aliases[op.outputs[0]] = op.inputs[0]
+            return
+        users = self.g.consumers(op.outputs[0])
+        if len(users) == 1 and users[0].kind == "MEAN" and op.outputs[0] not in self.g.outputs:
+            self.folded_transpose[op.outputs[0]] = (self.src(op.inputs[0]), perm)
+            return
+        if len(perm) > 4:
+            refuse(op, t_in, f"transpose of rank {len(perm)}")
+        dims = [1] * (4 - len(perm)) + list(t_in.shape)
+        perm4 = list(range(4 - len(perm))) + [p + 4 - len(perm) for p in perm]
+        self.add(Node("transpose", [op.index], f"TRANSPOSE#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"in_dims": dims, "perm": perm4}))
+
+    def op_concatenation(self, op: Op):
+        t_out = self.g.t(op.outputs[0])
+        axis = int(op.options.get("axis", 0))
+        axis = axis + len(t_out.shape) if axis < 0 else axis
+        outer = int(np.prod(t_out.shape[:axis]))
+        chunks = []
+        for i in op.inputs:
+            t = self.g.t(i)
+            if t.s != t_out.s or t.zp != t_out.zp:
+                refuse(op, t, "inputs quantized differently from the output (TFLM requires equal parameters)")
+            chunks.append(int(np.prod(t.shape[axis:])))
+        self.add(Node("concat", [op.index], f"CONCATENATION#{op.index}", [self.runtime(op, i) for i in op.inputs],
+                      op.outputs[0], {"outer": outer, "chunks": chunks}))
+
+    def op_quantize(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        m, s = quant.quantize_multiplier(t_in.s / t_out.s, self.single)
+        self.add(Node("rescale", [op.index], f"QUANTIZE#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"n": t_out.size, "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": -128, "act_max": 127,
+                       "mult": m, "shift": s}, inplace=[0]))
+
+    # ---- element-wise ---------------------------------------------------------------------------
+    def op_relu(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        m, s = quant.quantize_multiplier(t_in.s / t_out.s, self.single)
+        lo = max(-128, t_out.zp + int(quant.tfl_round(0.0)))
+        self.add(Node("rescale", [op.index], f"RELU#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"n": t_out.size, "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": 127,
+                       "mult": m, "shift": s}, inplace=[0]))
+
+    def op_logistic(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        if t_out.zp != -128:
+            refuse(op, t_out, f"output zero point {t_out.zp} (TFLM's int8 LOGISTIC needs -128)")
+        try:
+            m, s, r = quant.logistic_params(t_in.s)
+        except ValueError:
+            refuse(op, t_in, f"input scale {t_in.s:g}")
+        self.add(Node("logistic", [op.index], f"LOGISTIC#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"n": t_out.size, "in_zp": t_in.zp, "radius": r, "mult": m, "shift": s}, inplace=[0]))
+
+    def _bcast(self, op: Op, t: Tensor, out: Tensor) -> str:
+        if t.size == out.size:
+            return "none"
+        if t.size == 1:
+            return "scalar"
+        if t.shape and t.shape[-1] == out.shape[-1] == t.size:
+            return "chan"
+        refuse(op, t, f"broadcast of shape {list(t.shape)} to {list(out.shape)}")
+
+    def _binary(self, op: Op):
+        a, b, out = (self.g.t(op.inputs[0]), self.g.t(op.inputs[1]), self.g.t(op.outputs[0]))
+        ba, bb = self._bcast(op, a, out), self._bcast(op, b, out)
+        if ba != "none" and bb != "none":
+            refuse(op, a, "broadcast of both operands")
+        code = {("none", "none"): 0, ("none", "chan"): 1, ("chan", "none"): 2, ("none", "scalar"): 3,
+                ("scalar", "none"): 4}[(ba, bb)]
+        inplace = [i for i, br in ((0, ba), (1, bb)) if br == "none"]
+        lo, hi = self.act(op, out)
+        chan = out.shape[-1] if out.shape else 1
+        return a, b, out, code, inplace, lo, hi, chan
+
+    def op_add(self, op: Op, sign: int = 1):
+        a, b, out, code, inplace, lo, hi, chan = self._binary(op)
+        p = quant.addsub_params(a.s, b.s, out.s, quant.ADDSUB_FLOAT32[op.kind], self.single)
+        params = {"n": out.size, "chan": chan, "a_off": -a.zp, "b_off": -b.zp, "out_zp": out.zp, "act_min": lo,
+                  "act_max": hi, "left_shift": p["left_shift"], "sign": sign, "bcast": code,
+                  "a_mult": p["a_mult"], "a_shift": p["a_shift"], "b_mult": p["b_mult"], "b_shift": p["b_shift"],
+                  "out_mult": p["out_mult"], "out_shift": p["out_shift"]}
+        self.add(Node("addsub", [op.index], f"{op.kind}#{op.index}",
+                      [self.runtime(op, op.inputs[0]), self.runtime(op, op.inputs[1])], op.outputs[0], params,
+                      inplace=inplace))
+
+    def op_sub(self, op: Op):
+        self.op_add(op, sign=-1)
+
+    def op_mul(self, op: Op):
+        a, b, out, code, inplace, lo, hi, chan = self._binary(op)
+        m, s = quant.quantize_multiplier(a.s * b.s / out.s, self.single)
+        self.add(Node("mul", [op.index], f"MUL#{op.index}",
+                      [self.runtime(op, op.inputs[0]), self.runtime(op, op.inputs[1])], op.outputs[0],
+                      {"n": out.size, "chan": chan, "a_off": -a.zp, "b_off": -b.zp, "out_zp": out.zp,
+                       "act_min": lo, "act_max": hi, "bcast": code, "mult": m, "shift": s}, inplace=inplace))
+
+    # ---- reductions and pooling -----------------------------------------------------------------
+    def op_mean(self, op: Op):
+        src, t_out = op.inputs[0], self.g.t(op.outputs[0])
+        axes = [int(v) for v in np.asarray(self.g.t(op.inputs[1]).data).reshape(-1)]
+        shape = list(self.g.t(src).shape)
+        axes = sorted({a + len(shape) if a < 0 else a for a in axes})
+        if src in self.folded_transpose:
+            src, perm = self.folded_transpose[src]
+            kept = [perm[j] for j in range(len(perm)) if j not in axes]
+            axes = sorted(perm[a] for a in axes)
+            shape = list(self.g.t(src).shape)
+            kept_real = [k for k in kept if shape[k] != 1]
+            if kept_real != sorted(kept_real):
+                refuse(op, self.g.t(src), "MEAN after a TRANSPOSE that reorders the kept axes")
+        t_in = self.g.t(src)
+        real = [a for a in axes if shape[a] != 1]
+        if real and any(shape[i] != 1 and i not in real for i in range(real[0], real[-1] + 1)):
+            refuse(op, t_in, f"MEAN over non-adjacent axes {axes}")
+        lo_ax, hi_ax = (real[0], real[-1]) if real else (0, -1)
+        outer = int(np.prod(shape[:lo_ax])) if real else t_in.size
+        reduce = int(np.prod([shape[a] for a in real])) if real else 1
+        inner = int(np.prod(shape[hi_ax + 1:])) if real else 1
+        m, s = quant.mean_multiplier(t_in.s, t_out.s, reduce, self.single)
+        self.add(Node("mean", [op.index], f"MEAN#{op.index}", [self.src(src)], op.outputs[0],
+                      {"outer": outer, "reduce": reduce, "inner": inner, "in_zp": t_in.zp, "out_zp": t_out.zp,
+                       "mult": m, "shift": s}, scratch=4 * inner))
+
+    def op_average_pool_2d(self, op: Op):
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        o = op.options
+        if o.get("filterHeight", 1) != 1 or o.get("strideH", 1) != 1:
+            refuse(op, t_in, "pooling window taller than 1")
+        w, c = _wc(t_in, op)
+        ow, oc = _wc(t_out, op)
+        k, stride = int(o.get("filterWidth", 1)), int(o.get("strideW", 1))
+        lo, hi = self.act(op, t_out)
+        self.add(Node("avgpool", [op.index], f"AVERAGE_POOL_2D#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"in_w": w, "c": c, "out_w": ow, "k": k, "stride": stride,
+                       "pad": _padding(op, w, k, stride, ow), "act_min": lo, "act_max": hi}))
+
+    # ---- convolutions ---------------------------------------------------------------------------
+    def _conv_input(self, op: Op) -> tuple[int, int]:
+        """(tensor giving the input's shape and quantization, padding folded from a PAD)."""
+        t = op.inputs[0]
+        if t in self.folded_pad:
+            return self.folded_pad[t]
+        return t, 0
+
+    def _bias(self, op: Op, n: int) -> np.ndarray:
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = self.g.t(op.inputs[2])
+            if b.dtype != "INT32" or b.data is None:
+                refuse(op, b, f"bias of type {b.dtype.lower()}")
+            return b.data.astype(np.int64).reshape(-1)
+        return np.zeros(n, np.int64)
+
+    def _weights(self, op: Op) -> Tensor:
+        f = self.g.t(op.inputs[1])
+        if f.dtype != "INT8" or f.data is None:
+            refuse(op, f, f"weights of type {f.dtype.lower()}" + ("" if f.data is not None else " (not constant)"))
+        if f.zero_point is not None and np.any(f.zero_point != 0):
+            refuse(op, f, "weights with a nonzero zero point")
+        return f
+
+    def op_conv_2d(self, op: Op):
+        f = self._weights(op)
+        _check_1d(op, self.g, f)
+        src, pad_before = self._conv_input(op)
+        t_in, t_out = self.g.t(src), self.g.t(op.outputs[0])
+        w, c = _wc(t_in, op)
+        ow, oc = _wc(t_out, op)
+        k, stride = f.shape[2], int(op.options.get("strideW", 1))
+        if f.shape[3] != c:
+            refuse(op, f, f"grouped convolution ({c} input channels, filter depth {f.shape[3]})")
+        wts = f.data.reshape(oc, k * c).astype(np.int64)
+        bias = self._bias(op, oc) - t_in.zp * wts.sum(axis=1)
+        mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
+        lo, hi = self.act(op, t_out)
+        pad = pad_before + _padding(op, w, k, stride, ow)
+        self.add(Node("conv", [op.index], f"CONV_2D#{op.index}", [self.src(src)], op.outputs[0],
+                      {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
+                       "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
+                      {"w": ("int8_t", f.data.reshape(-1)), "bias": ("int32_t", bias),
+                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=ow * oc * k * c))
+
+    def op_depthwise_conv_2d(self, op: Op):
+        f = self._weights(op)
+        _check_1d(op, self.g, f)
+        src, pad_before = self._conv_input(op)
+        t_in, t_out = self.g.t(src), self.g.t(op.outputs[0])
+        w, c = _wc(t_in, op)
+        ow, oc = _wc(t_out, op)
+        k, stride = f.shape[2], int(op.options.get("strideW", 1))
+        mult_d = oc // c
+        if mult_d * c != oc:
+            refuse(op, f, f"depth multiplier ({c} -> {oc} channels)")
+        wts = f.data.reshape(k, oc).astype(np.int64)
+        bias = self._bias(op, oc) - t_in.zp * wts.sum(axis=0)
+        mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
+        lo, hi = self.act(op, t_out)
+        pad = pad_before + _padding(op, w, k, stride, ow)
+        self.add(Node("dwconv", [op.index], f"DEPTHWISE_CONV_2D#{op.index}", [self.src(src)], op.outputs[0],
+                      {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
+                       "depth_mult": mult_d, "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
+                      {"w": ("int8_t", f.data.reshape(-1)), "bias": ("int32_t", bias),
+                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=ow * oc * k))
+
+    def op_fully_connected(self, op: Op):
+        f = self._weights(op)
+        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        if op.options.get("weightsFormat", 0) != 0:
+            refuse(op, f, "shuffled weights format")
+        n_out, n_in = f.shape[0], int(np.prod(f.shape[1:]))
+        if t_in.size % n_in or t_in.size != n_in:
+            refuse(op, t_in, f"input of {t_in.size} values for {n_in} weights per output (batch > 1)")
+        wts = f.data.reshape(n_out, n_in).astype(np.int64)
+        bias = self._bias(op, n_out) - t_in.zp * wts.sum(axis=1)
+        per_channel = len(f.scale) > 1
+        if per_channel:
+            mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, n_out, self.single)
+        else:
+            m, s = quant.fc_tensor_multiplier(t_in.s, float(f.scale[0]), t_out.s, self.single)
+            mult, shift = np.array([m]), np.array([s])
+        lo, hi = self.act(op, t_out)
+        self.add(Node("fc", [op.index], f"FULLY_CONNECTED#{op.index}", [self.src(op.inputs[0])], op.outputs[0],
+                      {"n_in": n_in, "n_out": n_out, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
+                      {"w": ("int8_t", f.data.reshape(-1)), "bias": ("int32_t", bias),
+                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=n_in * n_out))
+        self.nodes[-1].params["per_channel"] = int(per_channel)
+
+
+def lower(g: Graph, single_rounding: bool) -> Lowered:
+    return Lowerer(g, single_rounding).run()
