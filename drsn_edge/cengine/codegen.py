@@ -48,16 +48,22 @@ class _Emitter:
         self.decls: list[str] = []
         self.body: list[str] = []
         self.const_bytes = 0
+        self.seen: dict[tuple, str] = {}
 
     def buf(self, t: int) -> str:
         if t == self.low.input:
             return "in"
         if t in self.low.consts:
-            return f"c_{t}"
+            return self.const_names.get(t, "0")  # "0": a uniform constant written by memset
         return f"(A + {self.plan.offsets[t]})"
 
     def array(self, ctype: str, name: str, values) -> str:
+        """A const array in flash; identical contents are stored once."""
         values = np.asarray(values)
+        key = (ctype, values.astype(np.int64).tobytes())
+        if key in self.seen:
+            return self.seen[key]
+        self.seen[key] = name
         self.const_bytes += values.size * {"int8_t": 1, "int32_t": 4}[ctype]
         self.decls.append(_c_array(ctype, name, values))
         return name
@@ -68,16 +74,19 @@ class _Emitter:
             fields[k] = self.array(ctype, f"{k}_{i}", vals)
         ins = [self.buf(t) for t in n.inputs]
         out = self.buf(n.output)
-        if n.kind == "concat":
+        if n.kind == "concat":  # a constant input of one repeated value is written with memset
+            fills = [int(self.low.consts[t][0]) if t in self.low.consts and t not in self.const_names else 0
+                     for t in n.inputs]
             ch = self.array("int32_t", f"chunks_{i}", n.params["chunks"])
+            fl = self.array("int8_t", f"fills_{i}", fills)
             call = (f"{{ const int8_t *const ins[{len(ins)}] = {{{', '.join(ins)}}}; "
-                    f"drsn_concat({n.params['outer']}, {len(ins)}, ins, {ch}, {out}); }}")
+                    f"drsn_concat({n.params['outer']}, {len(ins)}, ins, {ch}, {fl}, {out}); }}")
         else:
             init = ", ".join(f".{k} = {v}" for k, v in fields.items())
             self.decls.append(f"static const {_STRUCT[n.kind]} p_{i} = {{{init}}};\n")
             args = ", ".join([f"&p_{i}"] + ins + [out])
-            if n.kind == "mean":
-                args += f", (int32_t *)(void *)(A + {self.plan.scratch[i]})"
+            if n.kind in ("mean", "addsub"):
+                args += f", (int32_t *)(void *)(A + {self.plan.scratch[i]})" if n.scratch else ", 0"
             call = f"drsn_{n.kind}({args});"
         self.body.append(f"  DRSN_KERNEL_BEGIN({i}); {call} DRSN_KERNEL_END({i}); /* {n.label} */")
 
@@ -128,8 +137,10 @@ def generate(tflite_bytes: bytes, out_dir: Path, *, dsp: bool | None = None) -> 
         raise InputError("the model has no kernel to run after folding")
     sizes = {t: g.t(t).size for n in low.nodes for t in n.inputs + [n.output]}
     em = _Emitter(low, sizes)
-    for t, data in low.consts.items():
-        em.array("int8_t", f"c_{t}", data)
+    uniform = {t for n in low.nodes if n.kind == "concat" for t in n.inputs
+               if t in low.consts and np.all(low.consts[t] == low.consts[t][0])}
+    em.const_names = {t: em.array("int8_t", f"c_{t}", data) for t, data in low.consts.items()
+                      if t not in uniform or any(t in n.inputs and n.kind != "concat" for n in low.nodes)}
     for i, n in enumerate(low.nodes):
         em.node(i, n)
     crc = zlib.crc32(bytes(tflite_bytes)) & 0xFFFFFFFF
