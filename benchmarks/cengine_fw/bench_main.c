@@ -29,7 +29,7 @@ static void systick_start(void) {
 static uint32_t calibration_loop(void) { /* 2 * 65536 + 1 instructions between the reads */
   uint32_t a, b;
   a = SYST_CVR;
-  __asm volatile("ldr r0, =65536\n1:\n subs r0, r0, #1\n bne 1b\n" ::: "r0", "cc");
+  __asm volatile(".syntax unified\n ldr r0, =65536\n1:\n subs r0, r0, #1\n bne 1b\n" ::: "r0", "cc");
   b = SYST_CVR;
   return (a - b) & 0xFFFFFFu;
 }

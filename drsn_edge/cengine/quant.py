@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 
-# How TFLM's wheel computes the ADD/SUB input multipliers: its add_common.cc widens the scales to
-# double, its sub_common.cc divides in float32 first. Probed with single-op models (tests/cengine).
-ADDSUB_FLOAT32 = {"ADD": False, "SUB": True}
+# Whether the ADD/SUB multipliers are derived in float32 (some tflite-micro sources divide the
+# scales in float before widening) or in double. Probed against the tflite-micro wheel with scales
+# where the two differ (tests/cengine/test_ops.py): double for both.
+ADDSUB_FLOAT32 = {"ADD": False, "SUB": False}
 
 
 def tfl_round(v: float) -> float:

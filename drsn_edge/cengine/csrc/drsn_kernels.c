@@ -196,7 +196,7 @@ void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_
   const int8_t *a_lut = p->a_lut, *b_lut = p->b_lut;
   const int a_small = bcast == DRSN_BC_A_CHAN || bcast == DRSN_BC_A_SCALAR;
   const int b_small = bcast == DRSN_BC_B_CHAN || bcast == DRSN_BC_B_SCALAR;
-  int32_t hoisted[DRSN_MAX_CHAN];
+  int32_t hoisted[DRSN_MAX_CHAN] = {0};
   if (a_small || b_small) {
     const int nc = (bcast == DRSN_BC_A_CHAN || bcast == DRSN_BC_B_CHAN) ? chan : 1;
     for (int c = 0; c < nc; ++c) {
