@@ -385,6 +385,14 @@ class Lowerer:
         mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
         lo, hi = self.act(op, t_out)
         pad = pad_before + _padding(op, w, k, stride, ow)
+        if c == 1:  # one input channel: an ordinary convolution with weights [out_c][k][1]
+            self.add(Node("conv", [op.index], f"DEPTHWISE_CONV_2D#{op.index}", [self.runtime(op, src)], op.outputs[0],
+                          {"in_w": w, "in_c": 1, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
+                           "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
+                          {"w": ("int8_t", np.ascontiguousarray(f.data.reshape(k, oc).T).reshape(-1)),
+                           "bias": ("int32_t", bias), "mult": ("int32_t", mult), "shift": ("int8_t", shift)},
+                          macs=ow * oc * k))
+            return
         self.add(Node("dwconv", [op.index], f"DEPTHWISE_CONV_2D#{op.index}", [self.runtime(op, src)], op.outputs[0],
                       {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
                        "depth_mult": mult_d, "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},

@@ -66,50 +66,51 @@ static void unpack_pairs(const int8_t *x, int kc4, uint32_t *dst) {
   }
 }
 
-void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
-  const int kc = p->k * p->in_c, kc4 = kc >> 2, tail = kc & 3, out_c = p->out_c, out_w = p->out_w;
+/* Four output positions per pass: each weight word is loaded and unpacked once for four windows. */
+static void conv_quad(const drsn_conv_t *p, const int8_t *in, int8_t *out, int ow, const int kc4) {
+  const int kc = p->k * p->in_c, out_c = p->out_c;
   const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
-  const int32_t *bias = p->bias, *mult = p->mult;
-  const int8_t *shift = p->shift;
-  int8_t win0[DRSN_CONV_MAX_KC], win1[DRSN_CONV_MAX_KC];
-  uint32_t col0[DRSN_CONV_MAX_KC / 2 + 2], col1[DRSN_CONV_MAX_KC / 2 + 2];
+  int8_t win[4][DRSN_CONV_MAX_KC];
+  uint32_t col[4][DRSN_CONV_MAX_KC / 2 + 2];
+  for (int s = 0; s < 4; ++s) unpack_pairs(conv_window(p, in, ow + s, win[s]), kc4, col[s]);
+  int8_t *o = out + ow * out_c;
+  const int8_t *w = p->w;
+  for (int co = 0; co < out_c; ++co, w += kc) {
+    int32_t a0 = p->bias[co], a1 = a0, a2 = a0, a3 = a0;
+    for (int j = 0; j < kc4; ++j) {
+      const uint32_t wv = drsn_load32(w + 4 * j);
+      const uint32_t wa = DRSN_SXTB16(wv), wb = DRSN_SXTB16_ROR8(wv);
+      a0 = DRSN_SMLAD(col[0][2 * j + 1], wb, DRSN_SMLAD(col[0][2 * j], wa, a0));
+      a1 = DRSN_SMLAD(col[1][2 * j + 1], wb, DRSN_SMLAD(col[1][2 * j], wa, a1));
+      a2 = DRSN_SMLAD(col[2][2 * j + 1], wb, DRSN_SMLAD(col[2][2 * j], wa, a2));
+      a3 = DRSN_SMLAD(col[3][2 * j + 1], wb, DRSN_SMLAD(col[3][2 * j], wa, a3));
+    }
+    const drsn_rq_t q = drsn_rq(p->mult[co], p->shift[co]);
+    o[co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a0) + zp, lo, hi);
+    o[out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a1) + zp, lo, hi);
+    o[2 * out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a2) + zp, lo, hi);
+    o[3 * out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a3) + zp, lo, hi);
+  }
+}
+
+static void conv_single(const drsn_conv_t *p, const int8_t *in, int8_t *out, int ow) {
+  const int kc = p->k * p->in_c;
+  int8_t win[DRSN_CONV_MAX_KC];
+  const int8_t *x = conv_window(p, in, ow, win);
+  const int8_t *w = p->w;
+  for (int co = 0; co < p->out_c; ++co, w += kc) {
+    int32_t acc = p->bias[co];
+    for (int t = 0; t < kc; ++t) acc += (int32_t)w[t] * x[t];
+    out[ow * p->out_c + co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+  }
+}
+
+void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
   int ow = 0;
-  for (; ow + 1 < out_w; ow += 2) {
-    const int8_t *x0 = conv_window(p, in, ow, win0), *x1 = conv_window(p, in, ow + 1, win1);
-    unpack_pairs(x0, kc4, col0);
-    unpack_pairs(x1, kc4, col1);
-    int8_t *o0 = out + ow * out_c, *o1 = o0 + out_c;
-    const int8_t *w = p->w;
-    for (int co = 0; co < out_c; ++co, w += kc) {
-      int32_t a0 = bias[co], a1 = a0;
-      const uint32_t *c0 = col0, *c1 = col1;
-      for (int j = 0; j < kc4; ++j, c0 += 2, c1 += 2) {
-        const uint32_t wv = drsn_load32(w + 4 * j);
-        const uint32_t wa = DRSN_SXTB16(wv), wb = DRSN_SXTB16_ROR8(wv);
-        a0 = DRSN_SMLAD(c0[0], wa, a0);
-        a0 = DRSN_SMLAD(c0[1], wb, a0);
-        a1 = DRSN_SMLAD(c1[0], wa, a1);
-        a1 = DRSN_SMLAD(c1[1], wb, a1);
-      }
-      for (int t = kc - tail; t < kc; ++t) {
-        a0 += (int32_t)w[t] * x0[t];
-        a1 += (int32_t)w[t] * x1[t];
-      }
-      const drsn_rq_t q = drsn_rq(mult[co], shift[co]);
-      o0[co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a0) + zp, lo, hi);
-      o1[co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a1) + zp, lo, hi);
-    }
-  }
-  for (; ow < out_w; ++ow) {
-    const int8_t *x = conv_window(p, in, ow, win0);
-    const int8_t *w = p->w;
-    for (int co = 0; co < out_c; ++co, w += kc) {
-      int32_t acc = bias[co];
-      for (int t = 0; t < kc; ++t) acc += (int32_t)w[t] * x[t];
-      const drsn_rq_t q = drsn_rq(mult[co], shift[co]);
-      out[ow * out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, acc) + zp, lo, hi);
-    }
-  }
+  const int kc = p->k * p->in_c;
+  if ((kc & 3) == 0)
+    for (; ow + 3 < p->out_w; ow += 4) conv_quad(p, in, out, ow, kc >> 2);
+  for (; ow < p->out_w; ++ow) conv_single(p, in, out, ow);
 }
 #else
 void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
@@ -142,13 +143,12 @@ void drsn_dwconv(const drsn_dwconv_t *p, const int8_t *in, int8_t *out) {
   const int32_t in_zp = p->in_zp, zp = p->out_zp, lo = p->act_min, hi = p->act_max;
   const int32_t *bias = p->bias, *mult = p->mult;
   const int8_t *shift = p->shift, *w = p->w;
-  if (k == 1 && m == 1 && stride == 1 && pad == 0) { /* per-channel affine (a folded BatchNorm) */
-    for (int oc = 0; oc < out_c; ++oc) {
-      const drsn_rq_t q = drsn_rq(mult[oc], shift[oc]);
-      const int32_t wc = w[oc], bc = bias[oc];
-      for (int ow = 0; ow < out_w; ++ow)
-        out[ow * out_c + oc] = (int8_t)drsn_clamp(drsn_rq_apply(&q, wc * in[ow * in_c + oc] + bc) + zp, lo, hi);
-    }
+  if (k == 1 && m == 1 && stride == 1 && pad == 0 && out_c <= DRSN_MAX_CHAN) { /* a folded BatchNorm */
+    drsn_rq_t q[DRSN_MAX_CHAN];
+    for (int oc = 0; oc < out_c; ++oc) q[oc] = drsn_rq(mult[oc], shift[oc]);
+    for (int ow = 0; ow < out_w; ++ow, in += in_c, out += out_c)
+      for (int oc = 0; oc < out_c; ++oc)
+        out[oc] = (int8_t)drsn_clamp(drsn_rq_apply(&q[oc], w[oc] * in[oc] + bias[oc]) + zp, lo, hi);
     return;
   }
   for (int ow = 0; ow < out_w; ++ow) {
@@ -182,10 +182,11 @@ void drsn_fc(const drsn_fc_t *p, const int8_t *in, int8_t *out) {
 
 static inline int32_t lut8(const int8_t *lut, int8_t v) { return lut ? lut[(uint8_t)v] : v; }
 
-/* The scaled operand of ADD/SUB: MBQM((v + offset) << left_shift) */
-static void side_table(int32_t *t, const int8_t *lut, int32_t off, int32_t ls, const drsn_rq_t *q) {
+/* The scaled operand of ADD/SUB, MBQM((v + offset) << left_shift), negated for SUB's second operand
+ * (TFLM subtracts the scaled values: the same int32 result). */
+static void side_table(int32_t *t, const int8_t *lut, int32_t off, int32_t ls, const drsn_rq_t *q, int32_t sign) {
   for (int v = -128; v < 128; ++v)
-    t[(uint8_t)v] = drsn_rq_apply(q, (int32_t)((uint32_t)(lut8(lut, (int8_t)v) + off) << ls));
+    t[(uint8_t)v] = sign * drsn_rq_apply(q, (int32_t)((uint32_t)(lut8(lut, (int8_t)v) + off) << ls));
 }
 
 void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out, int32_t *tables) {
@@ -201,25 +202,44 @@ void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_
     const int nc = (bcast == DRSN_BC_A_CHAN || bcast == DRSN_BC_B_CHAN) ? chan : 1;
     for (int c = 0; c < nc; ++c) {
       const int32_t v = a_small ? lut8(a_lut, a[c]) + a_off : lut8(b_lut, b[c]) + b_off;
-      hoisted[c] = drsn_rq_apply(a_small ? &qa : &qb, (int32_t)((uint32_t)v << ls));
+      const int32_t sv = drsn_rq_apply(a_small ? &qa : &qb, (int32_t)((uint32_t)v << ls));
+      hoisted[c] = a_small ? sv : sign * sv;
     }
     for (int c = nc; c < chan; ++c) hoisted[c] = hoisted[0];
   }
-  int32_t *ta = tables, *tb = tables ? tables + 256 : 0;
-  if (tables) {
-    if (!a_small) side_table(ta, a_lut, a_off, ls, &qa);
-    if (!b_small) side_table(tb, b_lut, b_off, ls, &qb);
+  if (tables) { /* one table lookup per full-size operand, one multiplier per output value */
+    int32_t *ta = tables, *tb = tables + 256;
+    if (!a_small) side_table(ta, a_lut, a_off, ls, &qa, 1);
+    if (!b_small) side_table(tb, b_lut, b_off, ls, &qb, sign);
+    /* TFLM checks that the output multiplier is below one: a right shift only */
+    const int32_t om = qo.m, right = qo.right, mask = qo.mask, half = qo.half;
+#define DRSN_ADDSUB_OUT(raw)                                                                       \
+  do {                                                                                             \
+    const int32_t h_ = (int32_t)(((int64_t)(raw) * om + ((int64_t)1 << 30)) >> 31);               \
+    const int32_t r_ = (h_ >> right) + ((h_ & mask) > (half - (h_ >> 31)) ? 1 : 0) + zp;            \
+    out[i] = (int8_t)(r_ < lo ? lo : (r_ > hi ? hi : r_));                                         \
+  } while (0)
+    if (qo.left == 0 && !a_small && !b_small) {
+      const uint8_t *ua = (const uint8_t *)a, *ub = (const uint8_t *)b;
+      for (int32_t i = 0; i < n; ++i) DRSN_ADDSUB_OUT(ta[ua[i]] + tb[ub[i]]);
+      return;
+    }
+    if (qo.left == 0) {
+      const uint8_t *full = (const uint8_t *)(a_small ? b : a);
+      const int32_t *t = a_small ? tb : ta;
+      for (int32_t i0 = 0; i0 < n; i0 += chan)
+        for (int32_t c = 0, i = i0; c < chan; ++c, ++i) DRSN_ADDSUB_OUT(t[full[i]] + hoisted[c]);
+      return;
+    }
+#undef DRSN_ADDSUB_OUT
   }
   for (int32_t i = 0; i < n; i += chan)
     for (int32_t c = 0; c < chan; ++c) {
-      int32_t sa, sb;
-      if (a_small) sa = hoisted[c];
-      else if (ta) sa = ta[(uint8_t)a[i + c]];
-      else sa = drsn_rq_apply(&qa, (int32_t)((uint32_t)(lut8(a_lut, a[i + c]) + a_off) << ls));
-      if (b_small) sb = hoisted[c];
-      else if (tb) sb = tb[(uint8_t)b[i + c]];
-      else sb = drsn_rq_apply(&qb, (int32_t)((uint32_t)(lut8(b_lut, b[i + c]) + b_off) << ls));
-      out[i + c] = (int8_t)drsn_clamp(drsn_rq_apply(&qo, sign > 0 ? sa + sb : sa - sb) + zp, lo, hi);
+      const int32_t sa = a_small ? hoisted[c]
+                                 : drsn_rq_apply(&qa, (int32_t)((uint32_t)(lut8(a_lut, a[i + c]) + a_off) << ls));
+      const int32_t sb = b_small ? hoisted[c]
+                                 : sign * drsn_rq_apply(&qb, (int32_t)((uint32_t)(lut8(b_lut, b[i + c]) + b_off) << ls));
+      out[i + c] = (int8_t)drsn_clamp(drsn_rq_apply(&qo, sa + sb) + zp, lo, hi);
     }
 }
 
@@ -325,6 +345,12 @@ void drsn_mean(const drsn_mean_t *p, const int8_t *in, int8_t *out, int32_t *acc
 }
 
 void drsn_avgpool(const drsn_avgpool_t *p, const int8_t *in, int8_t *out) {
+  if (p->k == 1 && p->pad == 0) { /* subsampling: the average of one value is the value */
+    for (int ow = 0; ow < p->out_w; ++ow)
+      for (int c = 0; c < p->c; ++c)
+        out[ow * p->c + c] = (int8_t)drsn_clamp(in[ow * p->stride * p->c + c], p->act_min, p->act_max);
+    return;
+  }
   for (int ow = 0; ow < p->out_w; ++ow) {
     const int start = ow * p->stride - p->pad;
     const int fs = start < 0 ? -start : 0;

@@ -120,27 +120,37 @@ typedef struct {            /* FULLY_CONNECTED */
 enum { DRSN_BC_NONE = 0, DRSN_BC_B_CHAN = 1, DRSN_BC_A_CHAN = 2, DRSN_BC_B_SCALAR = 3, DRSN_BC_A_SCALAR = 4 };
 
 typedef struct {            /* ADD and SUB (sign = -1) */
-  int32_t n, chan;          /* elements of the output; channels (innermost dim) for broadcasting */
-  int32_t a_off, b_off, out_zp, act_min, act_max, left_shift, sign, bcast;
-  int32_t a_mult, a_shift, b_mult, b_shift, out_mult, out_shift;
+  int32_t n;                /* elements of the output */
+  int32_t a_mult, b_mult, out_mult;
   const int8_t *a_lut, *b_lut; /* optional int8 -> int8 functions applied to the operands first */
+  int16_t chan;             /* channels (innermost dimension), for broadcasting */
+  int16_t a_off, b_off, out_zp, act_min, act_max;
+  int8_t left_shift, sign, bcast, a_shift, b_shift, out_shift;
 } drsn_addsub_t;
 
 typedef struct {            /* MUL */
-  int32_t n, chan, a_off, b_off, out_zp, act_min, act_max, bcast, mult, shift;
+  int32_t n, mult;
+  int16_t chan, a_off, b_off, out_zp, act_min, act_max;
+  int8_t bcast, shift;
 } drsn_mul_t;
 
 typedef struct {            /* RELU / QUANTIZE (int8 -> int8): out = clamp(zp_o + MBQM(x - zp_i)) */
-  int32_t n, in_zp, out_zp, act_min, act_max, mult, shift;
+  int32_t n, mult;
+  int16_t in_zp, out_zp, act_min, act_max;
+  int8_t shift;
 } drsn_rescale_t;
 
 typedef struct {            /* LOGISTIC (output scale 1/256, zero point -128) */
-  int32_t n, in_zp, radius, mult, shift;
+  int32_t n, radius, mult;
+  int16_t in_zp;
+  int8_t shift;
 } drsn_logistic_t;
 
 typedef struct {            /* MEAN over a contiguous block of axes: [outer][reduce][inner] */
-  int32_t outer, reduce, inner, in_zp, out_zp, mult, shift;
+  int32_t outer, reduce, inner, mult;
   const int8_t *lut;        /* optional int8 -> int8 function applied to the input first */
+  int16_t in_zp, out_zp;
+  int8_t shift;
 } drsn_mean_t;
 
 typedef struct {            /* AVERAGE_POOL_2D with height 1 */
