@@ -348,7 +348,8 @@ class Lowerer:
             refuse(op, f, "weights with a nonzero zero point")
         return f
 
-    def op_conv_2d(self, op: Op):
+    def _conv_setup(self, op: Op):
+        """Weights, input tensor (shape and quantization) and the parameters shared by both convolutions."""
         f = self._weights(op)
         _check_1d(op, self.g, f)
         src, pad_before = self._conv_input(op)
@@ -356,48 +357,41 @@ class Lowerer:
         w, c = _wc(t_in, op)
         ow, oc = _wc(t_out, op)
         k, stride = f.shape[2], int(op.options.get("strideW", 1))
-        if f.shape[3] != c:
-            refuse(op, f, f"grouped convolution ({c} input channels, filter depth {f.shape[3]})")
-        wts = f.data.reshape(oc, k * c).astype(np.int64)
-        bias = self._bias(op, oc) - t_in.zp * wts.sum(axis=1)
-        mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
         lo, hi = self.act(op, t_out)
-        pad = pad_before + _padding(op, w, k, stride, ow)
-        self.add(Node("conv", [op.index], f"CONV_2D#{op.index}", [self.runtime(op, src)], op.outputs[0],
-                      {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
-                       "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
-                      {"w": ("int8_t", f.data.reshape(-1)), "bias": ("int32_t", bias),
-                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=ow * oc * k * c))
+        params = {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride,
+                  "pad": pad_before + _padding(op, w, k, stride, ow), "in_zp": t_in.zp, "out_zp": t_out.zp,
+                  "act_min": lo, "act_max": hi}
+        return f, src, t_in, t_out, params
+
+    def _conv_node(self, op: Op, kind: str, src: int, t_in: Tensor, t_out: Tensor, f: Tensor, params: dict,
+                   weights: np.ndarray, per_channel: np.ndarray, macs: int):
+        """per_channel: the weights as [out_c][taps], for the folded bias."""
+        oc = params["out_c"]
+        bias = self._bias(op, oc) - t_in.zp * per_channel.astype(np.int64).sum(axis=1)
+        mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
+        self.add(Node(kind, [op.index], f"{op.kind}#{op.index}", [self.runtime(op, src)], op.outputs[0], params,
+                      {"w": ("int8_t", weights.reshape(-1)), "bias": ("int32_t", bias),
+                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=macs))
+
+    def op_conv_2d(self, op: Op):
+        f, src, t_in, t_out, p = self._conv_setup(op)
+        if f.shape[3] != p["in_c"]:
+            refuse(op, f, f"grouped convolution ({p['in_c']} input channels, filter depth {f.shape[3]})")
+        wts = f.data.reshape(p["out_c"], -1)
+        self._conv_node(op, "conv", src, t_in, t_out, f, p, wts, wts, p["out_w"] * wts.size)
 
     def op_depthwise_conv_2d(self, op: Op):
-        f = self._weights(op)
-        _check_1d(op, self.g, f)
-        src, pad_before = self._conv_input(op)
-        t_in, t_out = self.g.t(src), self.g.t(op.outputs[0])
-        w, c = _wc(t_in, op)
-        ow, oc = _wc(t_out, op)
-        k, stride = f.shape[2], int(op.options.get("strideW", 1))
-        mult_d = oc // c
-        if mult_d * c != oc:
+        f, src, t_in, t_out, p = self._conv_setup(op)
+        c, oc, k = p["in_c"], p["out_c"], p["k"]
+        if oc % c:
             refuse(op, f, f"depth multiplier ({c} -> {oc} channels)")
-        wts = f.data.reshape(k, oc).astype(np.int64)
-        bias = self._bias(op, oc) - t_in.zp * wts.sum(axis=0)
-        mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
-        lo, hi = self.act(op, t_out)
-        pad = pad_before + _padding(op, w, k, stride, ow)
+        by_channel = np.ascontiguousarray(f.data.reshape(k, oc).T)
+        macs = p["out_w"] * oc * k
         if c == 1:  # one input channel: an ordinary convolution with weights [out_c][k][1]
-            self.add(Node("conv", [op.index], f"DEPTHWISE_CONV_2D#{op.index}", [self.runtime(op, src)], op.outputs[0],
-                          {"in_w": w, "in_c": 1, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
-                           "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
-                          {"w": ("int8_t", np.ascontiguousarray(f.data.reshape(k, oc).T).reshape(-1)),
-                           "bias": ("int32_t", bias), "mult": ("int32_t", mult), "shift": ("int8_t", shift)},
-                          macs=ow * oc * k))
+            self._conv_node(op, "conv", src, t_in, t_out, f, p, by_channel, by_channel, macs)
             return
-        self.add(Node("dwconv", [op.index], f"DEPTHWISE_CONV_2D#{op.index}", [self.runtime(op, src)], op.outputs[0],
-                      {"in_w": w, "in_c": c, "out_w": ow, "out_c": oc, "k": k, "stride": stride, "pad": pad,
-                       "depth_mult": mult_d, "in_zp": t_in.zp, "out_zp": t_out.zp, "act_min": lo, "act_max": hi},
-                      {"w": ("int8_t", f.data.reshape(-1)), "bias": ("int32_t", bias),
-                       "mult": ("int32_t", mult), "shift": ("int8_t", shift)}, macs=ow * oc * k))
+        p["depth_mult"] = oc // c
+        self._conv_node(op, "dwconv", src, t_in, t_out, f, p, f.data, by_channel, macs)
 
     def op_fully_connected(self, op: Op):
         f = self._weights(op)
