@@ -96,15 +96,14 @@ def main() -> int:
     args = ap.parse_args()
     from drsn_edge.backends import tflm
     from drsn_edge.cengine import HostEngine, generate
-    from drsn_edge.data.dataset import normalize
-    from drsn_edge.quantize.run import evaluation_set
+    from drsn_edge.evalspec import EvalSpec
 
     t0 = time.perf_counter()
     q, cx, bundle = shipped_int8()
     work = Path(tempfile.mkdtemp(prefix="drsn-cengine-bench-"))
-    ds, src = evaluation_set(bundle.meta, None, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0],
-                             args.windows_per_class, 0)
-    windows = np.concatenate([quantize(q, cx), quantize(q, normalize(ds.x, bundle.normalization))])
+    spec = EvalSpec(windows_per_class=args.windows_per_class)
+    src = spec.describe()
+    windows = np.concatenate([quantize(q, cx), quantize(q, spec.windows(bundle.meta).x)])
     exact = bit_exactness(q, windows, work)
     info = generate(q, work / "c")
     arena_tflm = tflm.min_arena_bytes(q)

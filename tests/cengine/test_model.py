@@ -76,15 +76,15 @@ def test_planner_reuses_dead_buffers_and_runs_in_place():
 
 @pytest.mark.slow
 def test_evaluation_set_bit_exact_with_tflm(shipped_int8, engines):
-    """The build's evaluation set (10 windows/class, clean + gaussian/laplacian/pink at -5/0/5 dB)."""
-    from drsn_edge.data.dataset import normalize
+    """The build's default evaluation set (EvalSpec: 10 windows/class, clean + gaussian/laplacian/pink at
+    -5/0/5 dB)."""
+    from drsn_edge.evalspec import EvalSpec
     from drsn_edge.evaluate import resolve_model
-    from drsn_edge.quantize.run import evaluation_set
 
     q, _ = shipped_int8
     bundle, _ = resolve_model(None)
-    ds, _ = evaluation_set(bundle.meta, None, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0], 10, 0)
-    xq = quantize_windows(q, normalize(ds.x, bundle.normalization))
+    xq = quantize_windows(q, EvalSpec().windows(bundle.meta).x)
+    assert len(xq) == 1000
     ref = tflm_raw(q, xq)
     for dsp, (_, eng, _) in engines.items():
         out = eng.run_raw(xq)
