@@ -33,7 +33,7 @@ def cpu_flags(cpu: str, fpu: str | None) -> list[str]:
 
 
 def _run(cmd: list[str], what: str) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if p.returncode != 0:
         err = p.stderr.strip()
         over = re.search(r"region `(\w+)' overflowed by (\d+) bytes", err)
@@ -50,9 +50,9 @@ def section_sizes(elf: Path) -> list[tuple[str, int, int]]:
     rows = []
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
-            if not parts[0].startswith(_NOT_LOADED) and int(parts[1]):
-                rows.append((parts[0], int(parts[1]), int(parts[2])))
+        if (len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit()
+                and not parts[0].startswith(_NOT_LOADED) and int(parts[1])):
+            rows.append((parts[0], int(parts[1]), int(parts[2])))
     return rows
 
 

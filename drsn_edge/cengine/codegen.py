@@ -3,7 +3,6 @@ weights and parameters, one static arena, `drsn_infer`) next to the hand-written
 
 from __future__ import annotations
 
-import shutil
 import zlib
 from pathlib import Path
 

@@ -145,7 +145,7 @@ class Lowerer:
                       {"in_w": w, "c": c, "before": before, "after": after, "value": t_in.zp}))
 
     def op_transpose(self, op: Op):
-        t_in, t_out = self.g.t(op.inputs[0]), self.g.t(op.outputs[0])
+        t_in = self.g.t(op.inputs[0])
         perm = [int(v) for v in np.asarray(self.g.t(op.inputs[1]).data).reshape(-1)]
         moved = [p for p in perm if t_in.shape[p] != 1]
         if moved == sorted(moved):
@@ -317,7 +317,7 @@ class Lowerer:
         if o.get("filterHeight", 1) != 1 or o.get("strideH", 1) != 1:
             refuse(op, t_in, "pooling window taller than 1")
         w, c = _wc(t_in, op)
-        ow, oc = _wc(t_out, op)
+        ow, _ = _wc(t_out, op)
         k, stride = int(o.get("filterWidth", 1)), int(o.get("strideW", 1))
         lo, hi = self.act(op, t_out)
         self.add(Node("avgpool", [op.index], f"AVERAGE_POOL_2D#{op.index}", [self.runtime(op, op.inputs[0])], op.outputs[0],

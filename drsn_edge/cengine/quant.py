@@ -131,7 +131,7 @@ def mbqm(x: int, m: int, shift: int, single: bool) -> int:
 
 
 def clamp(v: int, lo: int, hi: int) -> int:
-    return lo if v < lo else hi if v > hi else v
+    return lo if v < lo else min(v, hi)
 
 
 def rescale_table(t: np.ndarray, p: dict, single: bool) -> np.ndarray:

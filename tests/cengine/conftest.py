@@ -19,10 +19,9 @@ def shipped_int8():
     """(int8 .tflite bytes, normalized calibration windows) of the shipped model, built the way
     `build --target <mcu>` builds it; cached on disk by the hashes of the model, the calibration set and
     the converter module."""
+    from drsn_edge.backends import tflite as tfl_module
     from drsn_edge.calibration import default_calibration_path
     from drsn_edge.evaluate import resolve_model
-
-    from drsn_edge.backends import tflite as tfl_module
 
     _, model_path = resolve_model(None)
     key = hashlib.sha256(Path(model_path).read_bytes() + default_calibration_path().read_bytes()

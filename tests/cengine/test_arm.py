@@ -35,7 +35,7 @@ def engine_dir(shipped_int8, tmp_path_factory):
 
 
 def _simd_instructions(elf: str) -> int:
-    dis = subprocess.run(["arm-none-eabi-objdump", "-d", elf], capture_output=True, text=True).stdout
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", elf], check=True, capture_output=True, text=True).stdout
     return sum(line.split("\t")[2].startswith(("smlad", "sxtb16")) for line in dis.splitlines()
                if line.count("\t") >= 2)
 
@@ -70,7 +70,7 @@ def test_runs_on_qemu_with_the_host_output(engine_dir, cpu, machine):
                     flash_bytes=4 << 20, ram_bytes=4 << 20, include_dirs=[str(engine_dir), str(BENCH)])
     p = subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-icount", "shift=0",
                         "-semihosting-config", "enable=on,target=native", "-kernel", r["elf"]],
-                       capture_output=True, text=True, timeout=120)
+                       check=False, capture_output=True, text=True, timeout=120)
     out = p.stdout + p.stderr
     assert p.returncode == 0 and "OUT match" in out, out[-500:]
     ticks = int(out.split("TICKS ")[1].split()[0])
