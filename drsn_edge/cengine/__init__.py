@@ -11,7 +11,7 @@ def generate(tflite_bytes, out_dir, *, dsp=None):
     return _generate(tflite_bytes, out_dir, dsp=dsp)
 
 
-def HostEngine(c_dir, defines=()):  # noqa: N802 - a class-like factory, imported lazily
+def HostEngine(c_dir, defines=()):
     from .host import HostEngine as _HostEngine
 
     return _HostEngine(c_dir, defines)

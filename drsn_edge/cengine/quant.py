@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 
-# How TFLM's wheel computes the ADD/SUB input multipliers: its add_common.cc widens the scales to
-# double, its sub_common.cc divides in float32 first. Probed with single-op models (tests/cengine).
-ADDSUB_FLOAT32 = {"ADD": False, "SUB": True}
+# Whether the ADD/SUB multipliers are derived in float32 (some tflite-micro sources divide the
+# scales in float before widening) or in double. Probed against the tflite-micro wheel with scales
+# where the two differ (tests/cengine/test_ops.py): double for both.
+ADDSUB_FLOAT32 = {"ADD": False, "SUB": False}
 
 
 def tfl_round(v: float) -> float:
@@ -127,3 +128,36 @@ def mbqm(x: int, m: int, shift: int, single: bool) -> int:
         return (x * m + (1 << (total - 1))) >> total
     left, right = (shift, 0) if shift > 0 else (0, -shift)
     return rdiv_pot(sat_rdh_mul(_wrap32(x << left), m), right)
+
+
+def clamp(v: int, lo: int, hi: int) -> int:
+    return lo if v < lo else min(v, hi)
+
+
+def rescale_table(t: np.ndarray, p: dict, single: bool) -> np.ndarray:
+    """RELU / QUANTIZE applied to int8 values (drsn_rescale)."""
+    return np.array([clamp(p["out_zp"] + mbqm(int(v) - p["in_zp"], p["mult"], p["shift"], single),
+                           p["act_min"], p["act_max"]) for v in t], np.int8)
+
+
+def mul_table(ta: np.ndarray, tb: np.ndarray, p: dict, single: bool) -> np.ndarray:
+    return np.array([clamp(p["out_zp"] + mbqm((int(a) + p["a_off"]) * (int(b) + p["b_off"]), p["mult"], p["shift"],
+                                               single), p["act_min"], p["act_max"]) for a, b in zip(ta, tb)], np.int8)
+
+
+def addsub_table(ta: np.ndarray, tb: np.ndarray, p: dict, single: bool) -> np.ndarray:
+    ls = p["left_shift"]
+
+    def side(v, off, m, s):
+        return mbqm(_wrap32((int(v) + off) << ls), m, s, single)
+
+    out = []
+    for a, b in zip(ta, tb):
+        sa = side(a, p["a_off"], p["a_mult"], p["a_shift"])
+        sb = side(b, p["b_off"], p["b_mult"], p["b_shift"])
+        raw = sa + sb if p["sign"] > 0 else sa - sb
+        out.append(clamp(mbqm(raw, p["out_mult"], p["out_shift"], single) + p["out_zp"], p["act_min"], p["act_max"]))
+    return np.array(out, np.int8)
+
+
+IDENTITY = np.arange(256).astype(np.uint8).view(np.int8)   # table[(uint8)v] == v

@@ -8,7 +8,7 @@
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 #define DRSN_SXTB16(x) ((uint32_t)__sxtb16(x))
-#define DRSN_SXTB16_ROR8(x) ((uint32_t)__sxtb16(__ror((x), 8)))
+#define DRSN_SXTB16_ROR8(x) ((uint32_t)__sxtb16(((x) >> 8) | ((x) << 24))) /* one SXTB16 with ROR #8 */
 #define DRSN_SMLAD(a, b, acc) __smlad((int32_t)(a), (int32_t)(b), (acc))
 #else
 /* Same results as the ARM instructions, for testing the fast path's arithmetic on any host. */
@@ -35,7 +35,8 @@ static inline uint32_t drsn_load32(const int8_t *p) {
 }
 
 static inline int8_t drsn_requant(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
-  return (int8_t)drsn_clamp(drsn_mbqm(acc, mult, shift) + zp, lo, hi);
+  const drsn_rq_t q = drsn_rq(mult, shift);
+  return (int8_t)drsn_clamp(drsn_rq_apply(&q, acc) + zp, lo, hi);
 }
 
 /* ---- convolution ------------------------------------------------------------------------------ */
@@ -65,80 +66,104 @@ static void unpack_pairs(const int8_t *x, int kc4, uint32_t *dst) {
   }
 }
 
+/* Four output positions per pass: each weight word is loaded and unpacked once for four windows. */
+static void conv_quad(const drsn_conv_t *p, const int8_t *in, int8_t *out, int ow, const int kc4) {
+  const int kc = p->k * p->in_c, out_c = p->out_c;
+  const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  int8_t win[4][DRSN_CONV_MAX_KC];
+  uint32_t col[4][DRSN_CONV_MAX_KC / 2 + 2];
+  for (int s = 0; s < 4; ++s) unpack_pairs(conv_window(p, in, ow + s, win[s]), kc4, col[s]);
+  int8_t *o = out + ow * out_c;
+  const int8_t *w = p->w;
+  for (int co = 0; co < out_c; ++co, w += kc) {
+    int32_t a0 = p->bias[co], a1 = a0, a2 = a0, a3 = a0;
+    for (int j = 0; j < kc4; ++j) {
+      const uint32_t wv = drsn_load32(w + 4 * j);
+      const uint32_t wa = DRSN_SXTB16(wv), wb = DRSN_SXTB16_ROR8(wv);
+      a0 = DRSN_SMLAD(col[0][2 * j + 1], wb, DRSN_SMLAD(col[0][2 * j], wa, a0));
+      a1 = DRSN_SMLAD(col[1][2 * j + 1], wb, DRSN_SMLAD(col[1][2 * j], wa, a1));
+      a2 = DRSN_SMLAD(col[2][2 * j + 1], wb, DRSN_SMLAD(col[2][2 * j], wa, a2));
+      a3 = DRSN_SMLAD(col[3][2 * j + 1], wb, DRSN_SMLAD(col[3][2 * j], wa, a3));
+    }
+    const drsn_rq_t q = drsn_rq(p->mult[co], p->shift[co]);
+    o[co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a0) + zp, lo, hi);
+    o[out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a1) + zp, lo, hi);
+    o[2 * out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a2) + zp, lo, hi);
+    o[3 * out_c + co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, a3) + zp, lo, hi);
+  }
+}
+
+static void conv_single(const drsn_conv_t *p, const int8_t *in, int8_t *out, int ow) {
+  const int kc = p->k * p->in_c;
+  int8_t win[DRSN_CONV_MAX_KC];
+  const int8_t *x = conv_window(p, in, ow, win);
+  const int8_t *w = p->w;
+  for (int co = 0; co < p->out_c; ++co, w += kc) {
+    int32_t acc = p->bias[co];
+    for (int t = 0; t < kc; ++t) acc += (int32_t)w[t] * x[t];
+    out[ow * p->out_c + co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+  }
+}
+
 void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
-  const int kc = p->k * p->in_c, kc4 = kc >> 2, tail = kc & 3;
-  int8_t win0[DRSN_CONV_MAX_KC], win1[DRSN_CONV_MAX_KC];
-  uint32_t col0[DRSN_CONV_MAX_KC / 2 + 2], col1[DRSN_CONV_MAX_KC / 2 + 2];
   int ow = 0;
-  for (; ow + 1 < p->out_w; ow += 2) {
-    const int8_t *x0 = conv_window(p, in, ow, win0), *x1 = conv_window(p, in, ow + 1, win1);
-    unpack_pairs(x0, kc4, col0);
-    unpack_pairs(x1, kc4, col1);
-    int8_t *o0 = out + ow * p->out_c, *o1 = o0 + p->out_c;
-    const int8_t *w = p->w;
-    for (int co = 0; co < p->out_c; ++co, w += kc) {
-      int32_t a0 = p->bias[co], a1 = a0;
-      for (int j = 0; j < kc4; ++j) {
-        const uint32_t wv = drsn_load32(w + 4 * j);
-        const uint32_t wa = DRSN_SXTB16(wv), wb = DRSN_SXTB16_ROR8(wv);
-        a0 = DRSN_SMLAD(col0[2 * j], wa, a0);
-        a0 = DRSN_SMLAD(col0[2 * j + 1], wb, a0);
-        a1 = DRSN_SMLAD(col1[2 * j], wa, a1);
-        a1 = DRSN_SMLAD(col1[2 * j + 1], wb, a1);
-      }
-      for (int t = kc - tail; t < kc; ++t) {
-        a0 += (int32_t)w[t] * x0[t];
-        a1 += (int32_t)w[t] * x1[t];
-      }
-      o0[co] = drsn_requant(a0, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
-      o1[co] = drsn_requant(a1, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
-    }
-  }
-  for (; ow < p->out_w; ++ow) {
-    const int8_t *x = conv_window(p, in, ow, win0);
-    const int8_t *w = p->w;
-    for (int co = 0; co < p->out_c; ++co, w += kc) {
-      int32_t acc = p->bias[co];
-      for (int t = 0; t < kc; ++t) acc += (int32_t)w[t] * x[t];
-      out[ow * p->out_c + co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
-    }
-  }
+  const int kc = p->k * p->in_c;
+  if ((kc & 3) == 0)
+    for (; ow + 3 < p->out_w; ow += 4) conv_quad(p, in, out, ow, kc >> 2);
+  for (; ow < p->out_w; ++ow) conv_single(p, in, out, ow);
 }
 #else
 void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out) {
-  const int kc = p->k * p->in_c;
+  const int kc = p->k * p->in_c, out_c = p->out_c, out_w = p->out_w;
+  const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  const int32_t *bias = p->bias, *mult = p->mult;
+  const int8_t *shift = p->shift;
   int8_t win[DRSN_CONV_MAX_KC];
-  for (int ow = 0; ow < p->out_w; ++ow) {
+  for (int ow = 0; ow < out_w; ++ow) {
     const int8_t *x = conv_window(p, in, ow, win);
     const int8_t *w = p->w;
-    int8_t *o = out + ow * p->out_c;
-    for (int co = 0; co < p->out_c; ++co, w += kc) {
-      int32_t acc = p->bias[co];
+    int8_t *o = out + ow * out_c;
+    for (int co = 0; co < out_c; ++co, w += kc) {
+      int32_t acc = bias[co];
       int t = 0;
       for (; t + 4 <= kc; t += 4)
         acc += (int32_t)w[t] * x[t] + (int32_t)w[t + 1] * x[t + 1] + (int32_t)w[t + 2] * x[t + 2] +
                (int32_t)w[t + 3] * x[t + 3];
       for (; t < kc; ++t) acc += (int32_t)w[t] * x[t];
-      o[co] = drsn_requant(acc, p->mult[co], p->shift[co], p->out_zp, p->act_min, p->act_max);
+      const drsn_rq_t q = drsn_rq(mult[co], shift[co]);
+      o[co] = (int8_t)drsn_clamp(drsn_rq_apply(&q, acc) + zp, lo, hi);
     }
   }
 }
 #endif
 
 void drsn_dwconv(const drsn_dwconv_t *p, const int8_t *in, int8_t *out) {
-  const int m = p->depth_mult;
-  for (int ow = 0; ow < p->out_w; ++ow) {
-    const int start = ow * p->stride - p->pad;
-    int8_t *o = out + ow * p->out_c;
-    for (int oc = 0; oc < p->out_c; ++oc) {
+  const int m = p->depth_mult, k = p->k, in_w = p->in_w, in_c = p->in_c, out_c = p->out_c;
+  const int stride = p->stride, pad = p->pad, out_w = p->out_w;
+  const int32_t in_zp = p->in_zp, zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  const int32_t *bias = p->bias, *mult = p->mult;
+  const int8_t *shift = p->shift, *w = p->w;
+  if (k == 1 && m == 1 && stride == 1 && pad == 0 && out_c <= DRSN_MAX_CHAN) { /* a folded BatchNorm */
+    drsn_rq_t q[DRSN_MAX_CHAN];
+    for (int oc = 0; oc < out_c; ++oc) q[oc] = drsn_rq(mult[oc], shift[oc]);
+    for (int ow = 0; ow < out_w; ++ow, in += in_c, out += out_c)
+      for (int oc = 0; oc < out_c; ++oc)
+        out[oc] = (int8_t)drsn_clamp(drsn_rq_apply(&q[oc], w[oc] * in[oc] + bias[oc]) + zp, lo, hi);
+    return;
+  }
+  for (int ow = 0; ow < out_w; ++ow) {
+    const int start = ow * stride - pad;
+    int8_t *o = out + ow * out_c;
+    for (int oc = 0; oc < out_c; ++oc) {
       const int ic = oc / m;
-      int32_t acc = p->bias[oc];
-      for (int t = 0; t < p->k; ++t) {
+      int32_t acc = bias[oc];
+      for (int t = 0; t < k; ++t) {
         const int pos = start + t;
-        const int32_t x = (pos >= 0 && pos < p->in_w) ? in[pos * p->in_c + ic] : p->in_zp;
-        acc += (int32_t)p->w[t * p->out_c + oc] * x;
+        const int32_t x = (pos >= 0 && pos < in_w) ? in[pos * in_c + ic] : in_zp;
+        acc += (int32_t)w[t * out_c + oc] * x;
       }
-      o[oc] = drsn_requant(acc, p->mult[oc], p->shift[oc], p->out_zp, p->act_min, p->act_max);
+      const drsn_rq_t q = drsn_rq(mult[oc], shift[oc]);
+      o[oc] = (int8_t)drsn_clamp(drsn_rq_apply(&q, acc) + zp, lo, hi);
     }
   }
 }
@@ -155,55 +180,86 @@ void drsn_fc(const drsn_fc_t *p, const int8_t *in, int8_t *out) {
 
 /* ---- element-wise --------------------------------------------------------------------------- */
 
-static inline int32_t addsub_side(int32_t v, int32_t left_shift, int32_t mult, int32_t shift) {
-  return drsn_mbqm((int32_t)((uint32_t)v << left_shift), mult, shift);
+static inline int32_t lut8(const int8_t *lut, int8_t v) { return lut ? lut[(uint8_t)v] : v; }
+
+/* The scaled operand of ADD/SUB, MBQM((v + offset) << left_shift), negated for SUB's second operand
+ * (TFLM subtracts the scaled values: the same int32 result). */
+static void side_table(int32_t *t, const int8_t *lut, int32_t off, int32_t ls, const drsn_rq_t *q, int32_t sign) {
+  for (int v = -128; v < 128; ++v)
+    t[(uint8_t)v] = sign * drsn_rq_apply(q, (int32_t)((uint32_t)(lut8(lut, (int8_t)v) + off) << ls));
 }
 
-void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
-  const int32_t ls = p->left_shift;
-  int32_t hoisted[DRSN_MAX_CHAN];
-  const int chan = p->chan;
-  if (p->bcast == DRSN_BC_B_CHAN || p->bcast == DRSN_BC_B_SCALAR) {
-    const int nc = p->bcast == DRSN_BC_B_CHAN ? chan : 1;
-    for (int c = 0; c < nc; ++c) hoisted[c] = p->sign * addsub_side(b[c] + p->b_off, ls, p->b_mult, p->b_shift);
-    for (int i = 0; i < p->n; i += chan)
-      for (int c = 0; c < chan; ++c) {
-        const int32_t sa = addsub_side(a[i + c] + p->a_off, ls, p->a_mult, p->a_shift);
-        const int32_t raw = sa + hoisted[nc == 1 ? 0 : c];
-        out[i + c] = drsn_requant(raw, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
-      }
-  } else if (p->bcast == DRSN_BC_A_CHAN || p->bcast == DRSN_BC_A_SCALAR) {
-    const int nc = p->bcast == DRSN_BC_A_CHAN ? chan : 1;
-    for (int c = 0; c < nc; ++c) hoisted[c] = addsub_side(a[c] + p->a_off, ls, p->a_mult, p->a_shift);
-    for (int i = 0; i < p->n; i += chan)
-      for (int c = 0; c < chan; ++c) {
-        const int32_t sb = addsub_side(b[i + c] + p->b_off, ls, p->b_mult, p->b_shift);
-        const int32_t raw = hoisted[nc == 1 ? 0 : c] + p->sign * sb;
-        out[i + c] = drsn_requant(raw, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
-      }
-  } else {
-    for (int i = 0; i < p->n; ++i) {
-      const int32_t sa = addsub_side(a[i] + p->a_off, ls, p->a_mult, p->a_shift);
-      const int32_t sb = addsub_side(b[i] + p->b_off, ls, p->b_mult, p->b_shift);
-      out[i] = drsn_requant(sa + p->sign * sb, p->out_mult, p->out_shift, p->out_zp, p->act_min, p->act_max);
+void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out, int32_t *tables) {
+  const int32_t ls = p->left_shift, n = p->n, chan = p->chan, bcast = p->bcast, sign = p->sign;
+  const int32_t a_off = p->a_off, b_off = p->b_off, zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  const drsn_rq_t qa = drsn_rq(p->a_mult, p->a_shift), qb = drsn_rq(p->b_mult, p->b_shift);
+  const drsn_rq_t qo = drsn_rq(p->out_mult, p->out_shift);
+  const int8_t *a_lut = p->a_lut, *b_lut = p->b_lut;
+  const int a_small = bcast == DRSN_BC_A_CHAN || bcast == DRSN_BC_A_SCALAR;
+  const int b_small = bcast == DRSN_BC_B_CHAN || bcast == DRSN_BC_B_SCALAR;
+  int32_t hoisted[DRSN_MAX_CHAN] = {0};
+  if (a_small || b_small) {
+    const int nc = (bcast == DRSN_BC_A_CHAN || bcast == DRSN_BC_B_CHAN) ? chan : 1;
+    for (int c = 0; c < nc; ++c) {
+      const int32_t v = a_small ? lut8(a_lut, a[c]) + a_off : lut8(b_lut, b[c]) + b_off;
+      const int32_t sv = drsn_rq_apply(a_small ? &qa : &qb, (int32_t)((uint32_t)v << ls));
+      hoisted[c] = a_small ? sv : sign * sv;
     }
+    for (int c = nc; c < chan; ++c) hoisted[c] = hoisted[0];
   }
+  if (tables) { /* one table lookup per full-size operand, one multiplier per output value */
+    int32_t *ta = tables, *tb = tables + 256;
+    if (!a_small) side_table(ta, a_lut, a_off, ls, &qa, 1);
+    if (!b_small) side_table(tb, b_lut, b_off, ls, &qb, sign);
+    /* TFLM checks that the output multiplier is below one: a right shift only */
+    const int32_t om = qo.m, right = qo.right, mask = qo.mask, half = qo.half;
+#define DRSN_ADDSUB_OUT(raw)                                                                       \
+  do {                                                                                             \
+    const int32_t h_ = (int32_t)(((int64_t)(raw) * om + ((int64_t)1 << 30)) >> 31);               \
+    const int32_t r_ = (h_ >> right) + ((h_ & mask) > (half - (h_ >> 31)) ? 1 : 0) + zp;            \
+    out[i] = (int8_t)(r_ < lo ? lo : (r_ > hi ? hi : r_));                                         \
+  } while (0)
+    if (qo.left == 0 && !a_small && !b_small) {
+      const uint8_t *ua = (const uint8_t *)a, *ub = (const uint8_t *)b;
+      for (int32_t i = 0; i < n; ++i) DRSN_ADDSUB_OUT(ta[ua[i]] + tb[ub[i]]);
+      return;
+    }
+    if (qo.left == 0) {
+      const uint8_t *full = (const uint8_t *)(a_small ? b : a);
+      const int32_t *t = a_small ? tb : ta;
+      for (int32_t i0 = 0; i0 < n; i0 += chan)
+        for (int32_t c = 0, i = i0; c < chan; ++c, ++i) DRSN_ADDSUB_OUT(t[full[i]] + hoisted[c]);
+      return;
+    }
+#undef DRSN_ADDSUB_OUT
+  }
+  for (int32_t i = 0; i < n; i += chan)
+    for (int32_t c = 0; c < chan; ++c) {
+      const int32_t sa = a_small ? hoisted[c]
+                                 : drsn_rq_apply(&qa, (int32_t)((uint32_t)(lut8(a_lut, a[i + c]) + a_off) << ls));
+      const int32_t sb = b_small ? hoisted[c]
+                                 : sign * drsn_rq_apply(&qb, (int32_t)((uint32_t)(lut8(b_lut, b[i + c]) + b_off) << ls));
+      out[i + c] = (int8_t)drsn_clamp(drsn_rq_apply(&qo, sa + sb) + zp, lo, hi);
+    }
 }
 
 void drsn_mul(const drsn_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
-  const int chan = p->chan;
-  for (int i = 0; i < p->n; i += chan)
-    for (int c = 0; c < chan; ++c) {
-      const int ia = (p->bcast == DRSN_BC_A_CHAN) ? c : (p->bcast == DRSN_BC_A_SCALAR ? 0 : i + c);
-      const int ib = (p->bcast == DRSN_BC_B_CHAN) ? c : (p->bcast == DRSN_BC_B_SCALAR ? 0 : i + c);
-      const int32_t prod = (a[ia] + p->a_off) * (b[ib] + p->b_off);
-      out[i + c] = drsn_requant(prod, p->mult, p->shift, p->out_zp, p->act_min, p->act_max);
+  const int32_t chan = p->chan, n = p->n, bcast = p->bcast, a_off = p->a_off, b_off = p->b_off;
+  const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  const drsn_rq_t q = drsn_rq(p->mult, p->shift);
+  for (int32_t i = 0; i < n; i += chan)
+    for (int32_t c = 0; c < chan; ++c) {
+      const int32_t ia = (bcast == DRSN_BC_A_CHAN) ? c : (bcast == DRSN_BC_A_SCALAR ? 0 : i + c);
+      const int32_t ib = (bcast == DRSN_BC_B_CHAN) ? c : (bcast == DRSN_BC_B_SCALAR ? 0 : i + c);
+      const int32_t prod = (a[ia] + a_off) * (b[ib] + b_off);
+      out[i + c] = (int8_t)drsn_clamp(drsn_rq_apply(&q, prod) + zp, lo, hi);
     }
 }
 
 void drsn_rescale(const drsn_rescale_t *p, const int8_t *in, int8_t *out) {
-  for (int i = 0; i < p->n; ++i)
-    out[i] = drsn_requant(in[i] - p->in_zp, p->mult, p->shift, p->out_zp, p->act_min, p->act_max);
+  const int32_t n = p->n, in_zp = p->in_zp, zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+  const drsn_rq_t q = drsn_rq(p->mult, p->shift);
+  for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)drsn_clamp(drsn_rq_apply(&q, in[i] - in_zp) + zp, lo, hi);
 }
 
 void drsn_lut(const drsn_lut_t *p, const int8_t *in, int8_t *out) {
@@ -270,18 +326,31 @@ void drsn_logistic(const drsn_logistic_t *p, const int8_t *in, int8_t *out) {
 /* ---- reductions, pooling, data movement ------------------------------------------------------- */
 
 void drsn_mean(const drsn_mean_t *p, const int8_t *in, int8_t *out, int32_t *acc) {
-  const int32_t zp_sum = p->in_zp * p->reduce;
-  for (int o = 0; o < p->outer; ++o) {
-    for (int i = 0; i < p->inner; ++i) acc[i] = 0;
-    const int8_t *x = in + o * p->reduce * p->inner;
-    for (int r = 0; r < p->reduce; ++r, x += p->inner)
-      for (int i = 0; i < p->inner; ++i) acc[i] += x[i];
-    for (int i = 0; i < p->inner; ++i)
-      out[o * p->inner + i] = drsn_requant(acc[i] - zp_sum, p->mult, p->shift, p->out_zp, -128, 127);
+  const int32_t outer = p->outer, reduce = p->reduce, inner = p->inner, zp = p->out_zp;
+  const int32_t zp_sum = p->in_zp * reduce;
+  const int8_t *lut = p->lut;
+  const drsn_rq_t q = drsn_rq(p->mult, p->shift);
+  for (int32_t o = 0; o < outer; ++o) {
+    for (int32_t i = 0; i < inner; ++i) acc[i] = 0;
+    const int8_t *x = in + o * reduce * inner;
+    if (lut)
+      for (int32_t r = 0; r < reduce; ++r, x += inner)
+        for (int32_t i = 0; i < inner; ++i) acc[i] += lut[(uint8_t)x[i]];
+    else
+      for (int32_t r = 0; r < reduce; ++r, x += inner)
+        for (int32_t i = 0; i < inner; ++i) acc[i] += x[i];
+    for (int32_t i = 0; i < inner; ++i)
+      out[o * inner + i] = (int8_t)drsn_clamp(drsn_rq_apply(&q, acc[i] - zp_sum) + zp, -128, 127);
   }
 }
 
 void drsn_avgpool(const drsn_avgpool_t *p, const int8_t *in, int8_t *out) {
+  if (p->k == 1 && p->pad == 0) { /* subsampling: the average of one value is the value */
+    for (int ow = 0; ow < p->out_w; ++ow)
+      for (int c = 0; c < p->c; ++c)
+        out[ow * p->c + c] = (int8_t)drsn_clamp(in[ow * p->stride * p->c + c], p->act_min, p->act_max);
+    return;
+  }
   for (int ow = 0; ow < p->out_w; ++ow) {
     const int start = ow * p->stride - p->pad;
     const int fs = start < 0 ? -start : 0;
@@ -321,10 +390,12 @@ void drsn_transpose(const drsn_transpose_t *p, const int8_t *in, int8_t *out) {
                         i3 * stride[p->perm[3]]];
 }
 
-void drsn_concat(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *chunks, int8_t *out) {
+void drsn_concat(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *chunks, const int8_t *fills,
+                 int8_t *out) {
   for (int32_t o = 0; o < outer; ++o)
     for (int32_t i = 0; i < n; ++i) {
-      memcpy(out, ins[i] + o * chunks[i], (size_t)chunks[i]);
+      if (ins[i]) memcpy(out, ins[i] + o * chunks[i], (size_t)chunks[i]);
+      else memset(out, fills[i], (size_t)chunks[i]);
       out += chunks[i];
     }
 }

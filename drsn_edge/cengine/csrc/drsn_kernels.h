@@ -16,6 +16,11 @@
 #include <stdint.h>
 #include "drsn_config.h"
 
+/* Profiling hooks around every kernel call of drsn_infer (kernel index i): empty unless a profiler
+ * defines them, e.g. with -DDRSN_HOOKS_HEADER='"my_hooks.h"'. */
+#if defined(DRSN_HOOKS_HEADER)
+#include DRSN_HOOKS_HEADER
+#endif
 #ifndef DRSN_KERNEL_BEGIN
 #define DRSN_KERNEL_BEGIN(i) ((void)0)
 #endif
@@ -26,24 +31,21 @@
 /* ---- fixed-point helpers (TFLM/gemmlowp arithmetic) ------------------------------------------ */
 
 static inline int32_t drsn_sat_rdh_mul(int32_t a, int32_t b) {
-  /* saturating rounding doubling high multiply (VQRDMULH semantics) */
+  /* saturating rounding doubling high multiply (VQRDMULH semantics). Truncating (ab + nudge) / 2^31
+   * with the sign-dependent nudge equals floor((ab + 2^30) / 2^31) for every product. */
   if (a == b && a == INT32_MIN) return INT32_MAX;
-  int64_t ab = (int64_t)a * (int64_t)b;
-  int64_t v = ab + (ab >= 0 ? (int64_t)(1 << 30) : (int64_t)(1 - (1 << 30)));
-  /* division by 2^31 truncating toward zero, without a 64-bit division */
-  if (v < 0) v += ((int64_t)1 << 31) - 1;
-  return (int32_t)(v >> 31);
+  return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
 static inline int32_t drsn_rdiv_pot(int32_t x, int e) {
-  /* round-to-nearest (ties away from zero) division by 2^e */
-  const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
-  const int32_t rem = x & mask;
-  const int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
-  return (x >> e) + (rem > thr ? 1 : 0);
+  /* rounding division by 2^e, halves away from zero (gemmlowp RoundingDivideByPOT) */
+  const int32_t mask = (int32_t)((1u << e) - 1u);
+  const int32_t thr = (mask >> 1) - (x >> 31);
+  return (x >> e) + ((x & mask) > thr ? 1 : 0);
 }
 
 static inline int32_t drsn_mbqm(int32_t x, int32_t m, int32_t shift) {
+  /* MultiplyByQuantizedMultiplier; m >= 0, so the saturating case of the doubling multiply cannot occur */
 #if DRSN_SINGLE_ROUNDING
   const int total = 31 - shift;
   const int64_t r = ((int64_t)x * (int64_t)m + ((int64_t)1 << (total - 1))) >> total;
@@ -51,7 +53,33 @@ static inline int32_t drsn_mbqm(int32_t x, int32_t m, int32_t shift) {
 #else
   const int left = shift > 0 ? shift : 0;
   const int right = shift > 0 ? 0 : -shift;
-  return drsn_rdiv_pot(drsn_sat_rdh_mul((int32_t)((uint32_t)x << left), m), right);
+  const int32_t hi = (int32_t)(((int64_t)(int32_t)((uint32_t)x << left) * (int64_t)m + ((int64_t)1 << 30)) >> 31);
+  return drsn_rdiv_pot(hi, right);
+#endif
+}
+
+/* A multiplier with its shifts split once per kernel (or channel), applied per value. */
+typedef struct {
+  int32_t m, mask, half;
+  int left, right;
+} drsn_rq_t;
+
+static inline drsn_rq_t drsn_rq(int32_t m, int32_t shift) {
+  drsn_rq_t q;
+  q.m = m;
+  q.left = shift > 0 ? shift : 0;
+  q.right = shift > 0 ? 0 : -shift;
+  q.mask = (int32_t)((1u << q.right) - 1u);
+  q.half = q.mask >> 1;
+  return q;
+}
+
+static inline int32_t drsn_rq_apply(const drsn_rq_t *q, int32_t x) {
+#if DRSN_SINGLE_ROUNDING
+  return drsn_mbqm(x, q->m, q->left - q->right);
+#else
+  const int32_t hi = (int32_t)(((int64_t)(int32_t)((uint32_t)x << q->left) * (int64_t)q->m + ((int64_t)1 << 30)) >> 31);
+  return (hi >> q->right) + ((hi & q->mask) > (q->half - (hi >> 31)) ? 1 : 0);
 #endif
 }
 
@@ -92,25 +120,37 @@ typedef struct {            /* FULLY_CONNECTED */
 enum { DRSN_BC_NONE = 0, DRSN_BC_B_CHAN = 1, DRSN_BC_A_CHAN = 2, DRSN_BC_B_SCALAR = 3, DRSN_BC_A_SCALAR = 4 };
 
 typedef struct {            /* ADD and SUB (sign = -1) */
-  int32_t n, chan;          /* elements of the output; channels (innermost dim) for broadcasting */
-  int32_t a_off, b_off, out_zp, act_min, act_max, left_shift, sign, bcast;
-  int32_t a_mult, a_shift, b_mult, b_shift, out_mult, out_shift;
+  int32_t n;                /* elements of the output */
+  int32_t a_mult, b_mult, out_mult;
+  const int8_t *a_lut, *b_lut; /* optional int8 -> int8 functions applied to the operands first */
+  int16_t chan;             /* channels (innermost dimension), for broadcasting */
+  int16_t a_off, b_off, out_zp, act_min, act_max;
+  int8_t left_shift, sign, bcast, a_shift, b_shift, out_shift;
 } drsn_addsub_t;
 
 typedef struct {            /* MUL */
-  int32_t n, chan, a_off, b_off, out_zp, act_min, act_max, bcast, mult, shift;
+  int32_t n, mult;
+  int16_t chan, a_off, b_off, out_zp, act_min, act_max;
+  int8_t bcast, shift;
 } drsn_mul_t;
 
 typedef struct {            /* RELU / QUANTIZE (int8 -> int8): out = clamp(zp_o + MBQM(x - zp_i)) */
-  int32_t n, in_zp, out_zp, act_min, act_max, mult, shift;
+  int32_t n, mult;
+  int16_t in_zp, out_zp, act_min, act_max;
+  int8_t shift;
 } drsn_rescale_t;
 
 typedef struct {            /* LOGISTIC (output scale 1/256, zero point -128) */
-  int32_t n, in_zp, radius, mult, shift;
+  int32_t n, radius, mult;
+  int16_t in_zp;
+  int8_t shift;
 } drsn_logistic_t;
 
 typedef struct {            /* MEAN over a contiguous block of axes: [outer][reduce][inner] */
-  int32_t outer, reduce, inner, in_zp, out_zp, mult, shift;
+  int32_t outer, reduce, inner, mult;
+  const int8_t *lut;        /* optional int8 -> int8 function applied to the input first */
+  int16_t in_zp, out_zp;
+  int8_t shift;
 } drsn_mean_t;
 
 typedef struct {            /* AVERAGE_POOL_2D with height 1 */
@@ -133,7 +173,8 @@ typedef struct {            /* a 256-entry table for an int8 -> int8 function co
 void drsn_conv(const drsn_conv_t *p, const int8_t *in, int8_t *out);
 void drsn_dwconv(const drsn_dwconv_t *p, const int8_t *in, int8_t *out);
 void drsn_fc(const drsn_fc_t *p, const int8_t *in, int8_t *out);
-void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+/* tables: NULL, or int32 scratch [512] for the scaled values of both operands (faster on large tensors) */
+void drsn_addsub(const drsn_addsub_t *p, const int8_t *a, const int8_t *b, int8_t *out, int32_t *tables);
 void drsn_mul(const drsn_mul_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 void drsn_rescale(const drsn_rescale_t *p, const int8_t *in, int8_t *out);
 void drsn_logistic(const drsn_logistic_t *p, const int8_t *in, int8_t *out);
@@ -143,7 +184,9 @@ void drsn_pad(const drsn_pad_t *p, const int8_t *in, int8_t *out);
 void drsn_copy(int32_t n, const int8_t *in, int8_t *out);
 void drsn_transpose(const drsn_transpose_t *p, const int8_t *in, int8_t *out);
 void drsn_lut(const drsn_lut_t *p, const int8_t *in, int8_t *out);
-void drsn_concat(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *chunks, int8_t *out);
+/* ins[i] == NULL: input i is a constant of one value, fills[i] */
+void drsn_concat(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *chunks, const int8_t *fills,
+                 int8_t *out);
 
 /* exposed for tests: gemmlowp's fixed-point logistic, Q4.27 in, Q0.31 out */
 int32_t drsn_logistic_q4(int32_t a);
