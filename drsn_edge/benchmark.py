@@ -65,8 +65,9 @@ class Bench:
     force_build: bool = False
     progress: Callable = lambda *a, **k: None
 
-    def built(self, target: str, folder: str, **given):
-        """(runner factory, artifact, build seconds or None when reused) of a build in the work folder."""
+    def built(self, target: str, folder: str, engine: str | None = None, device: str | None = None, **given):
+        """(runner factory, artifact, build seconds or None when reused) of a build in the work folder;
+        `engine` picks a microcontroller engine (c, tflm), `device` where the runner runs (None: here)."""
         from .backends.base import is_build_folder, load_build
         from .build import build
         from .fileio import sha256_file
@@ -77,18 +78,19 @@ class Bench:
             m = b.manifest
             same = (m.get("source_model_sha256") == sha256_file(self.model_path) and m.get("target") == target
                     and m.get("eval_spec") == self.spec.to_json()
+                    and (engine is None or m.get("backend") == engine)
                     and all(m.get("options", {}).get(k) == v for k, v in given.items()))
             if same:
-                return (lambda: b.runner(None)), b.artifact, None
+                return (lambda: b.runner(device)), b.artifact, None
         tdir = self.work / "targets"
         tdir.mkdir(parents=True, exist_ok=True)
         for name, body in _WORK_TARGETS.items():
             (tdir / f"{name}.toml").write_text(f'name = "{name}"\n{body}')
         self.progress(f"build {folder}")
         t0 = time.perf_counter()
-        build(target, self.model_path, [str(tdir)], out_dir=out, spec=self.spec, force=True, **given)
+        build(target, self.model_path, [str(tdir)], out_dir=out, spec=self.spec, force=True, engine=engine, **given)
         b = load_build(out)
-        return (lambda: b.runner(None)), b.artifact, time.perf_counter() - t0
+        return (lambda: b.runner(device)), b.artifact, time.perf_counter() - t0
 
 
 @dataclass
@@ -114,9 +116,10 @@ class BenchmarkResult:
 
 
 # ---------------------------------------------------------------------------------------------- formats
-def _target_build(target: str, folder: str, **given) -> Callable:
+def _target_build(target: str, folder: str, engine: str | None = None, device: str | None = None,
+                  **given) -> Callable:
     def make(b: Bench):
-        return b.built(target, folder, **given)
+        return b.built(target, folder, engine, device, **given)
     return make
 
 
@@ -151,10 +154,6 @@ def _torch_runner(b: Bench):
     return (lambda: TorchRunner(b.bundle.model)), Path(b.model_path), None
 
 
-def _missing_module(name: str, what: str) -> Callable:
-    return lambda: None if importlib.util.find_spec(name) else f"{what} ({name}) is not available in this installation"
-
-
 def _no_qemu() -> str | None:
     from .devices import DEVICES
 
@@ -165,8 +164,26 @@ def _no_tensorrt() -> str | None:
     return None if importlib.util.find_spec("tensorrt") else "TensorRT is not installed here (it runs on a Jetson or an NVIDIA GPU)"
 
 
-def _later(b: Bench):  # pragma: no cover - replaced when the engine lands
-    raise InputError("not wired yet")
+def _no_c_engine() -> str | None:
+    import shutil
+
+    if not importlib.util.find_spec("drsn_edge.cengine"):
+        return "the C engine (drsn_edge.cengine) is not available in this installation"
+    return None if shutil.which("gcc") or shutil.which("cc") else "the C engine runs here through gcc, which is missing"
+
+
+def _no_qemu_engine() -> str | None:
+    import shutil
+
+    if _no_c_engine() or _no_qemu():
+        return _no_c_engine() or _no_qemu()
+    if not shutil.which("arm-none-eabi-gcc") or not shutil.which("qemu-system-arm"):
+        return "the emulated Cortex-M needs arm-none-eabi-gcc and qemu-system-arm, missing here"
+    return None
+
+
+def _later(b: Bench):  # pragma: no cover - a format whose runner is not wired yet
+    raise InputError("no runner for this format yet")
 
 
 FORMATS: list[Format] = [
@@ -175,10 +192,11 @@ FORMATS: list[Format] = [
     Format("onnx int8 QDQ", _target_build("bench-onnxruntime", "onnx-int8", precision="int8")),
     Format("litert int8", _target_build("bench-litert", "litert-int8")),
     Format("host (fastest kept)", _target_build("host", "host")),
-    Format("tflm int8 (host)", _target_build("qemu-m7", "tflm")),
-    Format("tflm int8 on qemu-m7", _later, _no_qemu),
-    Format("c engine int8 (host)", _later, _missing_module("drsn_edge.cengine", "the C engine")),
-    Format("c engine int8 on qemu-m7", _later, lambda: _missing_module("drsn_edge.cengine", "the C engine")() or _no_qemu()),
+    Format("tflm int8 (host)", _target_build("qemu-m7", "tflm", engine="tflm")),
+    Format("c engine int8 (host)", _target_build("qemu-m7", "c-engine", engine="c"), _no_c_engine),
+    Format("c engine int8 on qemu-m7", _target_build("qemu-m7", "c-engine", engine="c", device="qemu"), _no_qemu_engine),
+    Format("tflm int8 on qemu-m7", _later, lambda: "the TFLite Micro firmware runs on boards; on QEMU the C engine "
+           "stands for it (bit-exact with TFLite Micro)"),
     Format("tensorrt", _later, _no_tensorrt),
 ]
 
