@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             continue
         show(name, profile(folder, repeats=a.repeats, warmup=20, report=str(Path(a.out) / name)))
     try:
-        profile(Path(a.work) / "tflm", repeats=a.repeats)
+        profile(Path(a.work) / "c-engine", repeats=a.repeats)
     except DrsnEdgeError as exc:
         print(f"\n== qemu-m7: skipped — {exc}")
     return 0

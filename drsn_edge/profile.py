@@ -23,8 +23,9 @@ from .errors import InputError, MissingDependencyError
 PROFILERS = {
     "tensorrt": "the TensorRT layer profiler runs on a Jetson through the device agent; profile the build "
                 "there (drsn-edge profile on the device)",
-    "tflm": "per-kernel instruction counts come from the C engine's markers on the emulated Cortex-M "
-            "(drsn_edge.cengine and the qemu device), not available in this installation",
+    "tflm": "TFLite Micro's interpreter has no per-op profiler here; build with --engine c for the C engine",
+    "c": "per-kernel instruction counts need markers around each kernel of the C engine, which this version "
+         "does not have yet (check --target qemu-m7 gives the whole inference's instruction count)",
 }
 
 
