@@ -161,7 +161,9 @@ def _no_qemu() -> str | None:
 
 
 def _no_tensorrt() -> str | None:
-    return None if importlib.util.find_spec("tensorrt") else "TensorRT is not installed here (it runs on a Jetson or an NVIDIA GPU)"
+    if importlib.util.find_spec("tensorrt"):
+        return None
+    return "TensorRT is not installed here (it runs on a Jetson or an NVIDIA GPU)"
 
 
 def _no_c_engine() -> str | None:
@@ -194,7 +196,8 @@ FORMATS: list[Format] = [
     Format("host (fastest kept)", _target_build("host", "host")),
     Format("tflm int8 (host)", _target_build("qemu-m7", "tflm", engine="tflm")),
     Format("c engine int8 (host)", _target_build("qemu-m7", "c-engine", engine="c"), _no_c_engine),
-    Format("c engine int8 on qemu-m7", _target_build("qemu-m7", "c-engine", engine="c", device="qemu"), _no_qemu_engine),
+    Format("c engine int8 on qemu-m7", _target_build("qemu-m7", "c-engine", engine="c", device="qemu"),
+           _no_qemu_engine),
     Format("tflm int8 on qemu-m7", _later, lambda: "the TFLite Micro firmware runs on boards; on QEMU the C engine "
            "stands for it (bit-exact with TFLite Micro)"),
     Format("tensorrt", _later, _no_tensorrt),
@@ -246,7 +249,7 @@ def measure(fmt: Format, b: Bench, ev, ref, warmup: int = 10) -> Row:
         source = runner.timing().source
         sweep = runner.sweep(ev.x[:32]) if hasattr(runner, "sweep") else {}
         hwm = _status_kib("VmHWM")
-    except Exception as exc:  # a format that fails is a row of the table, not the end of the benchmark
+    except Exception as exc:  # noqa: BLE001 - a format that fails is a row of the table, not the end of the run
         return Row(fmt.label, getattr(runner, "name", ""), "failed", _one_line(exc))
     finally:
         if runner is not None:

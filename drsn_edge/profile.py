@@ -98,7 +98,8 @@ def _rows(raw: list[dict]) -> list[dict]:
         t = float(r["time_us"])
         out.append({"name": r["name"], "module": r["module"], "block": block_of(r["module"]),
                     "shrinkage": in_shrinkage(r["module"]), "op_type": r["op_type"], "macs": int(r["macs"]),
-                    "time_us": t, "share": t / total, "macs_per_s": r["macs"] / (t * 1e-6) if t > 0 and r["macs"] else None})
+                    "time_us": t, "share": t / total,
+                    "macs_per_s": r["macs"] / (t * 1e-6) if t > 0 and r["macs"] else None})
     return out
 
 
