@@ -8,6 +8,7 @@ and ONNX Runtime fp32 and int8 QDQ, all with one intra-op thread."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,8 +116,6 @@ def build(ctx: BuildContext) -> BuildOutput:
                          "_cmp": cmp, "_extra": extra})
     choice = pick(measured, ctx.options.max_drop)
     (cands / choice["file"]).rename(ctx.out / choice["file"])
-    import shutil
-
     shutil.rmtree(cands)
     record = {"runtime": choice["runtime"], "precision": choice["precision"], "candidate": choice["candidate"],
               "reason": choice["reason"],
