@@ -93,7 +93,8 @@ class CheckResult:
     accuracy: float
     reference_accuracy: float
     accuracy_drop_pp: float
-    agreement_with_reference: float
+    agreement_with_reference: float  # bit-exact share vs TFLite Micro for .tflite builds, else top-1 vs float
+    agreement_with_float: float
     max_abs_diff: float
     sqnr_db: float
     latency_ms: dict
@@ -113,7 +114,15 @@ class CheckResult:
     report: dict | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Every field; microcontroller runs also carry their counts and measured memory at the top level."""
+        d = asdict(self)
+        c, m = self.device_counts or {}, self.memory or {}
+        if c:
+            d[f"{c['unit']}_per_inference"] = c["per_inference"]
+            d[f"{c['unit']}_per_mac"] = c["per_mac"]
+        if "activation_bytes" in m:
+            d["flash_bytes"], d["ram_bytes"] = m.get("flash_bytes"), m.get("ram_bytes")
+        return d
 
 
 def check_build_matches(build, target, model=None, calib=None) -> None:
@@ -236,13 +245,14 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     lat["_all"] = timing.latencies_ms
     extra = {"bit_exact_with_tflm": exact, "device_counts": _counts(timing, build),
              "latency_is_estimate": "estimate" in timing.source,
-             "reference": "float model (PyTorch); int8 outputs compared with TFLite Micro" if exact is not None
-             else "float model (PyTorch)"}
+             "reference": "TFLite Micro (int8 outputs, bit for bit); accuracy against the float model (PyTorch)"
+             if exact is not None else "float model (PyTorch)"}
     return CheckResult(**extra,
         target=target.name, device=url, runtime=runner.name, artifact=str(build.artifact), build_dir=str(build.folder),
         model=model_path, data=ev.description, eval_spec=spec.to_json(), n=len(ev), accuracy=cmp.accuracy,
         reference_accuracy=cmp.reference_accuracy, accuracy_drop_pp=cmp.drop_pp,
-        agreement_with_reference=cmp.agreement, max_abs_diff=cmp.max_abs_diff, sqnr_db=cmp.sqnr_db, latency_ms=lat,
+        agreement_with_reference=cmp.agreement if exact is None else exact, agreement_with_float=cmp.agreement,
+        max_abs_diff=cmp.max_abs_diff, sqnr_db=cmp.sqnr_db, latency_ms=lat,
         timing_source=timing.source,
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,

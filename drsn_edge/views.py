@@ -118,7 +118,7 @@ def print_check(res) -> None:
     lat = res.latency_ms
     rows = [["runtime", res.runtime], ["artifact", res.artifact], ["windows", f"{res.n} ({res.data})"],
             ["accuracy %", ui.pct(res.accuracy)], ["reference (float) accuracy %", ui.pct(res.reference_accuracy)],
-            ["drop pp", f"{res.accuracy_drop_pp:.2f}"], ["agreement %", ui.pct(res.agreement_with_reference)],
+            ["drop pp", f"{res.accuracy_drop_pp:.2f}"], ["top-1 agreement with float %", ui.pct(res.agreement_with_float)],
             ["max abs diff", f"{res.max_abs_diff:.4g}"], ["SQNR dB", ui.fmt(res.sqnr_db)]]
     if res.bit_exact_with_tflm is not None:
         rows.append(["int8 outputs bit-exact with TFLite Micro %", ui.pct(res.bit_exact_with_tflm)])

@@ -6,6 +6,7 @@ it on this machine (the same C, compiled with gcc), on an emulated Cortex-M (QEM
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -131,7 +132,10 @@ def mcu_device_runner(build, url: str):
         raise InputError(f"{build.target} is not an emulated board: check it on the board (serial://…) or "
                          "with --device local")
     elf = build.file(image) if image else None
-    return mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()))
+    # emulated boards: one per host core share the windows (every window's figures are the same on any board)
+    instances = max(1, min(4, os.cpu_count() or 1)) if url.startswith("qemu") else 1
+    return mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()),
+                      instances=instances)
 
 
 def runner(build, device=None):

@@ -110,7 +110,7 @@ def arm_compile(c_dir, cpu: str, fpu: str | None, extra_sources, out_elf, flash_
     build = out_elf.with_name(out_elf.stem + ".obj")
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
-    flags = cpu_flags(cpu, fpu) + [opt, "-std=c99", "-Wall", "-ffunction-sections", "-fdata-sections",
+    flags = cpu_flags(cpu, fpu) + [opt, "-fwrapv", "-std=c99", "-Wall", "-ffunction-sections", "-fdata-sections",
                                    "--specs=picolibc.specs", "-I", str(c_dir)]
     flags += [f"-I{d}" for d in include_dirs] + [f"-D{d}" for d in defines]
     objs = []

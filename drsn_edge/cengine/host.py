@@ -17,7 +17,7 @@ from ..errors import InputError, MissingDependencyError
 
 SOURCES = ("drsn_model.c", "drsn_kernels.c")
 HEADERS = ("drsn_model.h", "drsn_kernels.h", "drsn_config.h")
-CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC")
+CFLAGS = ("-O2", "-fwrapv", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC")
 
 
 def cache_dir() -> Path:

@@ -13,7 +13,17 @@ from . import quant
 from .graph import Graph, Op, Tensor, refuse
 
 
+
+def wrap_int32(v: np.ndarray) -> np.ndarray:
+    """Fold a constant into an int32 accumulator the way the kernels add it: modulo 2^32 (two's complement).
+    TFLite Micro accumulates in int32 too, so a folded bias that leaves the int32 range (a large bias next to
+    the input offset times the weight sum) stays bit-exact when wrapped; the C is compiled with -fwrapv."""
+    v = np.asarray(v, dtype=np.int64)
+    return (((v + (1 << 31)) % (1 << 32)) - (1 << 31)).astype(np.int64)
+
+
 @dataclass
+
 class Node:
     kind: str                      # kernel: conv, dwconv, fc, addsub, mul, rescale, logistic, mean, ...
     ops: list[int]                 # source op indices
@@ -367,7 +377,7 @@ class Lowerer:
                    weights: np.ndarray, per_channel: np.ndarray, macs: int):
         """per_channel: the weights as [out_c][taps], for the folded bias."""
         oc = params["out_c"]
-        bias = self._bias(op, oc) - t_in.zp * per_channel.astype(np.int64).sum(axis=1)
+        bias = wrap_int32(self._bias(op, oc) - t_in.zp * per_channel.astype(np.int64).sum(axis=1))
         mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, oc, self.single)
         self.add(Node(kind, [op.index], f"{op.kind}#{op.index}", [self.runtime(op, src)], op.outputs[0], params,
                       {"w": ("int8_t", weights.reshape(-1)), "bias": ("int32_t", bias),
@@ -402,7 +412,7 @@ class Lowerer:
         if t_in.size % n_in or t_in.size != n_in:
             refuse(op, t_in, f"input of {t_in.size} values for {n_in} weights per output (batch > 1)")
         wts = f.data.reshape(n_out, n_in).astype(np.int64)
-        bias = self._bias(op, n_out) - t_in.zp * wts.sum(axis=1)
+        bias = wrap_int32(self._bias(op, n_out) - t_in.zp * wts.astype(np.int64).sum(axis=1))
         per_channel = len(f.scale) > 1
         if per_channel:
             mult, shift = quant.conv_multipliers(t_in.s, f.scale, t_out.s, n_out, self.single)

@@ -81,7 +81,8 @@ def copy_firmware_sources(out_dir: str | Path, board: str) -> list[str]:
 
 def engine_sources(engine_dir: str | Path) -> list[Path]:
     engine_dir = Path(engine_dir)
-    srcs = sorted(engine_dir.glob("*.c"))
+    firmware = set(COMMON) | set(BOARDS.values())  # a firmware folder holds both
+    srcs = [p for p in sorted(engine_dir.glob("*.c")) if p.name not in firmware]
     if not (engine_dir / "drsn_model.h").is_file() or not srcs:
         raise InputError(f"'{engine_dir}' holds no generated C engine (drsn_model.h and .c files)")
     return srcs
@@ -90,7 +91,8 @@ def engine_sources(engine_dir: str | Path) -> list[Path]:
 def _compile(cmd: list[str], what: str) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
-        lines = ([ln for ln in p.stderr.splitlines() if "error:" in ln or "undefined reference" in ln]
+        lines = ([ln for ln in p.stderr.splitlines() if ("error:" in ln or "undefined reference" in ln
+                                                          or "multiple definition" in ln) and "collect2" not in ln]
                  or p.stderr.splitlines() or ["?"])
         if "overflowed" in p.stderr:
             raise CheckFailedError(f"{what} does not fit the target's memory: {lines[0].strip()}")
@@ -106,7 +108,7 @@ def build_host(engine_dir: str | Path, out: str | Path, cc: str | None = None, e
     srcs = [*firmware_sources("host"), *engine_sources(engine_dir)]
     out = Path(out)
     with atomic_path(out, suffix="") as tmp:
-        _compile([cc, "-std=c99", "-O2", "-Wall", "-Werror", "-D_GNU_SOURCE", *extra_flags, f"-I{TEMPLATES}",
+        _compile([cc, "-std=c99", "-O2", "-fwrapv", "-Wall", "-Werror", "-D_GNU_SOURCE", *extra_flags, f"-I{TEMPLATES}",
                   f"-I{engine_dir}", *map(str, srcs), "-o", str(tmp)], "the host firmware")
     out.chmod(0o755)
     return out
@@ -134,7 +136,7 @@ def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_fl
     srcs = [*firmware_sources("qemu-mps2"), *engine_sources(engine_dir)]
     out_elf = Path(out_elf)
     with atomic_path(out_elf, suffix=".elf") as tmp:
-        _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-std=c99", "-Wall", "-ffunction-sections",
+        _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-fwrapv", "-std=c99", "-Wall", "-ffunction-sections",
                   "-fdata-sections", f"-DMPS2_UART0={board.uart0:#x}u", f"-DMPS2_SYSCLK_HZ={board.sysclk_hz}u",
                   *extra_flags, "--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
                   f"-I{TEMPLATES}", f"-I{engine_dir}", *map(str, srcs), "-Wl,--gc-sections",
@@ -159,7 +161,7 @@ def build_fit_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_fla
     srcs = [*firmware_sources(board_for_target(target)), *engine_sources(engine_dir)]
     out_elf = Path(out_elf)
     with atomic_path(out_elf, suffix=".elf") as tmp:
-        _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-std=c99", "-Wall", "-ffunction-sections",
+        _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-fwrapv", "-std=c99", "-Wall", "-ffunction-sections",
                   "-fdata-sections", *extra_flags, "--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
                   f"-I{TEMPLATES}", f"-I{engine_dir}", *map(str, srcs), "-Wl,--gc-sections",
                   "-Wl,--defsym=__flash=0x0", f"-Wl,--defsym=__flash_size={target.flash_bytes:#x}",
