@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/format_matrix")
     a = ap.parse_args(argv)
     from drsn_edge.benchmark import benchmark
-    from drsn_edge.benchmark_report import COLUMNS, matrix_rows
+    from drsn_edge.benchmark_report import COLUMNS, matrix_rows, timing_notes
     from drsn_edge.evalspec import EvalSpec
     from drsn_edge.fileio import write_json
 
@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
     for row in matrix_rows(res):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    for note in timing_notes(res):
+        print(f"timing of {note}")
     best, torch_row = res.best(), res.row("pytorch fp32")
     if best and torch_row and torch_row.status == "ok":
         speedup = torch_row.p50_us / best.p50_us

@@ -29,6 +29,12 @@ COLUMNS = ["format", "runtime", "status", "artifact KiB", "accuracy %", "agreeme
            "windows/s", "peak mem MiB"]
 
 
+def timing_notes(res) -> list[str]:
+    """One line per row timed otherwise than by this machine's wall clock."""
+    return [f"{r.format}: {r.timing_source}" for r in res.rows
+            if r.status == "ok" and r.timing_source and r.timing_source != "host wall clock"]
+
+
 def benchmark_markdown(res) -> str:
     lines = [f"# drsn-edge benchmark: {Path(res.model).name}", "",
              f"- windows: {res.windows} ({res.evaluation})", f"- machine: {res.machine}",
@@ -37,6 +43,7 @@ def benchmark_markdown(res) -> str:
               "format loads and runs"), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in matrix_rows(res)]
+    lines += ["", *(f"- timing of {n}" for n in timing_notes(res))]
     best, torch_row = res.best(), res.row("pytorch fp32")
     if best and torch_row and torch_row.p50_us:
         lines += ["", (f"Fastest: **{best.format}** ({best.runtime}) at {best.p50_us:.1f} µs p50, "

@@ -160,10 +160,12 @@ def print_profile(res) -> None:
 
 
 def print_benchmark(res) -> None:
-    from .benchmark_report import COLUMNS, matrix_rows
+    from .benchmark_report import COLUMNS, matrix_rows, timing_notes
 
     con = ui.console()
     con.print(ui.table(f"formats on this machine — {res.windows} windows ({res.evaluation})", COLUMNS, matrix_rows(res)))
+    for note in timing_notes(res):
+        con.print(f"timing of {note}")
     best, torch_row = res.best(), res.row("pytorch fp32")
     if best and torch_row and torch_row.p50_us:
         con.print(f"fastest: [bold]{best.format}[/bold] ({best.runtime}) {best.p50_us:.1f} µs p50 — "
