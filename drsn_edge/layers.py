@@ -58,6 +58,8 @@ def block_of(module: str, after_units: bool = False) -> str:
     m = _UNIT.match(module)
     if m:
         return f"units.{m.group(1)}"
+    if module.startswith("op "):  # a .tflite built before its sidecar named the layers
+        return "unmapped"
     if module.startswith("stem"):
         return "stem"
     if module:
