@@ -20,9 +20,9 @@ def test_registry_names_every_backend_a_target_uses():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with tflm"),
+    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with c"),
     (["--target", "stm32h743", "--method", "entropy"],
-     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with tflm"),
+     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with c"),
     (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with host"),
     (["--target", "stm32h743", "--device", "ssh://u@127.0.0.1:1"], "--device applies to tensorrt targets"),
     (["--target", "jetson-nano", "--strongly-typed"], "--strongly-typed needs TensorRT ≥ 10"),
