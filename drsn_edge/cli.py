@@ -101,10 +101,13 @@ def data_synth(out, windows_per_class, recordings_per_class, classes, seed, cond
 @click.option("--classes", default=None, help="Comma-separated class order (default: sorted labels).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--split-by", type=click.Choice(["recording", "time"]), default="recording", show_default=True,
+              help="recording: whole recordings per split; time: cut every recording into contiguous "
+                   "train/val/test segments (one recording per class).")
 @_noise_options
 @_json_option
 def data_import(sources, out, fs, target_fs, window, hop, channel, column, label_map, classes, seed, split,
-                noise, snr, noise_mode, as_json):
+                split_by, noise, snr, noise_mode, as_json):
     """Import CWRU .mat, CSV, NPY/NPZ or WAV recordings (one file = one recording)."""
     from .data.build import import_files
     from .data.noise import parse_noise, parse_snr
@@ -115,8 +118,22 @@ def data_import(sources, out, fs, target_fs, window, hop, channel, column, label
         res = import_files(
             out, sources, fs=fs, target_fs=target_fs, window=window, hop=hop, channel=channel, column=column,
             label_map=label_map, class_names=[c.strip() for c in classes.split(",")] if classes else None,
-            split=_split(split), seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
+            split=_split(split), split_by=split_by, seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
             progress=lambda i, n: adv(i, n))
+    for w in res["params"].get("warnings", []):
+        print(f"drsn-edge: warning: {w}", file=sys.stderr)
+    views.print_dataset(res, as_json, f"wrote {res['out']}")
+
+
+@data.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
+@_json_option
+def data_merge(inputs, out, as_json):
+    """Merge datasets (same rate and window); recording ids get their source's name, classes are the union."""
+    from .data.build import merge_files
+
+    res = merge_files(out, inputs)
     views.print_dataset(res, as_json, f"wrote {res['out']}")
 
 
@@ -171,9 +188,17 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt.")
 @click.option("--nproc", default=1, show_default=True, type=int,
               help="Train with N processes (PyTorch DDP over gloo, launched through torchrun).")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="CPU threads per process (default: all cores / processes); lower it on a shared machine.")
+@click.option("--val-data", default=None, type=click.Path(dir_okay=False),
+              help="Validation windows from another dataset (its val split, else all of it) instead of --data's val split.")
+@click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
+              help="Fine-tune from this .drsn (same architecture; a new head when the classes differ). "
+                   "Default recipe then: 15 epochs at LR 0.01.")
 @_json_option
-def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
-              seed, resume, nproc, as_json):
+@click.pass_context
+def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
+              seed, resume, nproc, threads, val_data, init, as_json):
     """Train a model with the paper's recipe and on-the-fly noise augmentation."""
     from .data.noise import parse_noise
     from .errors import InputError
@@ -187,11 +212,15 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
         snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
     except (ValueError, IndexError):
         raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-    from .train import TrainConfig, train
+    from .train import FINETUNE_EPOCHS, FINETUNE_LR, TrainConfig, train
 
+    if init is not None:  # fine-tuning: a short recipe unless the user set one
+        given = _given(ctx, epochs=epochs, lr=lr)
+        epochs, lr = given.get("epochs", FINETUNE_EPOCHS), given.get("lr", FINETUNE_LR)
     cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
                       weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
-                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
+                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume,
+                      threads=threads, val_data=val_data, init=init)
     rank0 = int(os.environ.get("RANK", 0)) == 0
     with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
         state = {}
@@ -217,6 +246,7 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
         con = ui.console()
         con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
             ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+            ["kept", summary["selection"]], ["validation", summary["validation"]],
             ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
             ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
             ["processes", summary["world_size"]]]))

@@ -20,8 +20,9 @@ SIMULATED_SEED_OFFSET = 100_000  # evaluation recordings never share a seed with
 class EvalSpec:
     """Where the evaluation windows come from and which noise grid they are swept over.
 
-    data: a labelled dataset (.npz; its test split when it has one) or None for fresh simulated
-    recordings of the model's classes. Every window is kept clean and copied once per (noise, SNR) cell."""
+    data: a labelled dataset (.npz; its test split when it has one) or None: fresh simulated recordings of
+    the model's classes when the simulator makes them, else the labelled test split recorded in the model's
+    bundle at training time. Every window is kept clean and copied once per (noise, SNR) cell."""
 
     data: str | None = None
     windows_per_class: int = DEFAULT_WINDOWS_PER_CLASS
@@ -62,10 +63,15 @@ class EvalSpec:
         """The evaluation windows for a model (its metadata: classes, fs, window, normalization)."""
         from .data.dataset import normalize
         from .data.noise import noise_sweep
-        from .evaluate import fresh_test_set, load_test_windows
+        from .evaluate import fresh_test_set, load_test_windows, recorded_test_windows, simulated_classes
 
+        description = self.describe()
         if self.data is not None:
             ds, _ = load_test_windows(meta, self.data)
+        elif not simulated_classes(meta):
+            # not the simulator's classes: never simulated windows of other classes, the recorded test split
+            ds, src = recorded_test_windows(meta)
+            description = f"{src}; {description.split('; ', 1)[1]}"
         else:
             ds = fresh_test_set(meta, self.windows_per_class, seed=SIMULATED_SEED_OFFSET + self.seed)
         if len(ds) == 0:
@@ -73,7 +79,7 @@ class EvalSpec:
         if self.noise and self.snrs:
             ds = noise_sweep(ds, list(self.noise), list(self.snrs), seed=self.seed + 1)
         x = normalize(ds.x, meta["normalization"])
-        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=self.describe())
+        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=description)
 
 
 @dataclass

@@ -32,8 +32,7 @@ def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
     from ..evaluate import check_compatible
 
     if qat_data is not None:
-        ds = load_dataset(qat_data)
-        check_compatible(meta, ds)
+        ds = check_compatible(meta, load_dataset(qat_data))
         ds = ds.subset(ds.split != "test")
         if len(ds) == 0:
             raise InputError(f"'{qat_data}' has no windows outside the test split for fine-tuning")
