@@ -409,11 +409,14 @@ def _given(ctx, **values) -> dict:
 @main.command("quantize")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: calibration/default.npz).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
-              show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
+@click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
+              show_default=True, help="Calibration method; auto: each one measured on validation windows, the one "
+                                      "with the smallest worst-SNR drop kept.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+              help="Fail (exit 1) above this drop (pp) at the worst SNR level (mean over noise types).")
 @_eval_options
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
 @click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
@@ -422,14 +425,15 @@ def _given(ctx, **values) -> dict:
 @click.option("--qat-data", default=None, type=click.Path(dir_okay=False),
               help="Labelled windows for --qat (default: fresh simulated recordings).")
 @_json_option
-def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, windows_per_class, seed,
+def quantize_cmd(model, calib, method, out, batch, max_drop, max_cell_drop, data, noise, snr, windows_per_class, seed,
                  sensitivity, auto_mixed, qat_epochs, qat_data, as_json):
     """INT8 post-training quantization to TensorRT-ready QDQ ONNX, with an accuracy report."""
     from .quantize.run import quantize_model, raise_if_failed
 
     spec = _spec(data, noise, snr, windows_per_class, seed)
     with ui.progress_bar(_show_progress(as_json), "quantizing") as adv:
-        res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, spec=spec,
+        res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop,
+                             max_cell_drop=max_cell_drop, spec=spec,
                              sensitivity=sensitivity, auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
                              progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     res.pop("comparison", None)
@@ -514,9 +518,11 @@ def _device_options(f):
 @click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
-              show_default=True, help="Calibration method for QDQ ONNX targets (percentile: measured best here).")
+@click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
+              show_default=True, help="Calibration method for QDQ ONNX targets (auto: the best on validation windows).")
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+              help="Fail (exit 1) above this drop (pp) at the worst SNR level.")
 @click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
 @click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
 @click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
@@ -526,7 +532,7 @@ def _device_options(f):
 @_device_options
 @_json_option
 @click.pass_context
-def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib, method, max_drop, dla_core,
+def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib, method, max_drop, max_cell_drop, dla_core,
               workspace_mb, opt_level, strongly_typed, data, noise, snr, windows_per_class, seed, targets_dir,
               ssh_config, ssh_identity, remote_python, as_json):
     """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
@@ -534,7 +540,8 @@ def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib,
     from .build import build
     from .check import device_options
 
-    given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
+    given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop,
+                   max_cell_drop=max_cell_drop, dla_core=dla_core,
                    workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed)
     with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
         res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,

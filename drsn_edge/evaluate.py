@@ -196,3 +196,15 @@ def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
     if not keep.any():
         raise InputError(f"'{path}' holds none of the model's recorded test recordings; pass --data")
     return ds.subset(keep), f"test split of {path} recorded in the model ({len(ids)} recording(s))"
+
+
+def val_windows(meta: dict, path) -> tuple[Dataset, str]:
+    """The val split of a labelled dataset (for choosing among candidates without touching its test split)."""
+    from .data.dataset import load_dataset
+
+    if not path:
+        raise InputError("no labelled data to choose with; pass --data with a val split")
+    ds = check_compatible(meta, load_dataset(path))
+    if not (ds.split == "val").any():
+        raise InputError(f"'{path}' has no val split to choose with; import it with a val fraction (--split)")
+    return ds.select_split("val"), f"val split of {path}"

@@ -51,6 +51,7 @@ def print_quantize(res: dict) -> None:
     con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
         ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
         ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
+        ["worst SNR drop pp", f"{res['worst_snr_drop_pp']:.2f} (limit {res['max_cell_drop_pp_limit']:g})"],
         ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
         ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
         ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
@@ -61,6 +62,15 @@ def print_quantize(res: dict) -> None:
                            [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
     con.print(ui.table("per class", ["class", "float %", "int8 %"],
                        [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
+    sel = res.get("method_selection")
+    if sel:
+        con.print(ui.table(f"--method auto on {sel['n']} windows of {sel['windows']}",
+                           ["method", "worst SNR drop pp", "worst cell drop pp", "drop pp", "int8 %", ""],
+                           [[r["method"], f"{r['worst_snr_drop_pp']:.2f}", f"{r['max_cell_drop_pp']:.2f}",
+                             f"{r['drop_pp']:.2f}", ui.pct(r["int8_accuracy"]), "chosen" if r["chosen"] else ""]
+                            for r in sel["table"]]))
+    if res.get("error"):
+        con.print(f"[red]{res['error']}[/red]")
     if res.get("sensitivity"):
         con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
                            [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
