@@ -283,6 +283,34 @@ def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, s
     views.print_evaluation(rep)
 
 
+@main.group()
+def guard():
+    """The domain guard: flags windows unlike the model's training data (stored in the bundle)."""
+
+
+@guard.command("fit")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The model's training data (.npz): train split for the class means, val split for the threshold.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Bundle to write (may be MODEL).")
+@click.option("--quantile", default=0.995, show_default=True, type=float,
+              help="Threshold: this quantile of held-out in-domain scores (per noise × SNR cell, the largest).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@_json_option
+def guard_fit(model, data, out, quantile, seed, as_json):
+    """Fit the guard for an existing model without retraining it (its tensors are unchanged)."""
+    from .guard import fit_bundle
+
+    res = fit_bundle(model, data, out, seed=seed, quantile=quantile)
+    if as_json:
+        ui.emit_json(res)
+        return
+    ui.console().print(ui.table(f"domain guard → {res['out']}", ["field", "value"], [
+        ["threshold (squared Mahalanobis)", f"{res['threshold']:.2f}"], ["quantile", res["quantile"]],
+        ["training windows", res["train_windows"]], ["held-out windows", res["held_out_windows"]],
+        ["tensors sha256 (unchanged)", res["tensors_sha256"]]]))
+
+
 # ---------------------------------------------------------------- export, calibration, quantize, lint
 @main.command("export")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))

@@ -75,11 +75,24 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
             ds = ds.select_split(*splits)
     if noise_kinds and snrs:
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
-    logits = predict_logits(bundle.model, normalize(ds.x, bundle.normalization))
+    xn = normalize(ds.x, bundle.normalization)
+    logits = predict_logits(bundle.model, xn)
     report = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
     report["model"] = {"arch": bundle.arch, "classes": len(bundle.class_names)}
     report["classes_present"] = [bundle.class_names[k] for k in sorted(set(ds.y.tolist()))]
+    report["domain"] = domain_report(bundle, xn, ds.noise, ds.snr_db)
     return report
+
+
+def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
+    """Share of windows the model's domain guard flags as unlike its training data (None without a guard)."""
+    from .guard import from_meta, pooled_features, summary
+
+    g = from_meta(bundle.meta)
+    if g is None:
+        return None
+    _, ind = g.in_domain(pooled_features(bundle.model, xn))
+    return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile}
 
 
 def check_compatible(meta: dict, ds: Dataset) -> Dataset:

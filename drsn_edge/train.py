@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         "params": count_parameters(model), "threads": threads,
     }
     if rank == 0:
-        _write_bundle(cfg, model, ds, train_ds, history, best, val_src, init_info, world, progress)
+        _write_bundle(cfg, model, ds, train_ds, val_ds, history, best, val_src, init_info, world, progress)
         if ckpt_path.exists():
             ckpt_path.unlink()
     if world > 1 and dist.is_initialized():
@@ -293,10 +293,13 @@ def _validation(model, xv: np.ndarray, yv: np.ndarray) -> dict:
     return {"val_acc": float((logits.argmax(1) == yv).mean()), "val_loss": float(-logp[np.arange(len(yv)), yv].mean())}
 
 
-def _write_bundle(cfg, model, ds, train_ds, history, best, val_src, init_info, world, progress) -> None:
+def _write_bundle(cfg, model, ds, train_ds, val_ds, history, best, val_src, init_info, world, progress) -> None:
     from .bundle import make_meta, save_bundle
     from .fileio import sha256_file
+    from .guard import fit_on_data
 
+    progress("guard")
+    guard = fit_on_data(model, train_ds, val_ds, cfg.noise, cfg.snr_min, cfg.snr_max, cfg.clean_fraction, cfg.seed)
     recipe = {k: v for k, v in asdict(cfg).items()
               if k not in ("data", "out", "resume", "extra_meta", "threads", "val_data", "init")}
     test_ids = sorted({str(r) for r in ds.recording[ds.split == "test"]})
@@ -307,7 +310,7 @@ def _write_bundle(cfg, model, ds, train_ds, history, best, val_src, init_info, w
                 "world_size": world}
     meta = make_meta(model, ds.class_names, ds.fs, ds.window, ds.normalization, training=training,
                      metrics={"best_val_acc": best.get("val_acc"), "best_val_loss": best.get("val_loss")},
-                     **cfg.extra_meta)
+                     guard=guard.to_json(), **cfg.extra_meta)
     save_bundle(model, meta, cfg.out)
 
 

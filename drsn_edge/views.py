@@ -39,6 +39,10 @@ def print_evaluation(rep: dict) -> None:
         if "none" in rep["per_snr"]:
             con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
                       f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
+    dom = rep.get("domain")
+    if dom:
+        con.print(f"domain guard: [bold]{ui.pct(dom['out_of_domain_share'])} %[/bold] of the windows are out of domain "
+                  f"(unlike the training data; score > {dom['threshold']:.1f})")
     names = rep["class_names"]
     con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
                        [[n] + row for n, row in zip(names, rep["confusion"])]))
@@ -126,6 +130,8 @@ def print_check(res) -> None:
     if res.throughput.get("batch1_per_s"):
         rows.append(["throughput 1/mean latency /s", f"{res.throughput['batch1_per_s']:.1f}"])
     rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res.throughput.get("sweep", {}).items()]
+    if res.domain:
+        rows.append(["out of domain % (domain guard)", ui.pct(res.domain["out_of_domain_share"])])
     rows.append(["verdict", "PASSED" if res.passed else "FAILED: " + "; ".join(res.failures)])
     ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
     if res.report:
