@@ -86,12 +86,12 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
 
 def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
     """Share of windows the model's domain guard flags as unlike its training data (None without a guard)."""
-    from .guard import from_meta, pooled_features, summary
+    from .guard import from_meta, guard_scores, summary
 
     g = from_meta(bundle.meta)
     if g is None:
         return None
-    _, ind = g.in_domain(pooled_features(bundle.model, xn))
+    _, ind = guard_scores(bundle, xn)
     return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile}
 
 

@@ -116,8 +116,24 @@ def from_meta(meta: dict) -> Guard | None:
     return Guard.from_json(d) if d else None
 
 
+FLAT_STD = 1e-3  # a z-scored window has std 1 unless the raw window was constant (then 0)
+RAIL_SHARE = 0.01  # share of samples sitting exactly on the window's max or min: a saturated (clipped) sensor
+
+
+def signal_flags(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, clipped) per normalized window [N,1,L]: checks on the signal itself, for inputs the features cannot
+    tell apart (a constant window normalizes to zeros; a saturated one has many samples exactly on its rails).
+    Exact repeats of the extreme value also appear in coarsely quantized data (≤ 8-bit ADCs)."""
+    x = np.asarray(x).reshape(len(x), -1)
+    flat = x.std(axis=1) < FLAT_STD
+    on_rails = (x == x.max(axis=1, keepdims=True)).sum(axis=1) + (x == x.min(axis=1, keepdims=True)).sum(axis=1)
+    clipped = ~flat & (on_rails >= max(3, RAIL_SHARE * x.shape[1]))
+    return flat, clipped
+
+
 def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(score, in_domain) per normalized window x [N,1,L]. Takes a Bundle (or anything with `.model` and
+    """(score, in_domain) per normalized window x [N,1,L]: in domain when the feature score is within the
+    threshold and the window is neither flat nor clipped. Takes a Bundle (or anything with `.model` and
     `.meta`), or a runner that returns the guard itself (`infer_guard(x) -> (score, in_domain)`)."""
     if hasattr(model_or_runner, "infer_guard"):
         return model_or_runner.infer_guard(x)
@@ -128,7 +144,9 @@ def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     g = from_meta(meta)
     if g is None:
         raise InputError("this model has no domain guard; fit one with `drsn-edge guard fit MODEL --data DATA`")
-    return g.in_domain(pooled_features(model, x))
+    score, ok = g.in_domain(pooled_features(model, x))
+    flat, clipped = signal_flags(x)
+    return score, ok & ~flat & ~clipped
 
 
 def summary(in_domain: np.ndarray, noise: np.ndarray | None = None, snr_db: np.ndarray | None = None) -> dict:

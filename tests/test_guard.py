@@ -79,3 +79,16 @@ def test_guard_fit_keeps_the_tensors(tiny_model, tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr
     assert tensors_sha256(out) == tensors_sha256(tiny_model)
     assert load_bundle(out).meta["guard"]["quantile"] == 0.99
+
+
+def test_signal_flags_catch_flat_and_clipped_windows():
+    from drsn_edge.guard import signal_flags
+
+    t = np.linspace(0, 20 * np.pi, 1000)
+    sine = np.sin(t)[None, None, :]
+    sine[0, 0, 100] = 1.5  # one peak, one trough: 2 samples on the rails < 3
+    clipped = np.clip(np.sin(t), -0.5, 0.5)[None, None, :]  # a third of the samples on each rail
+    flat = np.zeros((1, 1, 1000))
+    x = normalize(np.concatenate([sine, clipped, flat + 1.0]).astype(np.float32), "zscore")
+    f, c = signal_flags(x)
+    assert f.tolist() == [False, False, True] and c.tolist() == [False, True, False]
