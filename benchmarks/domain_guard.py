@@ -10,7 +10,7 @@ tensors (checked by hash). Equivalent CLI:
 
 Then prints, on fresh simulated recordings the model never saw (seed 100000, N windows/class):
   false flags on nominal held-out windows: clean, and each noise type at 0 dB and −5 dB (target ≤ 2 %)
-  share flagged on --condition shifted recordings, pure noise, flat, clipped and heavily clipped windows
+  share flagged on --condition shifted recordings, pure noise, flat (constant), near-flat, clipped windows
   and the same for max-softmax at a threshold giving the same false-flag rate on clean nominal windows.
   python benchmarks/domain_guard.py [--fit] [--model PATH] [--windows-per-class 50]
 """
@@ -62,7 +62,8 @@ def inputs(meta: dict, wpc: int) -> dict:
         "pure gaussian noise": rng.standard_normal(x.shape).astype(np.float32),
         "pure pink noise": add_noise(np.zeros_like(x) + 1e-3 * rng.standard_normal(x.shape).astype(np.float32),
                                      "pink", -60.0, rng),
-        "flat (constant + 1e-6 noise)": (1.0 + 1e-6 * rng.standard_normal(x.shape)).astype(np.float32),
+        "flat (constant, a dead sensor)": np.ones_like(x),
+        "near-flat (1 + 1e-6 noise)": (1.0 + 1e-6 * rng.standard_normal(x.shape)).astype(np.float32),
         "clipped at 30 % of peak": np.clip(x, -0.3 * peak, 0.3 * peak),
         "clipped at 5 % of peak": np.clip(x, -0.05 * peak, 0.05 * peak),
     })

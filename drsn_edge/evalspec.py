@@ -93,13 +93,20 @@ class EvalSpec:
         grid = self.describe().split("; ", 1)[1]
         if split not in ("test", "val"):
             raise InputError(f"unknown evaluation split '{split}'; use test or val")
-        if self.data is None and simulated_classes(meta):
+        simulated = simulated_classes(meta)
+        if split == "val" and self.data is not None:
+            try:
+                ds, src = val_windows(meta, self.data)
+                return ds, f"{src}; {grid}"
+            except InputError:
+                if not simulated:
+                    raise  # else: no val split anywhere, simulated recordings of the model's classes below
+        if simulated:
             seed = SIMULATED_SEED_OFFSET + self.seed + (SELECTION_SEED_OFFSET if split == "val" else 0)
             return (fresh_test_set(meta, self.windows_per_class, seed=seed),
                     f"simulated recordings ({self.windows_per_class} windows/class, seed {seed}); {grid}")
         if split == "val":
-            path = self.data or (meta.get("training") or {}).get("data")
-            ds, src = val_windows(meta, path)
+            ds, src = val_windows(meta)
             return ds, f"{src}; {grid}"
         if self.data is not None:
             return load_test_windows(meta, self.data)[0], self.describe()

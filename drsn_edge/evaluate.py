@@ -185,25 +185,36 @@ def simulated_classes(meta: dict) -> bool:
     return all(c in CLASS_NAMES for c in meta["class_names"])
 
 
-def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
-    """The labelled test split recorded in the bundle at training time (the training file's path, sha256 and
-    test recording ids), for models whose classes the simulator cannot make. Refuses a missing or changed file."""
+def recorded_data(meta: dict) -> str:
+    """Path of the model's training data as recorded in its bundle, checked to be the same file (sha256)."""
     from pathlib import Path
 
-    from .data.dataset import load_dataset
     from .fileio import sha256_file
 
     tr = meta.get("training") or {}
-    path, sha, ids = tr.get("data"), tr.get("data_sha256"), tr.get("test_recordings")
-    if not path or not ids:
+    path, sha = tr.get("data"), tr.get("data_sha256")
+    if not path:
         raise InputError(f"the model's classes {meta['class_names']} are not simulated and its bundle records no "
-                         "labelled test split; pass --data with labelled windows of its classes")
+                         "labelled data; pass --data with labelled windows of its classes")
     if not Path(path).is_file():
         raise InputError(f"the model's training data '{path}' (whose test split it is evaluated on) is gone; "
                          "pass --data with labelled windows of its classes")
     if sha and sha256_file(path) != sha:
         raise InputError(f"'{path}' changed since the model was trained (sha256 differs), so its test split is not "
                          "the recorded one; pass --data with labelled windows of its classes")
+    return path
+
+
+def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
+    """The labelled test split recorded in the bundle at training time (the training file's path, sha256 and
+    test recording ids), for models whose classes the simulator cannot make. Refuses a missing or changed file."""
+    from .data.dataset import load_dataset
+
+    ids = (meta.get("training") or {}).get("test_recordings")
+    if not ids:
+        raise InputError(f"the model's classes {meta['class_names']} are not simulated and its bundle records no "
+                         "labelled test split; pass --data with labelled windows of its classes")
+    path = recorded_data(meta)
     ds = check_compatible(meta, load_dataset(path))
     keep = np.isin(ds.recording, np.asarray(ids, dtype=str))
     if not keep.any():
@@ -211,13 +222,19 @@ def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
     return ds.subset(keep), f"test split of {path} recorded in the model ({len(ids)} recording(s))"
 
 
-def val_windows(meta: dict, path) -> tuple[Dataset, str]:
-    """The val split of a labelled dataset (for choosing among candidates without touching its test split)."""
+def val_windows(meta: dict, data=None) -> tuple[Dataset, str]:
+    """Windows for choosing among candidates without touching the test split: the val split of `data`, else of
+    the model's recorded training data."""
     from .data.dataset import load_dataset
 
-    if not path:
-        raise InputError("no labelled data to choose with; pass --data with a val split")
-    ds = check_compatible(meta, load_dataset(path))
-    if not (ds.split == "val").any():
-        raise InputError(f"'{path}' has no val split to choose with; import it with a val fraction (--split)")
-    return ds.select_split("val"), f"val split of {path}"
+    if data is not None:
+        ds = check_compatible(meta, load_dataset(data))
+        if (ds.split == "val").any():
+            return ds.select_split("val"), f"val split of {data}"
+    if (meta.get("training") or {}).get("data"):
+        path = recorded_data(meta)
+        ds = check_compatible(meta, load_dataset(path))
+        if (ds.split == "val").any():
+            return ds.select_split("val"), f"val split of {path} (the model's training data)"
+    raise InputError("no validation windows to choose the calibration method with (no val split in --data or in "
+                     "the model's training data); pass --data with a val split or choose --method")
