@@ -171,9 +171,10 @@ def _choose_method(job: "_Job", spec, step) -> dict:
 
 
 def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = AUTO, batch: int = 1,
-                   max_drop: float = 1.0, max_cell_drop: float = DEFAULT_MAX_CELL_DROP, data=None, noise_kinds=None, snrs=None, windows_per_class: int | None = None,
-                   seed: int | None = None, sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
-                   qat_data: str | None = None, progress=None, spec=None) -> dict:
+                   max_drop: float = 1.0, max_cell_drop: float = DEFAULT_MAX_CELL_DROP, data=None, noise_kinds=None,
+                   snrs=None, windows_per_class: int | None = None, seed: int | None = None, sensitivity: bool = False,
+                   auto_mixed: bool = False, qat_epochs: int = 0, qat_data: str | None = None, progress=None,
+                   spec=None) -> dict:
     """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
     data/noise_kinds/snrs/windows_per_class/seed overriding its fields); write the QDQ ONNX and its sidecar
     only when the drop is within max_drop and the worst SNR level's drop within max_cell_drop.
