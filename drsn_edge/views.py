@@ -39,6 +39,10 @@ def print_evaluation(rep: dict) -> None:
         if "none" in rep["per_snr"]:
             con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
                       f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
+    dom = rep.get("domain")
+    if dom:
+        con.print(f"domain guard: [bold]{ui.pct(dom['out_of_domain_share'])} %[/bold] of the windows are out of domain "
+                  f"(unlike the training data; score > {dom['threshold']:.1f})")
     names = rep["class_names"]
     con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
                        [[n] + row for n, row in zip(names, rep["confusion"])]))
@@ -51,6 +55,7 @@ def print_quantize(res: dict) -> None:
     con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
         ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
         ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
+        ["worst SNR drop pp", f"{res['worst_snr_drop_pp']:.2f} (limit {res['max_cell_drop_pp_limit']:g})"],
         ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
         ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
         ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
@@ -61,6 +66,15 @@ def print_quantize(res: dict) -> None:
                            [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
     con.print(ui.table("per class", ["class", "float %", "int8 %"],
                        [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
+    sel = res.get("method_selection")
+    if sel:
+        con.print(ui.table(f"--method auto on {sel['n']} windows of {sel['windows']}",
+                           ["method", "worst SNR drop pp", "worst cell drop pp", "drop pp", "int8 %", ""],
+                           [[r["method"], f"{r['worst_snr_drop_pp']:.2f}", f"{r['max_cell_drop_pp']:.2f}",
+                             f"{r['drop_pp']:.2f}", ui.pct(r["int8_accuracy"]), "chosen" if r["chosen"] else ""]
+                            for r in sel["table"]]))
+    if res.get("error"):
+        con.print(f"[red]{res['error']}[/red]")
     if res.get("sensitivity"):
         con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
                            [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
@@ -135,6 +149,8 @@ def print_check(res) -> None:
     if res.throughput.get("batch1_per_s"):
         rows.append(["throughput 1/mean latency /s", f"{res.throughput['batch1_per_s']:.1f}"])
     rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res.throughput.get("sweep", {}).items()]
+    if res.domain:
+        rows.append(["out of domain % (domain guard)", ui.pct(res.domain["out_of_domain_share"])])
     rows.append(["verdict", "PASSED" if res.passed else "FAILED: " + "; ".join(res.failures)])
     ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
     if res.report:

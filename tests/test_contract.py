@@ -43,7 +43,7 @@ def host_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
     pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
     out = tmp_path_factory.mktemp("host") / "host"
     r = run_cli("build", tiny_model, "--target", "host", "--calib", tiny_calib, "--data", tiny_data, "-o", out,
-                "--max-drop", "100", "--json", timeout=600)
+                "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=600)
     assert r.returncode == 0, r.stderr
     return out, json.loads(r.stdout)
 
@@ -71,7 +71,7 @@ def test_build_host_then_check_it(host_build, tiny_data):
 def test_check_on_a_non_default_method_build_reports_that_build(tiny_model, tiny_calib, tiny_data, tmp_path):
     out = tmp_path / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "--data", tiny_data,
-                "-o", out, "--method", "minmax", "--max-drop", "100", "--json")
+                "-o", out, "--method", "minmax", "--max-drop", "100", "--max-cell-drop", "100", "--json")
     assert r.returncode == 0, r.stderr
     built = json.loads(r.stdout)
     side = json.loads((out / "model.int8.json").read_text())
@@ -109,7 +109,7 @@ def test_check_without_a_build_says_how_to_make_one(tmp_path):
 def test_same_float_accuracy_everywhere_on_the_default_spec(tiny_model, tiny_calib, tiny_data, tmp_path, host_build):
     """quantize, build (QDQ and TFLite) and check measure the same float model on the same spec."""
     q = run_cli("quantize", tiny_model, "--calib", tiny_calib, "--data", tiny_data, "-o", tmp_path / "q.onnx",
-                "--max-drop", "100", "--json")
+                "--max-drop", "100", "--max-cell-drop", "100", "--json")
     qf = json.loads(q.stdout)["float_accuracy"]
     _, built = host_build
     assert built["accuracy"]["reference_accuracy"] == qf

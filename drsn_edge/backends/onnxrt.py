@@ -19,15 +19,15 @@ SWEEP_BATCHES = (8, 32)  # besides batch 1; the deploy graph has a static batch,
 
 @dataclass
 class Options(CommonOptions):
-    method: str = "percentile"
+    method: str = "auto"  # every calibration method measured on validation windows, the best kept
     precision: str = "int8"
 
     def validate(self, target) -> None:
         from ..quantize.ptq import METHODS
 
         super().validate(target)
-        if self.method not in METHODS:
-            raise InputError(f"unknown --method '{self.method}'; choose one of {', '.join(METHODS)}")
+        if self.method not in ("auto", *METHODS):
+            raise InputError(f"unknown --method '{self.method}'; choose one of auto, {', '.join(METHODS)}")
         if self.precision not in ("int8", "fp32"):
             raise InputError(f"{target.name} runs ONNX Runtime in int8 or fp32, got --precision {self.precision}")
 
@@ -54,17 +54,18 @@ def write_onnx(ctx: BuildContext, method: str, precision: str) -> BuildOutput:
     ctx.progress("quantize" if precision == "int8" else "export")
     if precision == "int8":
         q = quantize_model(ctx.model_path, ctx.calibration_path, path, method=method, max_drop=ctx.options.max_drop,
-                           spec=ctx.spec)
+                           max_cell_drop=ctx.options.max_cell_drop, spec=ctx.spec)
         raise_if_failed(q)
-        accuracy = q["comparison"]
+        accuracy, method, selection = q["comparison"], q["method"], q["method_selection"]
     else:
         export(ctx.model_path, path)
-        accuracy = None
+        accuracy, selection = None, None
     ctx.progress("sweep variants")
     for b in SWEEP_BATCHES:
         fb = to_onnx_bytes(ctx.bundle.model, b, ctx.bundle.window)
         write_bytes(ctx.out / sweep_name(name, b), quantize_onnx(fb, ctx.calib_x, b, method) if precision == "int8" else fb)
     return BuildOutput(artifact=name, accuracy=accuracy, details={"method": method if precision == "int8" else None,
+                                                                 "method_selection": selection,
                                                                  "sweep_batches": [1, *SWEEP_BATCHES]})
 
 

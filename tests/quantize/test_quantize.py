@@ -18,6 +18,7 @@ from ..conftest import run_cli
 def _q(tiny_model, tiny_calib, tiny_data, out, **kw):
     kw.setdefault("noise_kinds", ["gaussian"])
     kw.setdefault("snrs", [0.0])
+    kw.setdefault("max_cell_drop", 100)
     return quantize_model(tiny_model, tiny_calib, out, data=str(tiny_data), **kw)
 
 
@@ -55,7 +56,7 @@ def test_report_numbers_are_consistent(tiny_model, tiny_calib, tiny_data, tmp_pa
 def test_max_drop_exceeded_exits_1_and_writes_nothing(tiny_model, tiny_calib, tiny_data, tmp_path):
     out = tmp_path / "m.onnx"
     r = run_cli("quantize", tiny_model, "--calib", tiny_calib, "--data", tiny_data, "--noise", "none",
-                "-o", out, "--max-drop", "-0", "--json")
+                "--method", "percentile", "-o", out, "--max-drop", "-0", "--json")
     res = json.loads(r.stdout)
     if res["accuracy_drop_pp"] > 0:
         assert r.returncode == 1 and not res["passed"] and not out.exists()
