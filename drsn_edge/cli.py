@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from . import ui, views
+from .validate import SEED, Count, Fractions, Real
 
 SPLIT_HELP = "train,val,test fractions of recordings per class"
 
@@ -23,9 +24,11 @@ def _show_progress(as_json: bool) -> bool:
     return not as_json and sys.stderr.isatty() and not os.environ.get("DRSN_EDGE_NO_PROGRESS")
 
 
-def _split(text: str) -> tuple[float, float, float]:
+def _split(text) -> tuple[float, float, float]:
     from .errors import InputError
 
+    if isinstance(text, tuple):  # already checked by the option's type
+        return text
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -61,13 +64,13 @@ def _noise_options(f):
 
 @data.command("synth")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
-@click.option("--windows-per-class", default=500, show_default=True, type=int)
-@click.option("--recordings-per-class", default=None, type=int, help="Default: windows-per-class / 5.")
+@click.option("--windows-per-class", default=500, show_default=True, type=Count(1, 100_000))
+@click.option("--recordings-per-class", default=None, type=Count(1, 100_000), help="Default: windows-per-class / 5.")
 @click.option("--classes", default=None, help="Comma-separated subset of the 10 classes (default: all).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
               help="shifted: speeds, loads, resonances and damping outside the nominal ranges.")
-@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, type=Fractions(3, 1.0), help=SPLIT_HELP)
 @_noise_options
 @_json_option
 def data_synth(out, windows_per_class, recordings_per_class, classes, seed, condition, split, noise, snr,
@@ -89,18 +92,18 @@ def data_synth(out, windows_per_class, recordings_per_class, classes, seed, cond
 @data.command("import")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
-@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (required for .mat/.csv/.npy; WAV has its own).")
-@click.option("--target-fs", type=float, default=12000.0, show_default=True, help="Resample to this rate.")
-@click.option("--window", type=int, default=2048, show_default=True)
-@click.option("--hop", type=int, default=None, help="Window hop in points (default: the window, no overlap).")
+@click.option("--fs", type=Real(1.0, 1e7), default=None, help="Source sample rate in Hz (required for .mat/.csv/.npy; WAV has its own).")
+@click.option("--target-fs", type=Real(1.0, 1e7), default=12000.0, show_default=True, help="Resample to this rate.")
+@click.option("--window", type=Count(64, 1 << 20), default=2048, show_default=True)
+@click.option("--hop", type=Count(1, 1 << 20), default=None, help="Window hop in points (default: the window, no overlap).")
 @click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default="DE", show_default=True,
               help="CWRU .mat accelerometer: drive end, fan end or base.")
 @click.option("--column", default=None, help="CSV column (name or index), NPZ key or WAV channel.")
 @click.option("--labels", "label_map", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON or CSV map of file-name pattern → class (default: parent folder name).")
 @click.option("--classes", default=None, help="Comma-separated class order (default: sorted labels).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, type=Fractions(3, 1.0), help=SPLIT_HELP)
 @_noise_options
 @_json_option
 def data_import(sources, out, fs, target_fs, window, hop, channel, column, label_map, classes, seed, split,
@@ -158,18 +161,18 @@ def models_cmd(as_json):
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset .npz with train and val splits.")
 @click.option("--arch", default="drsn-cw", show_default=True, help="Architecture (see `drsn-edge models`).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--batch", default=128, show_default=True, type=int, help="Global batch size (split over processes).")
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial LR; ×0.1 at 40 % and 80 % of the epochs.")
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--width", default=1.0, show_default=True, type=float, help="Channel multiplier (1 = paper: 4/8/16).")
-@click.option("--depth", default=4, show_default=True, type=int, help="Units per stage (4 = paper).")
+@click.option("--epochs", default=100, show_default=True, type=Count(1, 100_000))
+@click.option("--batch", default=128, show_default=True, type=Count(2, 65_536), help="Global batch size (split over processes).")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0.0, 10.0, lo_open=True), help="Initial LR; ×0.1 at 40 % and 80 % of the epochs.")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=Real(0.0, 1.0))
+@click.option("--width", default=1.0, show_default=True, type=Real(0.0, 16.0, lo_open=True), help="Channel multiplier (1 = paper: 4/8/16).")
+@click.option("--depth", default=4, show_default=True, type=Count(1, 64), help="Units per stage (4 = paper).")
 @click.option("--noise", default="all", show_default=True, help="Augmentation noise types, or 'none'.")
 @click.option("--snr-range", default="-5:5", show_default=True, help="Augmentation SNR range lo:hi in dB.")
-@click.option("--clean-fraction", default=0.2, show_default=True, type=float, help="Share of windows kept clean per epoch.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt.")
-@click.option("--nproc", default=1, show_default=True, type=int,
+@click.option("--clean-fraction", default=0.2, show_default=True, type=Real(0.0, 1.0), help="Share of windows kept clean per epoch.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint beside the output (m.drsn: m.resume.pt).")
+@click.option("--nproc", default=1, show_default=True, type=Count(1, 64),
               help="Train with N processes (PyTorch DDP over gloo, launched through torchrun).")
 @_json_option
 def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
@@ -229,10 +232,10 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
 @click.option("--split", default="test", show_default=True, help="Split(s) to evaluate, comma-separated, or 'all'.")
 @click.option("--noise", default=None, help="Sweep every window over these noise types ('all'); default with no --data: all.")
 @click.option("--snr", default=None, help="SNRs of the sweep in dB (default with no --data: -5:5).")
-@click.option("--windows-per-class", default=40, show_default=True, type=int, help="Size of the simulated test set.")
+@click.option("--windows-per-class", default=40, show_default=True, type=Count(1, 100_000), help="Size of the simulated test set.")
 @click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
               help="Operating conditions of the simulated test set.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write confusion matrix + accuracy-vs-SNR (PNG).")
 @_json_option
 def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, seed, plot, as_json):
@@ -257,8 +260,8 @@ def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, s
 @main.command("export")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output ONNX file.")
-@click.option("--batch", default=1, show_default=True, type=int, help="Static batch size of the input.")
-@click.option("--opset", default=17, show_default=True, type=int)
+@click.option("--batch", default=1, show_default=True, type=Count(1, 4096), help="Static batch size of the input.")
+@click.option("--opset", default=17, show_default=True, type=Count(13, 21))
 @click.option("--data", default=None, type=click.Path(dir_okay=False),
               help="Windows to validate on (default: the default calibration set or simulated ones).")
 @_json_option
@@ -283,10 +286,10 @@ def export_cmd(model, out, batch, opset, data, as_json):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
 @click.option("--meta", "meta_json", default=None, type=click.Path(exists=True, dir_okay=False),
               help="JSON with class_names, fs, window, normalization, arch (when the source lacks them).")
-@click.option("--classes", default=None, type=int, help="Number of classes (names default to class0..).")
+@click.option("--classes", default=None, type=Count(2, 10_000), help="Number of classes (names default to class0..).")
 @click.option("--class-names", default=None, help="Comma-separated class names.")
-@click.option("--fs", default=None, type=float, help="Sample rate in Hz.")
-@click.option("--window", default=None, type=int, help="Window length in points.")
+@click.option("--fs", default=None, type=Real(1.0, 1e7), help="Sample rate in Hz.")
+@click.option("--window", default=None, type=Count(64, 1 << 20), help="Window length in points.")
 @click.option("--arch", default=None, help="Architecture, where the weights cannot tell (resnet vs convnet).")
 @_json_option
 def import_cmd(src, out, meta_json, classes, class_names, fs, window, arch, as_json):
@@ -312,11 +315,11 @@ def calibration():
 
 @calibration.command("make")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset to draw from (not its test split).")
-@click.option("--n", "n", default=512, show_default=True, type=int, help="Number of windows.")
+@click.option("--n", "n", default=512, show_default=True, type=Count(1, 1_000_000), help="Number of windows.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--noise", default="all", show_default=True, help="Noise types added to clean windows ('none': keep clean).")
 @click.option("--snr", default="-5:5", show_default=True, help="SNR grid in dB for the added noise.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @_json_option
 def calibration_make(data, n, out, noise, snr, seed, as_json):
     """Draw a stratified calibration set (class × noise type × SNR) from non-test recordings."""
@@ -348,7 +351,7 @@ def calibration_info(path, as_json):
 
 def _eval_options(f):
     """The evaluation spec shared by quantize, build and check (one default for all three)."""
-    f = click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+    f = click.option("--seed", default=0, show_default=True, type=SEED,
                      help="Seed of the simulated evaluation recordings and of the added noise.")(f)
     f = click.option("--windows-per-class", default=10, show_default=True, type=click.IntRange(1, 100_000),
                      help="Windows per class of the simulated evaluation set (ignored with --data).")(f)
@@ -383,7 +386,7 @@ def _given(ctx, **values) -> dict:
               show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
+@click.option("--max-drop", default=1.0, show_default=True, type=Real(0.0, 100.0), help="Fail (exit 1) above this accuracy drop in pp.")
 @_eval_options
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
 @click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
@@ -486,10 +489,10 @@ def _device_options(f):
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
               show_default=True, help="Calibration method for QDQ ONNX targets (percentile: measured best here).")
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
-@click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
-@click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
-@click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
+@click.option("--max-drop", default=1.0, show_default=True, type=Real(0.0, 100.0), help="Fail (exit 1) above this INT8 accuracy drop (pp).")
+@click.option("--dla-core", default=None, type=Count(0, 7), help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
+@click.option("--workspace-mb", default=256, show_default=True, type=Count(1, 1 << 20), help="TensorRT builder workspace limit.")
+@click.option("--opt-level", default=None, type=Count(0, 5), help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
 @click.option("--strongly-typed", is_flag=True, help="TensorRT 10: strongly typed network (always on 11).")
 @_eval_options
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False), help="Extra folder of target TOMLs.")
