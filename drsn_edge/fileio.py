@@ -73,5 +73,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    with open(path, "rb") as f:
-        return json.loads(f.read())
+    """A JSON file of at most limits.JSON_CAP bytes; a file that is not JSON is bad input (one line)."""
+    from .errors import InputError
+    from .limits import JSON_CAP, read_capped
+
+    try:
+        return json.loads(read_capped(path, JSON_CAP, "JSON file"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}' is not valid JSON: {exc}") from None

@@ -245,9 +245,12 @@ def _section(path: Path, section: str, raw, schema: dict, fill_defaults: bool = 
 def load_target_file(path: str | Path) -> Target:
     """Read and validate one profile; every problem is an InputError naming the file and the key."""
     path = Path(path)
+    from .limits import TOML_CAP, read_capped
+
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        raw = tomllib.loads(read_capped(path, TOML_CAP, "target file").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid TOML: not UTF-8 text") from None
     except FileNotFoundError:
         raise InputError(f"target file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as exc:

@@ -210,6 +210,9 @@ def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset '{path}' does not exist; make one with 'drsn-edge data synth' or 'data import'")
+    from ..limits import check_npz
+
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

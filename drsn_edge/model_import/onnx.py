@@ -206,6 +206,9 @@ def _from_onnx(src) -> dict:
     g = model.graph
     if not len(g.node) or not len(g.output):
         raise InputError(f"'{src}' is not a usable ONNX model (empty graph); check the file")
+    from ..limits import check_onnx_dims
+
+    check_onnx_dims(model, str(src))
     meta = _onnx_meta(model, src)
     w = _DeployGraph(model, src)
 
