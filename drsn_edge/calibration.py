@@ -76,6 +76,10 @@ def make_calibration(data, out, n: int = 512, seed: int = 0, noise=("gaussian", 
         raise InputError(f"calibration sets end in .npz, got '{out.name}'")
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
+    from .data.dataset import manifest_path
+    from .outputs import guard_file
+
+    guard_file(out, [data, manifest_path(data)], [manifest_path(out)])
     src = load_dataset(data)
     from .limits import check_alloc, windows_bytes
 

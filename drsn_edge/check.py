@@ -154,6 +154,11 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
         if p is not None and not Path(p).is_file():
             raise InputError(f"'{p}' does not exist")
     spec = spec or EvalSpec()
+    if report:
+        from .outputs import check_overlap, check_writable
+
+        check_overlap([report], [build_dir, model, calib, spec.data], "--report")
+        check_writable(report, "--report", folder=True)
     target_hint = _target_without_device(target_name, targets_dirs)
     url = device or (default_device(target_hint) if target_hint else "local")
     with open_device(url, **(device_opts or {})) as dev:

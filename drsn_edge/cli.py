@@ -181,20 +181,21 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
     from .data.noise import parse_noise
     from .errors import InputError
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from .distributed import relaunch_with_torchrun
-
-        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     lo_hi = snr_range.split(":")
     try:
         snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
     except (ValueError, IndexError):
         raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-    from .train import TrainConfig, train
+    from .train import TrainConfig, preflight, train
 
     cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
                       weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
                       snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import relaunch_with_torchrun
+
+        preflight(cfg)  # one error, before any worker starts
+        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     rank0 = int(os.environ.get("RANK", 0)) == 0
     with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
         state = {}

@@ -24,7 +24,44 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
             "-m", "drsn_edge", *args]
 
 
+STATUS_ENV = "DRSN_EDGE_STATUS_FILE"  # rank 0 writes its exit code here (torchrun itself only says 0 or 1)
+
+
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run the workers under torchrun and speak once for all of them: rank 0's JSON object (stdout passes
+    through), its one-line error or progress on stderr, and its exit code; torchrun's own failure report
+    (a ChildFailedError traceback) is not shown."""
+    import tempfile
+
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(torchrun_command(nproc, argv), env=env)
+    fd, status = tempfile.mkstemp(prefix="drsn-edge-status.")
+    os.close(fd)
+    env[STATUS_ENV] = status
+    try:
+        proc = subprocess.Popen(torchrun_command(nproc, argv), env=env, stderr=subprocess.PIPE, text=True,
+                                errors="replace")
+        try:
+            for line in proc.stderr:
+                if line.startswith(("drsn-edge:", "epoch ")):
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+            rc = proc.wait()
+        except KeyboardInterrupt:  # the workers got the signal too; rank 0 reports it
+            rc = proc.wait()
+        return _rank0_code(status, rc)
+    finally:
+        os.unlink(status)
+
+
+def _rank0_code(status: str, rc: int) -> int:
+    try:
+        text = open(status).read().strip()
+    except OSError:
+        text = ""
+    if text.isdigit():
+        return int(text)
+    if rc:
+        sys.stderr.write("drsn-edge: error: the training workers failed without a message (see torchrun)\n")
+        return 4
+    return 0

@@ -135,6 +135,9 @@ def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET
         raise InputError(f"opset must be in 13..21 (17 recommended), got {opset}")
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model_path)
+    from .outputs import guard_file
+
+    guard_file(out, [model_path, data], [out.with_suffix(".json")])
     raw = to_onnx_bytes(bundle.model, batch, bundle.window, opset)
     om = onnx().load_from_string(raw)
     src_hash = sha256_file(model_path)

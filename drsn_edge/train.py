@@ -92,6 +92,37 @@ def _validate_config(cfg: TrainConfig) -> None:
         raise InputError(f"unknown noise type(s) {bad}; use {', '.join(NOISE_TYPES)}")
     if not Path(cfg.out).suffix == ".drsn":
         raise InputError(f"model bundles end in .drsn, got '{cfg.out}'")
+    from .data.dataset import manifest_path
+    from .outputs import guard_file
+
+    guard_file(cfg.out, [cfg.data, manifest_path(cfg.data)], [checkpoint_path(cfg.out)])
+
+
+def checkpoint_path(out) -> Path:
+    """The resume checkpoint beside the output bundle: m.drsn → m.resume.pt."""
+    return Path(out).with_suffix(".resume.pt")
+
+
+def _splits(cfg: TrainConfig):
+    ds = load_dataset(cfg.data)
+    train_ds = ds.select_split("train")
+    val_ds = ds.select_split("val")
+    if len(train_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'train' split")
+    if len(np.unique(train_ds.y)) < len(ds.class_names):
+        raise InputError("the train split lacks some classes; every class needs training windows")
+    if len(val_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'val' split (needed to pick the best epoch)")
+    return ds, train_ds, val_ds
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Everything a run can refuse before it starts (options, output, data, checkpoint), checked once by
+    the launching process so that N workers do not repeat the same error."""
+    _validate_config(cfg)
+    _splits(cfg)
+    if cfg.resume and not checkpoint_path(cfg.out).exists():
+        raise InputError(f"cannot resume: no checkpoint '{checkpoint_path(cfg.out)}' (train without --resume first)")
 
 
 def fixed_validation_set(val: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -122,15 +153,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     torch.set_num_threads(threads)
     progress = progress if (progress and rank == 0) else (lambda *a, **k: None)
 
-    ds = load_dataset(cfg.data)
-    train_ds = ds.select_split("train")
-    val_ds = ds.select_split("val")
-    if len(train_ds) == 0:
-        raise InputError(f"'{cfg.data}' has no 'train' split")
-    if len(np.unique(train_ds.y)) < len(ds.class_names):
-        raise InputError("the train split lacks some classes; every class needs training windows")
-    if len(val_ds) == 0:
-        raise InputError(f"'{cfg.data}' has no 'val' split (needed to pick the best epoch)")
+    ds, train_ds, val_ds = _splits(cfg)
     if cfg.max_train_windows and len(train_ds) > cfg.max_train_windows:
         pick = np.random.default_rng(cfg.seed).choice(len(train_ds), cfg.max_train_windows, replace=False)
         train_ds = train_ds.subset(np.sort(pick))
@@ -138,15 +161,12 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, classes=len(ds.class_names), width=cfg.width, depth=cfg.depth)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    ckpt_path = Path(cfg.out).with_suffix(".resume.pt")
+    ckpt_path = checkpoint_path(cfg.out)
     start_epoch, best_acc, best_state, history = 0, -1.0, None, []
     if cfg.resume:
         if not ckpt_path.exists():
             raise InputError(f"cannot resume: no checkpoint '{ckpt_path}' (train without --resume first)")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck.get("arch") != cfg.arch:
-            raise InputError(f"checkpoint is for {ck.get('arch')}, not {cfg.arch}")
-        model.load_state_dict(ck["model"])
+        ck = load_checkpoint(ckpt_path, cfg, model)
         opt.load_state_dict(ck["optimizer"])
         start_epoch, best_acc, best_state = int(ck["epoch"]), float(ck["best_acc"]), ck["best_state"]
         history = json.loads(ck["history"])
@@ -179,6 +199,9 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         for s in range(steps):
             logits = net(xa[s])
             loss = F.cross_entropy(logits, ya[s])
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged: the loss became {float(loss)} at epoch {epoch + 1}, step {s + 1}; "
+                                 "no bundle was written — lower --lr or --weight-decay")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -233,11 +256,45 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     return summary
 
 
+def load_checkpoint(path: Path, cfg: TrainConfig, model) -> dict:
+    """Read a resume checkpoint (weights only, no code) and refuse one that belongs to another run, saying
+    what differs, before any weight is copied."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or not {"model", "optimizer", "epoch", "best_acc", "history"} <= set(ck):
+            raise ValueError("missing fields")
+    except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refusal, wrong content
+        raise InputError(f"cannot resume: '{path}' is truncated or not a drsn-edge checkpoint "
+                         f"({type(exc).__name__}); delete it or train without --resume") from None
+    if ck.get("arch") != cfg.arch:
+        raise InputError(f"cannot resume: '{path}' is for {ck.get('arch')}, not {cfg.arch}")
+    mine = {"width": cfg.width, "depth": cfg.depth, "classes": model.fc.out_features}
+    theirs = ck.get("config") or {}
+    diff = [f"{k} {theirs[k]} (this run: {v})" for k, v in mine.items() if k in theirs and theirs[k] != v]
+    expected = model.state_dict()
+    shapes = [f"{k} {list(v.shape)} (this run: {list(expected[k].shape)})" for k, v in ck["model"].items()
+              if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in ck["model"]]
+    if diff or shapes or missing:
+        what = ", ".join(diff) or (f"weight {shapes[0]}" if shapes else f"no weight '{missing[0]}'")
+        raise InputError(f"cannot resume: '{path}' was trained with another model: {what}; resume with the same "
+                         "--width/--depth and data classes, or delete the checkpoint")
+    model.load_state_dict(ck["model"])
+    return ck
+
+
 def _save_checkpoint(path, cfg, model, opt, epoch, best_acc, best_state, history) -> None:
     import torch
 
     from .fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"arch": cfg.arch, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        for v in model.state_dict().values():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise InputError("training diverged: the weights became non-finite; no bundle was written — "
+                                 "lower --lr or --weight-decay")
+        torch.save({"arch": cfg.arch, "config": {"width": cfg.width, "depth": cfg.depth,
+                                                  "classes": model.fc.out_features}, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                     "best_acc": best_acc, "best_state": best_state, "history": json.dumps(history)}, tmp)

@@ -68,7 +68,15 @@ def pct(v) -> str:
 def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
     """The one way a command ends in error: one line on stderr, the JSON error object on stdout with --json
     (unless the command already printed its object), and the exit code of the contract."""
+    import os
+
     line = " ".join(str(exc_text).split())
+    status = os.environ.get("DRSN_EDGE_STATUS_FILE")
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        sys.exit(exit_code)  # only rank 0 of a multi-process run speaks
+    if status:
+        with open(status, "w") as f:
+            f.write(str(exit_code))
     if as_json and not _emitted["json"]:
         emit_json({"error": line, "exit_code": exit_code})
     sys.stderr.write(f"drsn-edge: error: {line}\n")

@@ -57,7 +57,21 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
                    seed: int | None = None, sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
                    qat_data: str | None = None, progress=None, spec=None) -> dict:
     """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
-    data/noise_kinds/snrs/windows_per_class/seed overriding its fields)."""
+    data/noise_kinds/snrs/windows_per_class/seed overriding its fields). Temporaries (ours and ONNX
+    Runtime's) stay in a hidden folder beside the output, removed even when interrupted."""
+    from ..fileio import private_tmpdir
+
+    out = _check_out(out)
+    from ..outputs import check_writable
+
+    check_writable(out)
+    with private_tmpdir(out):
+        return _quantize_model(model, calib, out, method, batch, max_drop, data, noise_kinds, snrs, windows_per_class,
+                               seed, sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec)
+
+
+def _quantize_model(model, calib, out, method, batch, max_drop, data, noise_kinds, snrs, windows_per_class, seed,
+                    sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec) -> dict:
     from ..artifacts import tool_versions, write_sidecar
     from ..calibration import model_and_calibration
     from ..data.dataset import normalize
@@ -85,6 +99,9 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
+    from ..outputs import guard_file
+
+    guard_file(out, [model_path, cal_path, data, qat_data, getattr(spec, "data", None)], [out.with_suffix(".json")])
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
     spec = spec_from(spec, data, noise_kinds, snrs, windows_per_class, seed)
