@@ -6,6 +6,7 @@ folder. Nothing downstream rebuilds: check, profile, monitor and benchmark load 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -113,6 +114,7 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
     t0 = time.perf_counter()
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, opts.calib)
     out_dir = guard_output(Path(out_dir or Path("build") / target.name), [model_path, cal_path, spec.data], force)
+    spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
     with staged_output(out_dir) as tmp:
         ctx = BuildContext(bundle=bundle, model_path=model_path, calibration=cal, calibration_path=cal_path,
                            calib_x=cx, target=target, options=opts, spec=spec, out=tmp, out_dir=out_dir, device=dev,
@@ -134,7 +136,7 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
         target=target.name, family=target.family, backend=backend.name,
         precision=getattr(opts, "precision", "int8"), out_dir=str(out_dir), artifact=str(out_dir / out.artifact),
         sidecar=str(out_dir / Path(out.artifact).with_suffix(".json").name), files=files,
-        evaluation={"spec": spec.to_json(), "description": spec.describe()},
+        evaluation={"spec": spec.to_json(), "description": spec.describe(bundle.meta)},
         accuracy=manifest.get("accuracy"), memory=out.memory, details=out.details, warnings=ctx.warnings,
         wall_s=time.perf_counter() - t0)
 
@@ -153,7 +155,7 @@ def _manifest(ctx, backend, out) -> dict:
         "window": ctx.bundle.window, "normalization": ctx.bundle.normalization,
         "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
                         "windows": len(ctx.calibration)},
-        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe(),
+        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe(ctx.bundle.meta),
         "memory": out.memory, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -195,6 +195,9 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     from .report import latency_summary
 
     bundle, model_path = resolve_model(_source_model(build))
+    import dataclasses
+
+    spec = dataclasses.replace(spec, calibration=(build.manifest.get("calibration") or {}).get("path"))
     ev = spec.windows(bundle.meta)
     facts = dev.info()
     runner = build.runner(dev)

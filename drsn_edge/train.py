@@ -79,6 +79,15 @@ def _lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 
 def _validate_config(cfg: TrainConfig) -> None:
+    from .validate import count, finite
+
+    finite("--lr", cfg.lr, 0.0, 10.0, lo_open=True)
+    finite("--weight-decay", cfg.weight_decay, 0.0, 1.0)
+    finite("--width", cfg.width, 0.0, 16.0, lo_open=True)
+    count("--depth", cfg.depth, 1, 64)
+    finite("--clean-fraction", cfg.clean_fraction, 0.0, 1.0)
+    for v in (cfg.snr_min, cfg.snr_max):
+        finite("--snr-range", v, -100.0, 100.0)
     if cfg.epochs < 1:
         raise InputError("epochs must be at least 1")
     if cfg.batch < 2:
@@ -241,7 +250,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_meta", "threads")}
         meta = make_meta(
             model, ds.class_names, ds.fs, ds.window, ds.normalization,
-            training={"recipe": recipe, "data_sha256": sha256_file(cfg.data),
+            training={"recipe": recipe, "data": str(Path(cfg.data).resolve()), "data_sha256": sha256_file(cfg.data),
                       "data_content_sha256": ds.content_hash(), "data_source": ds.source,
                       "history": history, "world_size": world},
             metrics={"best_val_acc": best_acc},

@@ -105,6 +105,9 @@ def _quantize_model(model, calib, out, method, batch, max_drop, data, noise_kind
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
     spec = spec_from(spec, data, noise_kinds, snrs, windows_per_class, seed)
+    import dataclasses
+
+    spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
     ds = spec.windows(bundle.meta)
     x, src, seed = ds.x, ds.description, spec.seed
 
