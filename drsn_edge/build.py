@@ -115,6 +115,7 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, opts.calib)
     out_dir = guard_output(Path(out_dir or Path("build") / target.name), [model_path, cal_path, spec.data], force)
     spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
+    spec.preflight(bundle.meta)
     with staged_output(out_dir) as tmp:
         ctx = BuildContext(bundle=bundle, model_path=model_path, calibration=cal, calibration_path=cal_path,
                            calib_x=cx, target=target, options=opts, spec=spec, out=tmp, out_dir=out_dir, device=dev,

@@ -154,6 +154,7 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
         if p is not None and not Path(p).is_file():
             raise InputError(f"'{p}' does not exist")
     spec = spec or EvalSpec()
+    spec.preflight()
     if report:
         from .outputs import check_overlap, check_writable
 

@@ -80,6 +80,18 @@ class EvalSpec:
                 if self.noise and self.snrs else "clean")
         return f"{src}; {grid}"
 
+    def preflight(self, meta: dict | None = None) -> None:
+        """Refuse, before any long work, evaluation data that cannot be used (missing, empty, another model's)."""
+        from .data.dataset import load_dataset
+        from .evaluate import check_compatible
+
+        if self.data is not None:
+            ds = load_dataset(self.data)
+            if meta is not None:
+                check_compatible(meta, ds)
+        elif meta is not None:
+            self.source(meta)
+
     def windows(self, meta: dict) -> "EvalWindows":
         """The evaluation windows for a model (its metadata: classes, fs, window, normalization)."""
         from .data.dataset import normalize

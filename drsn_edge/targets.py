@@ -203,7 +203,9 @@ def _value(path: Path, key: str, v, spec: dict):
     elif kind == "float":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{where} must be a number, got {_type_name(v)}")
-        v = float(v)
+        from .validate import finite
+
+        v = finite(where, v)
     if check == "version":
         if not _VERSION_RE.match(v):
             raise InputError(f"{where} must be a version like 10.3, got '{v}'")

@@ -44,7 +44,7 @@ def fraction_list(name: str, text, n: int | None = None, total: float | None = N
     """Comma-separated finite fractions in [0, 1] (exactly `n` of them; summing to `total` when given)."""
     parts = [p.strip() for p in str(text).split(",")]
     if n is not None and len(parts) != n:
-        raise InputError(f"{name} takes {n} comma-separated fractions, got {text!r}")
+        raise InputError(f"{name} takes {({2: 'two', 3: 'three'}).get(n, n)} comma-separated fractions, got {text!r}")
     vals = tuple(finite(name, p, 0.0, 1.0) for p in parts)
     if total is not None and abs(sum(vals) - total) > 1e-6:
         raise InputError(f"{name} fractions must add up to {total:g}, got {sum(vals):g}")

@@ -108,6 +108,7 @@ def _quantize_model(model, calib, out, method, batch, max_drop, data, noise_kind
     import dataclasses
 
     spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
+    spec.preflight(bundle.meta)
     ds = spec.windows(bundle.meta)
     x, src, seed = ds.x, ds.description, spec.seed
 
