@@ -79,8 +79,11 @@ def _lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 
 def _validate_config(cfg: TrainConfig) -> None:
+    from .models import ARCHITECTURES
     from .validate import count, finite
 
+    if cfg.arch not in ARCHITECTURES:
+        raise InputError(f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}")
     finite("--lr", cfg.lr, 0.0, 10.0, lo_open=True)
     finite("--weight-decay", cfg.weight_decay, 0.0, 1.0)
     finite("--width", cfg.width, 0.0, 16.0, lo_open=True)
