@@ -114,7 +114,7 @@ def check_model_config(config: dict, n_classes: int, window: int, file_bytes: in
         width = finite("width", cfg.get("width", 1.0), 0.0, 64.0, lo_open=True)
         count("window", window, 64, MAX_WINDOW)
     except InputError as exc:
-        raise InputError(f"'{where}' has an impossible model config: {exc}") from None
+        raise InputError(f"'{where}' has a bad model config: {exc}") from None
     c = max(1, int(round(vals.get("base_channels", 4) * width)))
     k = vals.get("kernel", 3)
     c_in, params = c, vals.get("in_channels", 1) * c * k

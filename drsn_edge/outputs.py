@@ -73,8 +73,23 @@ def check_writable(path, flag: str = "-o", extra_name: int = TMP_NAME_EXTRA, fol
         raise InputError(f"{flag} '{path}': '{anc}' is on a read-only filesystem; choose an output on a writable one")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise InputError(f"{flag} '{path}': no permission to write in '{anc}'; choose another output folder")
+    _try_create(anc, path, flag)
     if p.is_dir() and not folder:
         raise InputError(f"{flag} '{path}' is a folder; name a file")
+
+
+def _try_create(folder: Path, path, flag: str) -> None:
+    """Create and remove a file where the output goes: what permissions and flags cannot tell (root on a
+    virtual filesystem, a read-only bind mount) shows here, before the work."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".drsn-edge-probe.{os.getpid()}.", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{flag} '{path}': cannot write in '{folder}' ({exc.strerror or exc}); "
+                         "choose another output folder") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def guard_file(out, inputs=(), companions=(), flag: str = "-o") -> Path:

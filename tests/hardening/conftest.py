@@ -43,6 +43,7 @@ def assets(tmp_path_factory) -> Path:
     save_bundle(b.model, meta, root / "real.drsn")
     shutil.copy(default_model_path(), root / "m.drsn")
     shutil.copy(default_calibration_path(), root / "cal.npz")
+    shutil.copy(default_calibration_path().with_suffix(".json"), root / "cal.json")
     return root
 
 

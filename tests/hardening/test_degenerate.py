@@ -2,6 +2,7 @@
 0-window dataset is refused where datasets are read (and save_dataset no longer writes one); samples so
 large that float32 normalization overflows are refused; non-finite model outputs are never reported."""
 
+import numpy as np
 import pytest
 
 from .contract import expect
@@ -38,5 +39,5 @@ def test_save_dataset_refuses_to_write_an_empty_dataset(tmp_path, assets):
 
     ds = load_dataset(assets / "d.npz")
     with pytest.raises(InputError, match="no windows"):
-        save_dataset(ds.subset([]), tmp_path / "e.npz")
+        save_dataset(ds.subset(np.zeros(0, dtype=np.int64)), tmp_path / "e.npz")
     assert list(tmp_path.iterdir()) == []

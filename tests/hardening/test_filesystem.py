@@ -25,7 +25,7 @@ IDS = [" ".join(w[:2]) for w in WRITERS]
 
 
 @pytest.mark.parametrize("where,needle", [
-    ("/proc/drsn-edge-out", "permission"),                     # not writable, even for root
+    ("/sys/drsn-edge-out", "permission"),                      # not writable, even for root
     ("x" * 300, "shorter name"),                               # longer than NAME_MAX
     ("afile/out", "is a file"),                                # a parent that is a file
     ("deep/" + "y" * 250 + "/out", "shorter name"),

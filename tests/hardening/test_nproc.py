@@ -13,7 +13,7 @@ from .contract import expect
     (["--data", "d.npz", "-o", "d.npz"], ".drsn"),
     (["--data", "d.npz", "-o", "m.drsn", "--arch", "nope"], "nope"),
     (["--data", "d.npz", "-o", "m.drsn", "--resume"], "no checkpoint"),
-    (["--data", "d.npz", "-o", "/proc/m.drsn"], "permission"),
+    (["--data", "d.npz", "-o", "/sys/m.drsn"], "permission"),
 ])
 def test_nproc_error_is_said_once(work, args, needle):
     expect(["train", "--nproc", "2", *args], work("d.npz", "empty.npz"), "input", contains=needle, timeout=300)

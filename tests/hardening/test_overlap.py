@@ -14,7 +14,7 @@ from .contract import expect
     (["calibration", "make", "--data", "link.npz", "-o", "d.npz"], "is the input"),
     (["export", "m.drsn", "-o", "m.onnx", "--data", "m.json"], "is the input"),
     (["quantize", "m.drsn", "--calib", "cal.npz", "-o", "cal.onnx", "--data", "cal.json"], "is the input"),
-    (["train", "--data", "d.npz", "-o", "d.drsn"], "is the input"),
+    (["train", "--data", "d.npz", "-o", "dl.drsn"], "is the input"),
     (["evaluate", "m.drsn", "--data", "d.npz", "--plot", "d.npz"], "is the input"),
     (["evaluate", "m.drsn", "--plot", "m.drsn"], "is the input"),
     (["import", "m.drsn", "-o", "m.drsn"], "is the input"),
@@ -24,6 +24,7 @@ def test_output_onto_an_input_is_refused(work, args, needle):
     cwd = work("d.npz", "m.drsn", "cal.npz")
     (cwd / "sub").mkdir()
     (cwd / "link.npz").symlink_to(cwd / "d.npz")
+    (cwd / "dl.drsn").symlink_to(cwd / "d.npz")  # an output name that is the dataset under another name
     (cwd / "m.json").write_text("{}")  # a user's file that export's sidecar would replace
     (cwd / "cal.json").write_text("{}")
     expect(args, cwd, "input", contains=needle)

@@ -18,7 +18,7 @@ CASES = [
     (["no-such-command"], "no-such-command"),
     (["build"], "--target"),
     (["check", "--target", "host", "--noise-mode", "x"], "--noise-mode"),
-    (["export", "-o"], "-o"),
+    (["export", "m.drsn", "-o", "x.onnx", "--batch"], "--batch"),
     (["train", "--data", "d.npz", "-o", "m.drsn", "--epochs"], "--epochs"),
 ]
 
