@@ -139,7 +139,13 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
         from .outputs import guard_file
 
         guard_file(plot, [model_path, data], flag="--plot")
-    if data is None:
+    from .evalspec import recorded_test_split, simulated
+
+    recorded = recorded_test_split(bundle.meta) if data is None and not simulated(bundle.meta) else None
+    if recorded:  # the model's classes are not simulated: the test split of the data it was trained on
+        ds = load_dataset(recorded).select_split("test")
+        source = f"test split of {recorded}, the training data recorded in the model (its classes are not simulated)"
+    elif data is None:
         ds = fresh_test_set(bundle.meta, windows_per_class, seed=100_000 + seed, condition=condition)
         source = f"simulated ({condition}, {windows_per_class} windows/class, seed {100_000 + seed})"
     else:

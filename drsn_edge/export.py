@@ -41,6 +41,11 @@ def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: i
                 ds, src = cal, str(path)
             except InputError:
                 ds = None
+        from .evalspec import recorded_test_split
+
+        recorded = recorded_test_split(meta) if ds is None else None
+        if recorded:
+            ds, src = load_test_windows(meta, recorded)
         if ds is None:
             from .data.noise import assign_noise
             from .evaluate import fresh_test_set

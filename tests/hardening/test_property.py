@@ -107,7 +107,7 @@ def _check(work, path, flag, p, value):
 
 
 @pytest.mark.parametrize("path,flag,p", OPTIONS, ids=IDS)
-@settings(max_examples=3, deadline=None, derandomize=True,
+@settings(max_examples=2, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(value=HOSTILE)
 def test_option_values_keep_the_contract(work, path, flag, p, value):

@@ -59,3 +59,12 @@ def test_build_with_data_of_other_classes_is_refused(work):
     cwd = work("real.drsn", "d.npz", "cal.npz")
     expect(["build", "real.drsn", "--calib", "cal.npz", "--target", "host", "--data", "d.npz", "-o", "b"], cwd,
            "input", contains="classes")
+
+
+@pytest.mark.parametrize("cmd,key", [(["evaluate", "real.drsn", "--noise", "none"], "data"),
+                                     (["export", "real.drsn", "-o", "r.onnx"], "validation")])
+def test_evaluate_and_export_a_model_of_real_classes_use_its_recorded_test_split(work, assets, cmd, key):
+    cwd = work("real.drsn")
+    outs = ["r.onnx", "r.json"]
+    run = expect(cmd, cwd, "ok", outputs=outs, inputs=[assets / "real.npz"], timeout=600)
+    assert "real.npz" in str(run.obj[key])
