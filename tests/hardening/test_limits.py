@@ -42,7 +42,8 @@ def _rewrite_header(src, dst, **config):
 
 
 @pytest.mark.parametrize("config,needle", [({"depth": 100000}, "depth"), ({"width": 1e6}, "width"),
-                                           ({"base_channels": 4096, "width": 16}, "weights"),
+                                           ({"base_channels": 64}, "weights"),
+                                           ({"base_channels": 4096, "width": 16}, "parameters"),
                                            ({"kernel": 10**9}, "kernel")])
 @pytest.mark.parametrize("cmd", [["evaluate", "big.drsn"], ["export", "big.drsn", "-o", "b.onnx"],
                                  ["build", "big.drsn", "--target", "host", "-o", "b"]])
