@@ -88,7 +88,7 @@ def _in_domain(t, value: str) -> bool | None:
     try:
         t.convert(value, None, None)
         return True
-    except click.BadParameter:
+    except click.UsageError:
         return False
 
 
