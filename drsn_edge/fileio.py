@@ -61,12 +61,16 @@ def private_tmpdir(out: str | os.PathLike) -> Iterator[Path]:
     out = Path(out)
     clean_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out), suffix=".tmp", dir=out.parent if out.parent.is_dir() else None))
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(tmp)
+    saved, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)  # native libraries read the environment
     try:
         yield tmp
     finally:
         tempfile.tempdir = saved
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
         shutil.rmtree(tmp, ignore_errors=True)
 
 

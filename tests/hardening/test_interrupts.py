@@ -85,7 +85,7 @@ def test_next_run_removes_temporaries_of_killed_runs(work):
     (cwd / f".x.npz.{dead}.abcd.npz").write_bytes(b"half written")
     (cwd / f".x.npz.{os.getppid()}.live.npz").write_bytes(b"a live run's")  # a live pid: kept
     (cwd / f".other.npz.{dead}.abcd.npz").write_bytes(b"not ours")
-    expect(["data", "synth", "-o", "x.npz", "--windows-per-class", "2"], cwd, "ok",
+    expect(["data", "synth", "-o", "x.npz", "--windows-per-class", "15"], cwd, "ok",
            outputs=["x.npz", "x.json", f".x.npz.{dead}.abcd.npz"])
     names = sorted(p.name for p in cwd.iterdir())
     assert f".x.npz.{dead}.abcd.npz" not in names
