@@ -74,8 +74,8 @@ def _noise_options(f):
 @_noise_options
 @click.option("--run-to-failure", "rtf", is_flag=True,
               help="Instead: one machine's continuous signal, healthy then a growing fault (-o .wav or .npy).")
-@click.option("--healthy-s", default=3600.0, show_default=True, type=float, help="Run to failure: healthy seconds.")
-@click.option("--fault-s", default=600.0, show_default=True, type=float, help="Run to failure: seconds the fault grows.")
+@click.option("--healthy-s", default=3600.0, show_default=True, type=Real(0.0, 86_400.0 * 30), help="Run to failure: healthy seconds.")
+@click.option("--fault-s", default=600.0, show_default=True, type=Real(0.0, 86_400.0 * 30), help="Run to failure: seconds the fault grows.")
 @click.option("--fault", type=click.Choice(["IR", "B", "OR"]), default="IR", show_default=True,
               help="Run to failure: inner race, ball or outer race.")
 @click.option("--severity", default="7:21", show_default=True, help="Run to failure: spall size START:END in mils.")
@@ -578,9 +578,9 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @click.option("--model", "model_opt", default=None, type=click.Path(),
               help="A build folder or artifact, or a .drsn bundle (float, PyTorch). Default: the shipped model.")
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="Append the JSON lines to this file.")
-@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (default: the WAV's own, else the model's).")
+@click.option("--fs", type=Real(1.0, 1e7), default=None, help="Source sample rate in Hz (default: the WAV's own, else the model's).")
 @click.option("--resample", is_flag=True, help="Resample a source at another rate (default: refuse it).")
-@click.option("--hop", type=int, default=None, help="Samples between window starts (default: the window, no overlap).")
+@click.option("--hop", type=Count(1, 1 << 20), default=None, help="Samples between window starts (default: the window, no overlap).")
 @click.option("--realtime", is_flag=True, help="Replay a file at its real rate (default: as fast as possible).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "f32"]), default="auto", show_default=True,
               help="stdin/tcp/serial: one number per line, or raw little-endian float32.")
@@ -589,20 +589,20 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @click.option("--healthy-class", default="normal", show_default=True, help="The model's class that means healthy.")
 @click.option("--enter", "enter", default="4/6", show_default=True,
               help="K/N: enter fault (or sensor, unknown) when K of the last N windows say so.")
-@click.option("--clear", "clear", default=6, show_default=True, type=int, help="Clear to healthy after this many healthy windows in a row.")
-@click.option("--smoothing", default=0.5, show_default=True, type=float,
+@click.option("--clear", "clear", default=6, show_default=True, type=Count(1, 100_000), help="Clear to healthy after this many healthy windows in a row.")
+@click.option("--smoothing", default=0.5, show_default=True, type=Real(0.0, 1.0, lo_open=True),
               help="Weight of the newest window in the moving average of probabilities (1 = none).")
-@click.option("--min-confidence", default=0.5, show_default=True, type=float,
+@click.option("--min-confidence", default=0.5, show_default=True, type=Real(0.0, 1.0),
               help="A smoothed top probability below this casts no vote.")
-@click.option("--clip-level", default=None, type=float, help="|x| where the sensor saturates (default: detect repeated extremes).")
-@click.option("--stall-timeout", default=5.0, show_default=True, type=float, help="Seconds without data before 'no data'.")
-@click.option("--max-windows", default=None, type=int, help="Stop after this many windows.")
+@click.option("--clip-level", default=None, type=Real(0.0, 1e30, lo_open=True), help="|x| where the sensor saturates (default: detect repeated extremes).")
+@click.option("--stall-timeout", default=5.0, show_default=True, type=Real(0.0, 86_400.0, lo_open=True), help="Seconds without data before 'no data'.")
+@click.option("--max-windows", default=None, type=Count(1, 2**62), help="Stop after this many windows.")
 @click.option("--mqtt", default=None, help="Send alerts to mqtt://HOST[:PORT]/TOPIC or mqtts://… (credentials: environment or --mqtt-config).")
 @click.option("--mqtt-config", default=None, type=click.Path(dir_okay=False),
               help="TOML file with [mqtt] client_id, username, password, ca_file, cert_file, key_file.")
 @click.option("--alert-queue", default=None, type=click.Path(dir_okay=False),
               help="On-disk alert queue (default: ~/.local/state/drsn-edge/alerts-<broker>.jsonl).")
-@click.option("--queue-max", default=10_000, show_default=True, type=int, help="Alerts the queue holds while the broker is away.")
+@click.option("--queue-max", default=10_000, show_default=True, type=Count(1, 10_000_000), help="Alerts the queue holds while the broker is away.")
 @_json_option
 def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt, channel, column, healthy_class, enter,
                 clear, smoothing, min_confidence, clip_level, stall_timeout, max_windows, mqtt, mqtt_config, alert_queue,

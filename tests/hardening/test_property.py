@@ -16,7 +16,8 @@ from drsn_edge.cli import main
 
 from .contract import expect
 
-LIST_OPTIONS = {"--snr", "--split", "--noise", "--classes", "--snr-range", "--class-names", "--column"}
+LIST_OPTIONS = {"--snr", "--split", "--noise", "--classes", "--snr-range", "--class-names", "--column", "--severity",
+                "--enter"}
 # a base command line per command that stops right after the options are checked: its one input is missing
 MISSING = "missing-input.npz"
 BASE = {
@@ -27,6 +28,7 @@ BASE = {
     "quantize": [MISSING, "-o", "out.onnx"], "lint": [MISSING], "targets": ["no-such-target"],
     "build": [MISSING, "--target", "host", "-o", "out"],
     "check": ["--target", "host", "--model", MISSING],
+    "monitor": [MISSING, "--source", MISSING],
 }
 
 
