@@ -146,14 +146,19 @@ def cli_group_class():
 
 
 def _install_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out."""
+    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out; both
+    record the signal (errors.INTERRUPTED) before unwinding."""
     import signal
 
+    from .errors import INTERRUPTED
+
     def _raise(signum, frame):
+        INTERRUPTED["signal"] = signum
         raise KeyboardInterrupt
 
     try:
         signal.signal(signal.SIGTERM, _raise)
+        signal.signal(signal.SIGINT, _raise)
     except ValueError:  # not the main thread
         pass
 

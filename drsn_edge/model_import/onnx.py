@@ -457,9 +457,12 @@ def _onnx_meta(model, src) -> dict:
 
 def _verify_onnx(raw, model, batch, channels, window, src) -> dict | None:
     """Run the ONNX graph and the rebuilt model on one random batch; they must agree."""
+    from ..deps import onnxruntime
+    from ..errors import MissingDependencyError
+
     try:
-        import onnxruntime as ort
-    except ImportError:
+        ort = onnxruntime()
+    except MissingDependencyError:
         return None
     import torch
 
