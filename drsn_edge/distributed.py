@@ -43,15 +43,21 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
                                 errors="replace")
         try:
             for line in proc.stderr:
-                if line.startswith(("drsn-edge:", "epoch ")):
-                    sys.stderr.write(line)
-                    sys.stderr.flush()
+                _relay(line)
             rc = proc.wait()
         except KeyboardInterrupt:  # the workers got the signal too; rank 0 reports it
-            rc = proc.wait()
+            for line in proc.communicate()[1].splitlines(keepends=True):
+                _relay(line)
+            rc = proc.returncode
         return _rank0_code(status, rc)
     finally:
         os.unlink(status)
+
+
+def _relay(line: str) -> None:
+    if line.startswith(("drsn-edge:", "epoch ")):
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _rank0_code(status: str, rc: int) -> int:
