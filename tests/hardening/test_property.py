@@ -21,7 +21,8 @@ LIST_OPTIONS = {"--snr", "--split", "--noise", "--classes", "--snr-range", "--cl
 # a base command line per command that stops right after the options are checked: its one input is missing
 MISSING = "missing-input.npz"
 BASE = {
-    "data synth": ["-o", "out.txt"],  # refused (not .npz) after the options are parsed "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING],
+    "data synth": ["-o", "out.txt"],  # refused (not .npz) after the options are parsed
+    "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING], "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING],
     "train": ["--data", MISSING, "-o", "out.drsn"], "evaluate": [MISSING],
     "export": [MISSING, "-o", "out.onnx"], "import": [MISSING, "-o", "out.drsn"],
     "calibration make": ["--data", MISSING, "-o", "out.npz"], "calibration info": [MISSING],
