@@ -23,7 +23,6 @@ MISSING = "missing-input.npz"
 BASE = {
     "data synth": ["-o", "out.txt"],  # refused (not .npz) after the options are parsed
     "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING],
-    "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING], "data import": [MISSING, "-o", "out.npz"], "data info": [MISSING],
     "train": ["--data", MISSING, "-o", "out.drsn"], "evaluate": [MISSING],
     "export": [MISSING, "-o", "out.onnx"], "import": [MISSING, "-o", "out.drsn"],
     "calibration make": ["--data", MISSING, "-o", "out.npz"], "calibration info": [MISSING],
