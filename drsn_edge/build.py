@@ -174,7 +174,8 @@ def _manifest(ctx, backend, out) -> dict:
         "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
                         "windows": len(ctx.calibration)},
         "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe(ctx.bundle.meta),
-        "memory": out.memory, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "memory": out.memory, **({"choice": out.details["choice"]} if out.details.get("choice") else {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 

@@ -570,6 +570,53 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
     raise_if_failed(res)
 
 
+@main.command("profile")
+@click.argument("build_dir", required=False, type=click.Path())
+@click.option("--target", "target_name", default=None, help="Target of the build (default folder: build/<target>).")
+@click.option("--repeats", default=100, show_default=True, type=int, help="Timed runs per op.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs first.")
+@click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
+@click.option("--report", default=None, type=click.Path(file_okay=False),
+              help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
+@_json_option
+def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, report, as_json):
+    """Per-layer latency of what `build` produced (BUILD_DIR or the artifact in it; default build/<target>):
+    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches."""
+    from .profile import profile
+
+    with ui.progress_bar(_show_progress(as_json), "profiling") as adv:
+        res = profile(build_dir, target_name, repeats=repeats, warmup=warmup, sweep=not no_sweep, report=report,
+                      progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_profile(res)
+
+
+@main.command("benchmark")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for the per-format builds (default: build/benchmark); reused when they match the model.")
+@click.option("--format", "formats", multiple=True, help="Only this format (repeatable; see the table's names).")
+@click.option("--rebuild", is_flag=True, help="Rebuild every format even when the work folder has it.")
+@_eval_options
+@click.option("--report", default=None, type=click.Path(file_okay=False), help="Write benchmark.json, .md and .png here.")
+@_json_option
+def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_per_class, seed, report, as_json):
+    """Every format this machine can run for MODEL (default: the shipped model), on the same evaluation
+    windows: status, artifact size, accuracy, agreement with float, batch-1 p50/p99, throughput, peak memory."""
+    from .benchmark import benchmark
+
+    with ui.progress_bar(_show_progress(as_json), "benchmarking") as adv:
+        res = benchmark(model, work_dir=work_dir, spec=_spec(data, noise, snr, windows_per_class, seed),
+                        formats=list(formats) or None, force_build=rebuild, report=report,
+                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_benchmark(res)
+
+
 # ---------------------------------------------------------------- monitor
 @main.command("monitor")
 @click.argument("model", required=False, type=click.Path())

@@ -19,8 +19,8 @@ from .errors import InputError
 ENV_DIRS = "DRSN_EDGE_TARGETS_DIR"
 
 FAMILIES = ("jetson", "mcu", "host")
-BACKENDS = ("tflm", "c", "tensorrt", "litert", "onnxruntime")
-FAMILY_BACKENDS = {"mcu": ("c", "tflm"), "jetson": ("tensorrt",), "host": ("litert", "onnxruntime")}
+BACKENDS = ("tflm", "c", "tensorrt", "litert", "onnxruntime", "host")
+FAMILY_BACKENDS = {"mcu": ("c", "tflm"), "jetson": ("tensorrt",), "host": ("host", "litert", "onnxruntime")}
 FAMILY_TRANSPORTS = {"mcu": ("serial", "qemu"), "jetson": ("ssh", "local"), "host": ("local", "ssh")}
 DEFAULT_TRANSPORT = {"mcu": "serial", "jetson": "ssh", "host": "local"}
 TRANSPORTS = ("serial", "ssh", "qemu", "local")

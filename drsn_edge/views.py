@@ -87,6 +87,8 @@ def print_build(res) -> None:
                  ["LiteRT vs TFLM top-1 agreement %", ui.pct(d["litert_tflm_agreement"])],
                  ["LiteRT vs TFLM max difference (LSB)", d["litert_tflm_max_lsb"]]]
     rows += [[k, d[k]] for k in ("method", "tensorrt", "jetpack", "sm") if d.get(k) is not None]
+    if d.get("choice"):
+        rows += [["runtime chosen", f"{d['choice']['candidate']}"], ["why", d["choice"]["reason"]]]
     rows += [["measured on", res.evaluation["description"]], ["wall time s", f"{res.wall_s:.1f}"]]
     con.print(ui.table(f"build → {res.out_dir}", ["field", "value"], rows))
     mem = res.memory
@@ -137,6 +139,39 @@ def print_check(res) -> None:
     ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
     if res.report:
         ui.console().print(f"report: {res.report['markdown']}")
+
+
+def print_profile(res) -> None:
+    """A ProfileResult: the slowest layers, the blocks, the totals."""
+    con = ui.console()
+    con.print(f"[bold]{res.target}[/bold]: {res.runtime} — {res.method}; {res.warmup} warm-up, {res.repeats} runs")
+    con.print(ui.table("slowest layers", ["layer", "block", "ops", "MACs", "µs", "share %", "MMAC/s"], [
+        [r["module"], r["block"], ", ".join(r["op_types"]), r["macs"], f"{r['time_us']:.1f}", ui.pct(r["share"]),
+         f"{r['macs_per_s'] / 1e6:.0f}" if r["macs_per_s"] else ""] for r in res.top(15)]))
+    con.print(ui.table("per block", ["block", "µs", "share %", "of it shrinkage µs"], [
+        [g["block"], f"{g['time_us']:.1f}", ui.pct(g["share"]), f"{g['shrinkage_us']:.1f}"] for g in res.blocks]))
+    con.print(f"wall-clock p50 {res.wall_p50_us:.1f} µs (no profiler); op rows {res.rows_total_us:.1f} µs; "
+              f"profiled run {res.profiled_total_us:.1f} µs; shrinkage branches {ui.pct(res.shrinkage_share)} % "
+              f"of the op time; {res.total_macs} MACs")
+    if res.sweep:
+        con.print("throughput by batch: " + ", ".join(f"b{k}: {v:.0f}/s" for k, v in res.sweep.items()))
+    if res.report:
+        con.print(f"report: {res.report['markdown']}")
+
+
+def print_benchmark(res) -> None:
+    from .benchmark_report import COLUMNS, matrix_rows, timing_notes
+
+    con = ui.console()
+    con.print(ui.table(f"formats on this machine — {res.windows} windows ({res.evaluation})", COLUMNS, matrix_rows(res)))
+    for note in timing_notes(res):
+        con.print(f"timing of {note}")
+    best, torch_row = res.best(), res.row("pytorch fp32")
+    if best and torch_row and torch_row.p50_us:
+        con.print(f"fastest: [bold]{best.format}[/bold] ({best.runtime}) {best.p50_us:.1f} µs p50 — "
+                  f"{torch_row.p50_us / best.p50_us:.1f}× PyTorch eager")
+    if res.report:
+        con.print(f"report: {res.report['markdown']}")
 
 
 def print_run_to_failure(res: dict) -> None:

@@ -20,10 +20,10 @@ def test_registry_names_every_backend_a_target_uses():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with tflm"),
+    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with c"),
     (["--target", "stm32h743", "--method", "entropy"],
-     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with tflm"),
-    (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with litert"),
+     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with c"),
+    (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with host"),
     (["--target", "stm32h743", "--device", "ssh://u@127.0.0.1:1"], "--device applies to tensorrt targets"),
     (["--target", "jetson-nano", "--strongly-typed"], "--strongly-typed needs TensorRT ≥ 10"),
     (["--target", "jetson-orin-nano", "--opt-level", "9"], "--opt-level must be ≤ 5"),
@@ -50,11 +50,19 @@ def host_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
 
 def test_build_host_then_check_it(host_build, tiny_data):
     out, built = host_build
-    assert built["backend"] == "litert" and sorted(p.name for p in out.iterdir()) == [
-        "build.json", "model.int8.json", "model.int8.tflite"]
+    choice = json.loads((out / "build.json").read_text())["choice"]
+    stem = {"litert": ".tflite", "onnxruntime": ".onnx"}[choice["runtime"]]
+    files = sorted(p.name for p in out.iterdir())
+    assert built["backend"] == "host" and len(files) == 3 and "build.json" in files
+    artifact = next(f for f in files if f.endswith(stem))
+    assert artifact[: -len(stem)] + ".json" in files
+    # the choice is the fastest measured candidate within the gate, and says so
+    kept = [c for c in choice["candidates"] if c["within_gate"]]
+    assert choice["candidate"] == min(kept, key=lambda c: c["p50_us"])["candidate"]
+    assert choice["reason"].startswith(f"fastest of {len(kept)} candidates within the 100 pp accuracy gate")
     r = run_cli("check", out, "--target", "host", "--data", tiny_data, "--json")
     res = json.loads(r.stdout)
-    assert res["runtime"] == "litert (int8)" and r.returncode == (0 if res["passed"] else 1)
+    assert res["runtime"].startswith(choice["runtime"]) and r.returncode == (0 if res["passed"] else 1)
     # the check ran the very file the build measured: identical figures
     assert res["accuracy"] == built["accuracy"]["accuracy"]
     assert res["reference_accuracy"] == built["accuracy"]["reference_accuracy"]

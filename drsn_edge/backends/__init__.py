@@ -14,6 +14,7 @@ BACKENDS = {
     "tflm": "tflm",
     "tensorrt": "tensorrt",
     "c": "cengine",
+    "host": "host",
 }
 
 
