@@ -573,8 +573,8 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @main.command("profile")
 @click.argument("build_dir", required=False, type=click.Path())
 @click.option("--target", "target_name", default=None, help="Target of the build (default folder: build/<target>).")
-@click.option("--repeats", default=100, show_default=True, type=int, help="Timed runs per op.")
-@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs first.")
+@click.option("--repeats", default=100, show_default=True, type=Count(1, 1_000_000), help="Timed runs per op.")
+@click.option("--warmup", default=20, show_default=True, type=Count(0, 1_000_000), help="Untimed runs first.")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--report", default=None, type=click.Path(file_okay=False),
               help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
