@@ -30,7 +30,7 @@ BASE = {
     "build": [MISSING, "--target", "host", "-o", "out"],
     "check": ["--target", "host", "--model", MISSING],
     "monitor": [MISSING, "--source", MISSING],
-    "profile": [MISSING],
+    "profile": [MISSING], "benchmark": [MISSING],
 }
 
 
