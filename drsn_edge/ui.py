@@ -121,6 +121,7 @@ def cli_group_class():
             args = list(sys.argv[1:] if args is None else args)
             as_json = _wants_json(args)
             _install_sigterm()
+            _quiet_native_logs()
             try:
                 rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
                                   standalone_mode=False, **extra)
@@ -143,6 +144,15 @@ def cli_group_class():
             sys.exit(rv if isinstance(rv, int) else 0)
 
     return Cli
+
+
+def _quiet_native_logs() -> None:
+    """Native libraries (TensorFlow Lite's converter, absl, oneDNN) log to stderr at import; keep their
+    informational lines off stderr, which holds only our one line (a user's own setting wins)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
 
 
 def _install_sigterm() -> None:
