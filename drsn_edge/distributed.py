@@ -31,13 +31,15 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     """Run the workers under torchrun and speak once for all of them: rank 0's JSON object (stdout passes
     through), its one-line error or progress on stderr, and its exit code; torchrun's own failure report
     (a ChildFailedError traceback) is not shown."""
+    import shutil
     import tempfile
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    fd, status = tempfile.mkstemp(prefix="drsn-edge-status.")
-    os.close(fd)
+    tmp = tempfile.mkdtemp(prefix="drsn-edge-torchrun.")  # torchrun's logs and ours, removed afterwards
+    status = os.path.join(tmp, "status")
     env[STATUS_ENV] = status
+    env["TMPDIR"] = tmp
     try:
         proc = subprocess.Popen(torchrun_command(nproc, argv), env=env, stderr=subprocess.PIPE, text=True,
                                 errors="replace")
@@ -51,7 +53,7 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
             rc = proc.returncode
         return _rank0_code(status, rc)
     finally:
-        os.unlink(status)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _relay(line: str) -> None:

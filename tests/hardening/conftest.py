@@ -41,6 +41,8 @@ def assets(tmp_path_factory) -> Path:
     meta = make_meta(b.model, names, b.fs, b.window, b.normalization,
                      training={"data": str(root / "real.npz"), "data_sha256": _sha(root / "real.npz")})
     save_bundle(b.model, meta, root / "real.drsn")
+    gone = dict(meta, training={"data": str(root / "gone.npz"), "data_sha256": "0" * 64})  # training data not at hand
+    save_bundle(b.model, gone, root / "gone.drsn")
     shutil.copy(default_model_path(), root / "m.drsn")
     shutil.copy(default_calibration_path(), root / "cal.npz")
     shutil.copy(default_calibration_path().with_suffix(".json"), root / "cal.json")
