@@ -6,6 +6,7 @@ folder. Nothing downstream rebuilds: check, profile, monitor and benchmark load 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -17,26 +18,11 @@ from .errors import CheckFailedError, InputError
 STAGING_PREFIX = "."  # staging folders: .<out>.<pid>.<random>, siblings of the output folder
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_staging(out_dir: Path) -> None:
     """Remove staging folders that runs killed before they finished left beside the output folder."""
-    parent = out_dir.parent
-    if not parent.is_dir():
-        return
-    for p in parent.glob(f".{out_dir.name}.*"):
-        parts = p.name[len(out_dir.name) + 2:].split(".")
-        pid = parts[1] if parts and parts[0] == "old" and len(parts) > 1 else parts[0]
-        if p.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+    from .fileio import clean_stale
+
+    clean_stale(out_dir)
 
 
 @contextlib.contextmanager
@@ -46,14 +32,16 @@ def staged_output(out_dir: Path):
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", dir=out_dir.parent))
+    from .fileio import stage_prefix
+
+    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out_dir), dir=out_dir.parent))
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o777 & ~mask)
     try:
         yield tmp
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.{os.getpid()}.", dir=out_dir.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:100]}.old.{os.getpid()}.", dir=out_dir.parent))
             os.replace(out_dir, old / out_dir.name)
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
@@ -65,27 +53,12 @@ def staged_output(out_dir: Path):
 
 
 def guard_output(out_dir: Path, inputs, force: bool = False) -> Path:
-    """Refuse an output folder that would destroy user data: one that is, or holds, an input; the current
-    folder or one above it; an existing folder that is not a previous build (unless --force)."""
+    """A build output folder that cannot destroy user data (outputs.guard_folder): replaced only when it is a
+    previous build (its build.json marker) or with --force."""
     from .backends.base import is_build_folder
+    from .outputs import guard_folder
 
-    out = Path(out_dir).resolve()
-    cwd = Path.cwd().resolve()
-    if out == cwd or out in cwd.parents:
-        raise InputError(f"-o '{out_dir}' is the current folder or one above it; name a new folder such as build/<target>")
-    for inp in inputs:
-        if inp is None:
-            continue
-        p = Path(inp).resolve()
-        if p == out or out in p.parents:
-            raise InputError(f"-o '{out_dir}' holds the input '{inp}'; building there would delete it — choose "
-                             "another output folder")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"-o '{out_dir}' is a file; name a folder")
-    if out.is_dir() and any(out.iterdir()) and not is_build_folder(out) and not force:
-        raise InputError(f"-o '{out_dir}' is not empty and is not a drsn-edge build folder; choose a new folder, "
-                         "or pass --force to replace it")
-    return Path(out_dir)
+    return guard_folder(out_dir, inputs, force, is_ours=is_build_folder)
 
 
 def resolve_target(target_name: str, targets_dirs=None, device=None):
@@ -160,6 +133,8 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
     t0 = time.perf_counter()
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, opts.calib)
     out_dir = guard_output(Path(out_dir or Path("build") / target.name), [model_path, cal_path, spec.data], force)
+    spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
+    spec.preflight(bundle.meta)
     with staged_output(out_dir) as tmp:
         ctx = BuildContext(bundle=bundle, model_path=model_path, calibration=cal, calibration_path=cal_path,
                            calib_x=cx, target=target, options=opts, spec=spec, out=tmp, out_dir=out_dir, device=dev,

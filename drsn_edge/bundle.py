@@ -122,13 +122,17 @@ def read_meta(path: str | Path) -> dict:
             if len(head) < 8:
                 raise ValueError("file too short")
             n = int.from_bytes(head, "little")
-            if n <= 0 or n > 100_000_000:
+            size = path.stat().st_size
+            if n <= 0 or n > min(100_000_000, size - 8):
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
         meta = json.loads(header["__metadata__"][_META_KEY])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise InputError(f"'{path}' is not a drsn-edge model bundle (.drsn safetensors): {exc}") from None
     _validate_meta(meta, str(path))
+    from .limits import check_model_config
+
+    check_model_config(meta["config"], len(meta["class_names"]), meta["window"], size - 8 - n, str(path))
     return meta
 
 

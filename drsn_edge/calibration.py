@@ -76,7 +76,15 @@ def make_calibration(data, out, n: int = 512, seed: int = 0, noise=("gaussian", 
         raise InputError(f"calibration sets end in .npz, got '{out.name}'")
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
+    from .data.dataset import manifest_path
+    from .outputs import guard_file
+
+    guard_file(out, [data, manifest_path(data)], [manifest_path(out)])
     src = load_dataset(data)
+    from .limits import check_alloc, windows_bytes
+
+    check_alloc(f"a calibration set of {n:,} windows", windows_bytes(n, src.window, copies=6.0),
+                f"ask for fewer windows (--n); {len(src)} windows are in '{data}'")
     pool = src.subset(np.flatnonzero(src.split != "test"))
     if len(pool) == 0:
         raise InputError(f"'{data}' has no windows outside the test split to calibrate with")

@@ -170,6 +170,12 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
         if p is not None and not Path(p).is_file():
             raise InputError(f"'{p}' does not exist")
     spec = spec or EvalSpec()
+    spec.preflight()
+    if report:
+        from .outputs import check_overlap, check_writable
+
+        check_overlap([report], [build_dir, model, calib, spec.data], "--report")
+        check_writable(report, "--report", folder=True)
     target_hint = _target_without_device(target_name, targets_dirs)
     url = device or (default_device(target_hint) if target_hint else "local")
     build_args = {"model": model, "targets_dirs": targets_dirs, "spec": spec, **({"calib": calib} if calib else {})}
@@ -223,6 +229,9 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     from .report import latency_summary
 
     bundle, model_path = resolve_model(_source_model(build))
+    import dataclasses
+
+    spec = dataclasses.replace(spec, calibration=(build.manifest.get("calibration") or {}).get("path"))
     ev = spec.windows(bundle.meta)
     facts = dev.info() if hasattr(dev, "info") else {"device": url}
     runner = build.runner(dev)

@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from . import ui, views
+from .validate import SEED, Count, Fractions, Real
 
 SPLIT_HELP = "train,val,test fractions of recordings per class"
 
@@ -23,9 +24,11 @@ def _show_progress(as_json: bool) -> bool:
     return not as_json and sys.stderr.isatty() and not os.environ.get("DRSN_EDGE_NO_PROGRESS")
 
 
-def _split(text: str) -> tuple[float, float, float]:
+def _split(text) -> tuple[float, float, float]:
     from .errors import InputError
 
+    if isinstance(text, tuple):  # already checked by the option's type
+        return text
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -61,18 +64,18 @@ def _noise_options(f):
 
 @data.command("synth")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
-@click.option("--windows-per-class", default=500, show_default=True, type=int)
-@click.option("--recordings-per-class", default=None, type=int, help="Default: windows-per-class / 5.")
+@click.option("--windows-per-class", default=500, show_default=True, type=Count(1, 100_000))
+@click.option("--recordings-per-class", default=None, type=Count(1, 100_000), help="Default: windows-per-class / 5.")
 @click.option("--classes", default=None, help="Comma-separated subset of the 10 classes (default: all).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
               help="shifted: speeds, loads, resonances and damping outside the nominal ranges.")
-@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, type=Fractions(3, 1.0), help=SPLIT_HELP)
 @_noise_options
 @click.option("--run-to-failure", "rtf", is_flag=True,
               help="Instead: one machine's continuous signal, healthy then a growing fault (-o .wav or .npy).")
-@click.option("--healthy-s", default=3600.0, show_default=True, type=float, help="Run to failure: healthy seconds.")
-@click.option("--fault-s", default=600.0, show_default=True, type=float, help="Run to failure: seconds the fault grows.")
+@click.option("--healthy-s", default=3600.0, show_default=True, type=Real(0.0, 86_400.0 * 30), help="Run to failure: healthy seconds.")
+@click.option("--fault-s", default=600.0, show_default=True, type=Real(0.0, 86_400.0 * 30), help="Run to failure: seconds the fault grows.")
 @click.option("--fault", type=click.Choice(["IR", "B", "OR"]), default="IR", show_default=True,
               help="Run to failure: inner race, ball or outer race.")
 @click.option("--severity", default="7:21", show_default=True, help="Run to failure: spall size START:END in mils.")
@@ -103,18 +106,18 @@ def data_synth(out, windows_per_class, recordings_per_class, classes, seed, cond
 @data.command("import")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
-@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (required for .mat/.csv/.npy; WAV has its own).")
-@click.option("--target-fs", type=float, default=12000.0, show_default=True, help="Resample to this rate.")
-@click.option("--window", type=int, default=2048, show_default=True)
-@click.option("--hop", type=int, default=None, help="Window hop in points (default: the window, no overlap).")
+@click.option("--fs", type=Real(1.0, 1e7), default=None, help="Source sample rate in Hz (required for .mat/.csv/.npy; WAV has its own).")
+@click.option("--target-fs", type=Real(1.0, 1e7), default=12000.0, show_default=True, help="Resample to this rate.")
+@click.option("--window", type=Count(64, 1 << 20), default=2048, show_default=True)
+@click.option("--hop", type=Count(1, 1 << 20), default=None, help="Window hop in points (default: the window, no overlap).")
 @click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default="DE", show_default=True,
               help="CWRU .mat accelerometer: drive end, fan end or base.")
 @click.option("--column", default=None, help="CSV column (name or index), NPZ key or WAV channel.")
 @click.option("--labels", "label_map", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON or CSV map of file-name pattern → class (default: parent folder name).")
 @click.option("--classes", default=None, help="Comma-separated class order (default: sorted labels).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, type=Fractions(3, 1.0), help=SPLIT_HELP)
 @click.option("--split-by", type=click.Choice(["recording", "time"]), default="recording", show_default=True,
               help="recording: whole recordings per split; time: cut every recording into contiguous "
                    "train/val/test segments (one recording per class).")
@@ -189,18 +192,18 @@ def models_cmd(as_json):
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset .npz with train and val splits.")
 @click.option("--arch", default="drsn-cw", show_default=True, help="Architecture (see `drsn-edge models`).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--batch", default=128, show_default=True, type=int, help="Global batch size (split over processes).")
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial LR; ×0.1 at 40 % and 80 % of the epochs.")
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--width", default=1.0, show_default=True, type=float, help="Channel multiplier (1 = paper: 4/8/16).")
-@click.option("--depth", default=4, show_default=True, type=int, help="Units per stage (4 = paper).")
+@click.option("--epochs", default=100, show_default=True, type=Count(1, 100_000))
+@click.option("--batch", default=128, show_default=True, type=Count(2, 65_536), help="Global batch size (split over processes).")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0.0, 10.0, lo_open=True), help="Initial LR; ×0.1 at 40 % and 80 % of the epochs.")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=Real(0.0, 1.0))
+@click.option("--width", default=1.0, show_default=True, type=Real(0.0, 16.0, lo_open=True), help="Channel multiplier (1 = paper: 4/8/16).")
+@click.option("--depth", default=4, show_default=True, type=Count(1, 64), help="Units per stage (4 = paper).")
 @click.option("--noise", default="all", show_default=True, help="Augmentation noise types, or 'none'.")
 @click.option("--snr-range", default="-5:5", show_default=True, help="Augmentation SNR range lo:hi in dB.")
-@click.option("--clean-fraction", default=0.2, show_default=True, type=float, help="Share of windows kept clean per epoch.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt.")
-@click.option("--nproc", default=1, show_default=True, type=int,
+@click.option("--clean-fraction", default=0.2, show_default=True, type=Real(0.0, 1.0), help="Share of windows kept clean per epoch.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint beside the output (m.drsn: m.resume.pt).")
+@click.option("--nproc", default=1, show_default=True, type=Count(1, 64),
               help="Train with N processes (PyTorch DDP over gloo, launched through torchrun).")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="CPU threads per process (default: all cores / processes); lower it on a shared machine.")
@@ -217,16 +220,12 @@ def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, dept
     from .data.noise import parse_noise
     from .errors import InputError
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from .distributed import relaunch_with_torchrun
-
-        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     lo_hi = snr_range.split(":")
     try:
         snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
     except (ValueError, IndexError):
         raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-    from .train import FINETUNE_EPOCHS, FINETUNE_LR, TrainConfig, train
+    from .train import FINETUNE_EPOCHS, FINETUNE_LR, TrainConfig, preflight, train
 
     if init is not None:  # fine-tuning: a short recipe unless the user set one
         given = _given(ctx, epochs=epochs, lr=lr)
@@ -235,6 +234,11 @@ def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, dept
                       weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
                       snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume,
                       threads=threads, val_data=val_data, init=init)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import relaunch_with_torchrun
+
+        preflight(cfg)  # one error, before any worker starts
+        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     rank0 = int(os.environ.get("RANK", 0)) == 0
     with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
         state = {}
@@ -273,10 +277,10 @@ def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, dept
 @click.option("--split", default="test", show_default=True, help="Split(s) to evaluate, comma-separated, or 'all'.")
 @click.option("--noise", default=None, help="Sweep every window over these noise types ('all'); default with no --data: all.")
 @click.option("--snr", default=None, help="SNRs of the sweep in dB (default with no --data: -5:5).")
-@click.option("--windows-per-class", default=40, show_default=True, type=int, help="Size of the simulated test set.")
+@click.option("--windows-per-class", default=40, show_default=True, type=Count(1, 100_000), help="Size of the simulated test set.")
 @click.option("--condition", type=click.Choice(["nominal", "shifted"]), default="nominal", show_default=True,
               help="Operating conditions of the simulated test set.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write confusion matrix + accuracy-vs-SNR (PNG).")
 @_json_option
 def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, seed, plot, as_json):
@@ -329,8 +333,8 @@ def guard_fit(model, data, out, quantile, seed, as_json):
 @main.command("export")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output ONNX file.")
-@click.option("--batch", default=1, show_default=True, type=int, help="Static batch size of the input.")
-@click.option("--opset", default=17, show_default=True, type=int)
+@click.option("--batch", default=1, show_default=True, type=Count(1, 4096), help="Static batch size of the input.")
+@click.option("--opset", default=17, show_default=True, type=Count(13, 21))
 @click.option("--data", default=None, type=click.Path(dir_okay=False),
               help="Windows to validate on (default: the default calibration set or simulated ones).")
 @_json_option
@@ -355,10 +359,10 @@ def export_cmd(model, out, batch, opset, data, as_json):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output model bundle (.drsn).")
 @click.option("--meta", "meta_json", default=None, type=click.Path(exists=True, dir_okay=False),
               help="JSON with class_names, fs, window, normalization, arch (when the source lacks them).")
-@click.option("--classes", default=None, type=int, help="Number of classes (names default to class0..).")
+@click.option("--classes", default=None, type=Count(2, 10_000), help="Number of classes (names default to class0..).")
 @click.option("--class-names", default=None, help="Comma-separated class names.")
-@click.option("--fs", default=None, type=float, help="Sample rate in Hz.")
-@click.option("--window", default=None, type=int, help="Window length in points.")
+@click.option("--fs", default=None, type=Real(1.0, 1e7), help="Sample rate in Hz.")
+@click.option("--window", default=None, type=Count(64, 1 << 20), help="Window length in points.")
 @click.option("--arch", default=None, help="Architecture, where the weights cannot tell (resnet vs convnet).")
 @_json_option
 def import_cmd(src, out, meta_json, classes, class_names, fs, window, arch, as_json):
@@ -384,11 +388,11 @@ def calibration():
 
 @calibration.command("make")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dataset to draw from (not its test split).")
-@click.option("--n", "n", default=512, show_default=True, type=int, help="Number of windows.")
+@click.option("--n", "n", default=512, show_default=True, type=Count(1, 1_000_000), help="Number of windows.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--noise", default="all", show_default=True, help="Noise types added to clean windows ('none': keep clean).")
 @click.option("--snr", default="-5:5", show_default=True, help="SNR grid in dB for the added noise.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @_json_option
 def calibration_make(data, n, out, noise, snr, seed, as_json):
     """Draw a stratified calibration set (class × noise type × SNR) from non-test recordings."""
@@ -420,7 +424,7 @@ def calibration_info(path, as_json):
 
 def _eval_options(f):
     """The evaluation spec shared by quantize, build and check (one default for all three)."""
-    f = click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+    f = click.option("--seed", default=0, show_default=True, type=SEED,
                      help="Seed of the simulated evaluation recordings and of the added noise.")(f)
     f = click.option("--windows-per-class", default=10, show_default=True, type=click.IntRange(1, 100_000),
                      help="Windows per class of the simulated evaluation set (ignored with --data).")(f)
@@ -456,8 +460,8 @@ def _given(ctx, **values) -> dict:
                                       "with the smallest worst-SNR drop kept.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
-@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+@click.option("--max-drop", default=1.0, show_default=True, type=Real(0.0, 100.0), help="Fail (exit 1) above this accuracy drop in pp.")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=Real(0.0, 100.0),
               help="Fail (exit 1) above this drop (pp) at the worst SNR level (mean over noise types).")
 @_eval_options
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
@@ -564,12 +568,12 @@ def _device_options(f):
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
 @click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
               show_default=True, help="Calibration method for QDQ ONNX targets (auto: the best on validation windows).")
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
-@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+@click.option("--max-drop", default=1.0, show_default=True, type=Real(0.0, 100.0), help="Fail (exit 1) above this INT8 accuracy drop (pp).")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=Real(0.0, 100.0),
               help="Fail (exit 1) above this drop (pp) at the worst SNR level.")
-@click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
-@click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
-@click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
+@click.option("--dla-core", default=None, type=Count(0, 7), help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
+@click.option("--workspace-mb", default=256, show_default=True, type=Count(1, 1 << 20), help="TensorRT builder workspace limit.")
+@click.option("--opt-level", default=None, type=Count(0, 5), help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
 @click.option("--strongly-typed", is_flag=True, help="TensorRT 10: strongly typed network (always on 11).")
 @_eval_options
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False), help="Extra folder of target TOMLs.")
@@ -634,8 +638,8 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @main.command("profile")
 @click.argument("build_dir", required=False, type=click.Path())
 @click.option("--target", "target_name", default=None, help="Target of the build (default folder: build/<target>).")
-@click.option("--repeats", default=100, show_default=True, type=int, help="Timed runs per op.")
-@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs first.")
+@click.option("--repeats", default=100, show_default=True, type=Count(1, 1_000_000), help="Timed runs per op.")
+@click.option("--warmup", default=20, show_default=True, type=Count(0, 1_000_000), help="Untimed runs first.")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--report", default=None, type=click.Path(file_okay=False),
               help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
@@ -686,9 +690,9 @@ def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_p
 @click.option("--model", "model_opt", default=None, type=click.Path(),
               help="A build folder or artifact, or a .drsn bundle (float, PyTorch). Default: the shipped model.")
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="Append the JSON lines to this file.")
-@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (default: the WAV's own, else the model's).")
+@click.option("--fs", type=Real(1.0, 1e7), default=None, help="Source sample rate in Hz (default: the WAV's own, else the model's).")
 @click.option("--resample", is_flag=True, help="Resample a source at another rate (default: refuse it).")
-@click.option("--hop", type=int, default=None, help="Samples between window starts (default: the window, no overlap).")
+@click.option("--hop", type=Count(1, 1 << 20), default=None, help="Samples between window starts (default: the window, no overlap).")
 @click.option("--realtime", is_flag=True, help="Replay a file at its real rate (default: as fast as possible).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "f32"]), default="auto", show_default=True,
               help="stdin/tcp/serial: one number per line, or raw little-endian float32.")
@@ -697,20 +701,20 @@ def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_p
 @click.option("--healthy-class", default="normal", show_default=True, help="The model's class that means healthy.")
 @click.option("--enter", "enter", default="4/6", show_default=True,
               help="K/N: enter fault (or sensor, unknown) when K of the last N windows say so.")
-@click.option("--clear", "clear", default=6, show_default=True, type=int, help="Clear to healthy after this many healthy windows in a row.")
-@click.option("--smoothing", default=0.5, show_default=True, type=float,
+@click.option("--clear", "clear", default=6, show_default=True, type=Count(1, 100_000), help="Clear to healthy after this many healthy windows in a row.")
+@click.option("--smoothing", default=0.5, show_default=True, type=Real(0.0, 1.0, lo_open=True),
               help="Weight of the newest window in the moving average of probabilities (1 = none).")
-@click.option("--min-confidence", default=0.5, show_default=True, type=float,
+@click.option("--min-confidence", default=0.5, show_default=True, type=Real(0.0, 1.0),
               help="A smoothed top probability below this casts no vote.")
-@click.option("--clip-level", default=None, type=float, help="|x| where the sensor saturates (default: detect repeated extremes).")
-@click.option("--stall-timeout", default=5.0, show_default=True, type=float, help="Seconds without data before 'no data'.")
-@click.option("--max-windows", default=None, type=int, help="Stop after this many windows.")
+@click.option("--clip-level", default=None, type=Real(0.0, 1e30, lo_open=True), help="|x| where the sensor saturates (default: detect repeated extremes).")
+@click.option("--stall-timeout", default=5.0, show_default=True, type=Real(0.0, 86_400.0, lo_open=True), help="Seconds without data before 'no data'.")
+@click.option("--max-windows", default=None, type=Count(1, 2**62), help="Stop after this many windows.")
 @click.option("--mqtt", default=None, help="Send alerts to mqtt://HOST[:PORT]/TOPIC or mqtts://… (credentials: environment or --mqtt-config).")
 @click.option("--mqtt-config", default=None, type=click.Path(dir_okay=False),
               help="TOML file with [mqtt] client_id, username, password, ca_file, cert_file, key_file.")
 @click.option("--alert-queue", default=None, type=click.Path(dir_okay=False),
               help="On-disk alert queue (default: ~/.local/state/drsn-edge/alerts-<broker>.jsonl).")
-@click.option("--queue-max", default=10_000, show_default=True, type=int, help="Alerts the queue holds while the broker is away.")
+@click.option("--queue-max", default=10_000, show_default=True, type=Count(1, 10_000_000), help="Alerts the queue holds while the broker is away.")
 @_json_option
 def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt, channel, column, healthy_class, enter,
                 clear, smoothing, min_confidence, clip_level, stall_timeout, max_windows, mqtt, mqtt_config, alert_queue,

@@ -24,9 +24,13 @@ _EXTRAS = {
 
 def require(module: str, extra: str | None = None) -> ModuleType:
     """Import `module` or raise a one-line error that says how to install it."""
+    from .errors import INTERRUPTED
+
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if INTERRUPTED["signal"] is not None:  # the import was interrupted, the package is there
+            raise KeyboardInterrupt from None
         extra = extra or _EXTRAS.get(module.split(".")[0], "all")
         hint = "pip install drsn-edge" if extra == "core" else f"pip install 'drsn-edge[{extra}]'"
         raise MissingDependencyError(f"{module} is not installed ({exc}); run: {hint}") from exc
@@ -41,7 +45,23 @@ def onnx() -> ModuleType:
 
 
 def onnxruntime() -> ModuleType:
-    return require("onnxruntime")
+    """ONNX Runtime; its import writes a session-id file '.ses' into TMPDIR, removed here when this import
+    created it, so that no run leaves files behind."""
+    import os
+    import sys
+    from pathlib import Path
+
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    ses = Path(os.environ.get("TMPDIR") or "/tmp") / ".ses"
+    existed = ses.exists()
+    mod = require("onnxruntime")
+    if not existed:
+        try:
+            ses.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return mod
 
 
 def pyplot() -> ModuleType:

@@ -9,6 +9,11 @@ EXIT_BAD_INPUT = 2
 EXIT_MISSING_DEPENDENCY = 3
 EXIT_DEVICE = 4
 
+# The signal that interrupted this process (set by the CLI's handler), so that a library which turns the
+# KeyboardInterrupt into its own error while importing (ONNX Runtime: "initialization failed") is not
+# mistaken for a missing dependency.
+INTERRUPTED: dict = {"signal": None}
+
 
 class DrsnEdgeError(Exception):
     """Base class: bad input unless a subclass says otherwise."""

@@ -30,6 +30,7 @@ class EvalSpec:
     noise: tuple[str, ...] = DEFAULT_NOISE
     snrs: tuple[float, ...] = DEFAULT_SNRS
     seed: int = 0
+    calibration: str | None = None  # fallback source for models whose classes the simulator lacks
 
     def __post_init__(self):
         if self.windows_per_class < 1:
@@ -52,23 +53,50 @@ class EvalSpec:
         d = d or {}
         return cls(data=d.get("data"), windows_per_class=int(d.get("windows_per_class", DEFAULT_WINDOWS_PER_CLASS)),
                    noise=tuple(d.get("noise", DEFAULT_NOISE)), snrs=tuple(d.get("snrs", DEFAULT_SNRS)),
-                   seed=int(d.get("seed", 0)))
+                   seed=int(d.get("seed", 0)), calibration=d.get("calibration"))
 
-    def describe(self) -> str:
-        src = self.data or f"simulated recordings ({self.windows_per_class} windows/class, seed {self.seed})"
+    def source(self, meta: dict | None = None) -> tuple[str, str | None, str]:
+        """Where the windows come from, as (kind, path, words): 'data' (--data), 'simulated', or — for a model
+        whose classes the simulator lacks — 'recorded' (the test split of the training data the bundle records)
+        or 'calibration' (the calibration set, which also set the INT8 scales)."""
+        if self.data is not None:
+            return "data", self.data, str(self.data)
+        sim = f"simulated recordings ({self.windows_per_class} windows/class, seed {self.seed})"
+        if meta is None or simulated(meta):
+            return "simulated", None, sim
+        unknown = [c for c in meta["class_names"] if not simulated({"class_names": [c]})][:3]
+        recorded = recorded_test_split(meta)
+        if recorded:
+            return "recorded", recorded, (f"test split of {recorded}, the training data recorded in the model "
+                                          f"(classes {unknown} are not simulated and no --data was given)")
+        if self.calibration:
+            return "calibration", self.calibration, (
+                f"calibration set {self.calibration} (classes {unknown} are not simulated, no --data was given and "
+                "the training data is not at hand; these windows also set the INT8 scales, so the figure is optimistic)")
+        raise InputError(f"the model's classes {unknown} are not simulated and its training data is not at hand; "
+                         "pass --data with labelled windows of these classes")
+
+    def describe(self, meta: dict | None = None) -> str:
+        src = self.source(meta)[2]
         grid = (f"clean + {','.join(self.noise)} at {','.join(f'{s:g}' for s in self.snrs)} dB"
                 if self.noise and self.snrs else "clean")
         return f"{src}; {grid}"
 
     def describe_for(self, meta: dict) -> str:
         """What the test windows for this model are, without loading them (for reports and manifests)."""
-        from .evaluate import simulated_classes
+        return self.describe(meta)
 
-        if self.data is not None or simulated_classes(meta):
-            return self.describe()
-        tr = meta.get("training") or {}
-        return (f"test split of {tr.get('data')} recorded in the model ({len(tr.get('test_recordings') or [])} "
-                f"recording(s)); {self.describe().split('; ', 1)[1]}")
+    def preflight(self, meta: dict | None = None) -> None:
+        """Refuse, before any long work, evaluation data that cannot be used (missing, empty, another model's)."""
+        from .data.dataset import load_dataset
+        from .evaluate import check_compatible
+
+        if self.data is not None:
+            ds = load_dataset(self.data)
+            if meta is not None:
+                check_compatible(meta, ds)
+        elif meta is not None:
+            self.source(meta)
 
     def windows(self, meta: dict, split: str = "test") -> "EvalWindows":
         """The evaluation windows for a model (its metadata: classes, fs, window, normalization).
@@ -81,7 +109,7 @@ class EvalSpec:
 
         ds, description = self._source(meta, split)
         if len(ds) == 0:
-            raise InputError(f"no evaluation windows in {self.data or 'the simulated set'}")
+            raise InputError(f"no evaluation windows in {description}")
         if self.noise and self.snrs:
             ds = noise_sweep(ds, list(self.noise), list(self.snrs), seed=self.seed + 1)
         x = normalize(ds.x, meta["normalization"])
@@ -110,7 +138,13 @@ class EvalSpec:
             return ds, f"{src}; {grid}"
         if self.data is not None:
             return load_test_windows(meta, self.data)[0], self.describe()
-        # not the simulator's classes: never simulated windows of other classes, the recorded test split
+        # not the simulator's classes: never simulated windows of other classes — the recorded test split, else
+        # the calibration set (said so: its windows also set the INT8 scales)
+        kind, path, words = self.source(meta)
+        if kind == "calibration":
+            from .calibration import load_calibration
+
+            return load_calibration(path), f"{words}; {grid}"
         ds, src = recorded_test_windows(meta)
         return ds, f"{src}; {grid}"
 
@@ -126,3 +160,24 @@ class EvalWindows:
 
     def __len__(self) -> int:
         return int(len(self.x))
+
+
+def simulated(meta: dict) -> bool:
+    from .data.simulator import CLASS_NAMES
+
+    return all(c in CLASS_NAMES for c in meta["class_names"])
+
+
+def recorded_test_split(meta: dict) -> str | None:
+    """The training dataset a bundle records, when it is still here unchanged and has a test split."""
+    from pathlib import Path
+
+    from .fileio import sha256_file
+
+    tr = meta.get("training") or {}
+    path = tr.get("data")
+    if not isinstance(path, str) or not Path(path).is_file() or sha256_file(path) != tr.get("data_sha256"):
+        return None
+    from .data.dataset import load_dataset
+
+    return path if (load_dataset(path).split == "test").any() else None

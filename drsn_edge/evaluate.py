@@ -20,7 +20,10 @@ def predict_logits(model, x: np.ndarray, batch: int = 512) -> np.ndarray:
             out.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+    logits = np.concatenate(out).astype(np.float32)
+    if not np.isfinite(logits).all():
+        raise InputError("the model gave non-finite outputs on these windows; check the data (its scale) and the model")
+    return logits
 
 
 def accuracy_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str],
@@ -146,6 +149,10 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
 
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model)
+    if plot:
+        from .outputs import guard_file
+
+        guard_file(plot, [model_path, data], flag="--plot")
     if data is None and not simulated_classes(bundle.meta):
         ds, source = recorded_test_windows(bundle.meta)
     elif data is None:

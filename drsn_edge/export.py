@@ -41,6 +41,11 @@ def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: i
                 ds, src = cal, str(path)
             except InputError:
                 ds = None
+        from .evalspec import recorded_test_split
+
+        recorded = recorded_test_split(meta) if ds is None else None
+        if recorded:
+            ds, src = load_test_windows(meta, recorded)
         if ds is None:
             from .data.noise import assign_noise
             from .evaluate import fresh_test_set
@@ -135,6 +140,9 @@ def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET
         raise InputError(f"opset must be in 13..21 (17 recommended), got {opset}")
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model_path)
+    from .outputs import guard_file
+
+    guard_file(out, [model_path, data], [out.with_suffix(".json")])
     raw = to_onnx_bytes(bundle.model, batch, bundle.window, opset)
     om = onnx().load_from_string(raw)
     src_hash = sha256_file(model_path)

@@ -12,12 +12,75 @@ from pathlib import Path
 from typing import Iterator
 
 
+def stage_prefix(path: str | os.PathLike) -> str:
+    """Temporaries of an output are its hidden siblings '.<name>.<pid>.<random>' (name cut to 100 bytes), so
+    that a later run can tell those of a killed run (dead pid) and remove them."""
+    return f".{Path(path).name[:100]}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(path: str | os.PathLike) -> None:
+    """Remove the temporaries (files or folders) that killed runs left beside the output `path`."""
+    import shutil
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    head = f".{path.name[:100]}."
+    for p in path.parent.glob(glob_escape(head) + "*"):
+        parts = p.name[len(head):].split(".")
+        pid = parts[1] if parts and parts[0] == "old" and len(parts) > 1 else parts[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+@contextlib.contextmanager
+def private_tmpdir(out: str | os.PathLike) -> Iterator[Path]:
+    """Send every temporary file of the block (ours and the libraries' through `tempfile`) into a hidden
+    folder beside `out`, removed on the way out — also after Ctrl-C or SIGTERM, and by the next run after a kill."""
+    import shutil
+
+    out = Path(out)
+    clean_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out), suffix=".tmp", dir=out.parent if out.parent.is_dir() else None))
+    saved, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)  # native libraries read the environment
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = saved
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=stage_prefix(path), suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -73,5 +136,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    with open(path, "rb") as f:
-        return json.loads(f.read())
+    """A JSON file of at most limits.JSON_CAP bytes; a file that is not JSON is bad input (one line)."""
+    from .errors import InputError
+    from .limits import JSON_CAP, read_capped
+
+    try:
+        return json.loads(read_capped(path, JSON_CAP, "JSON file"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}' is not valid JSON: {exc}") from None

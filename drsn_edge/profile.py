@@ -128,6 +128,11 @@ def profile(path=None, target: str | None = None, *, repeats: int = 100, warmup:
         raise InputError(f"--repeats must be at least 1 and --warmup at least 0, got {repeats} and {warmup}")
     step = progress or (lambda *a, **k: None)
     b = _locate(path, target)
+    if report:
+        from .outputs import check_overlap, check_writable
+
+        check_overlap([report], [b.folder], "--report")
+        check_writable(report, "--report", folder=True)
     runner = _runner_with_profiler(b)
     x = np.random.default_rng(seed).standard_normal((1, 1, b.window)).astype(np.float32)
     try:

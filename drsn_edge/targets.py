@@ -207,7 +207,9 @@ def _value(path: Path, key: str, v, spec: dict):
     elif kind == "float":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{where} must be a number, got {_type_name(v)}")
-        v = float(v)
+        from .validate import finite
+
+        v = finite(where, v)
     if check == "version":
         if not _VERSION_RE.match(v):
             raise InputError(f"{where} must be a version like 10.3, got '{v}'")
@@ -249,9 +251,12 @@ def _section(path: Path, section: str, raw, schema: dict, fill_defaults: bool = 
 def load_target_file(path: str | Path) -> Target:
     """Read and validate one profile; every problem is an InputError naming the file and the key."""
     path = Path(path)
+    from .limits import TOML_CAP, read_capped
+
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        raw = tomllib.loads(read_capped(path, TOML_CAP, "target file").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid TOML: not UTF-8 text") from None
     except FileNotFoundError:
         raise InputError(f"target file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as exc:

@@ -104,6 +104,18 @@ def _lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 
 def _validate_config(cfg: TrainConfig) -> None:
+    from .models import ARCHITECTURES
+    from .validate import count, finite
+
+    if cfg.arch not in ARCHITECTURES:
+        raise InputError(f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}")
+    finite("--lr", cfg.lr, 0.0, 10.0, lo_open=True)
+    finite("--weight-decay", cfg.weight_decay, 0.0, 1.0)
+    finite("--width", cfg.width, 0.0, 16.0, lo_open=True)
+    count("--depth", cfg.depth, 1, 64)
+    finite("--clean-fraction", cfg.clean_fraction, 0.0, 1.0)
+    for v in (cfg.snr_min, cfg.snr_max):
+        finite("--snr-range", v, -100.0, 100.0)
     if cfg.epochs < 1:
         raise InputError("epochs must be at least 1")
     if cfg.batch < 2:
@@ -117,6 +129,24 @@ def _validate_config(cfg: TrainConfig) -> None:
         raise InputError(f"unknown noise type(s) {bad}; use {', '.join(NOISE_TYPES)}")
     if not Path(cfg.out).suffix == ".drsn":
         raise InputError(f"model bundles end in .drsn, got '{cfg.out}'")
+    from .data.dataset import manifest_path
+    from .outputs import guard_file
+
+    guard_file(cfg.out, [cfg.data, manifest_path(cfg.data)], [checkpoint_path(cfg.out)])
+
+
+def checkpoint_path(out) -> Path:
+    """The resume checkpoint beside the output bundle: m.drsn → m.resume.pt."""
+    return Path(out).with_suffix(".resume.pt")
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Everything a run can refuse before it starts (options, output, data, checkpoint), checked once by
+    the launching process so that N workers do not repeat the same error."""
+    _validate_config(cfg)
+    load_training_data(cfg)
+    if cfg.resume and not checkpoint_path(cfg.out).exists():
+        raise InputError(f"cannot resume: no checkpoint '{checkpoint_path(cfg.out)}' (train without --resume first)")
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset, str]:
@@ -201,10 +231,10 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     torch.manual_seed(cfg.seed)
     model, init_info = initial_model(cfg, ds)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    ckpt_path = Path(cfg.out).with_suffix(".resume.pt")
+    ckpt_path = checkpoint_path(cfg.out)
     start_epoch, best_state, history = 0, None, []
     if cfg.resume:
-        start_epoch, best_state, history = _load_checkpoint(ckpt_path, model.arch, model, opt)
+        start_epoch, best_state, history = _load_checkpoint(ckpt_path, cfg, model, opt)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     xv, yv = fixed_validation_set(val_ds, cfg)
@@ -273,6 +303,9 @@ def _run_epoch(cfg, epoch, net, opt, train_ds, steps, local_batch, rank, world, 
     for s in range(steps):
         logits = net(xa[s])
         loss = F.cross_entropy(logits, ya[s])
+        if not torch.isfinite(loss):
+            raise InputError(f"training diverged: the loss became {float(loss)} at epoch {epoch + 1}, step {s + 1}; "
+                             "no bundle was written — lower --lr or --weight-decay")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -314,15 +347,39 @@ def _write_bundle(cfg, model, ds, train_ds, val_ds, history, best, val_src, init
     save_bundle(model, meta, cfg.out)
 
 
-def _load_checkpoint(path, arch, model, opt):
+def load_checkpoint(path: Path, cfg: TrainConfig, model) -> dict:
+    """Read a resume checkpoint (weights only, no code) and refuse one that belongs to another run, saying
+    what differs, before any weight is copied."""
     import torch
 
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or not {"model", "optimizer", "epoch", "best_acc", "history"} <= set(ck):
+            raise ValueError("missing fields")
+    except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refusal, wrong content
+        raise InputError(f"cannot resume: '{path}' is truncated or not a drsn-edge checkpoint "
+                         f"({type(exc).__name__}); delete it or train without --resume") from None
+    if ck.get("arch") != cfg.arch:
+        raise InputError(f"cannot resume: '{path}' is for {ck.get('arch')}, not {cfg.arch}")
+    mine = {"width": cfg.width, "depth": cfg.depth, "classes": model.fc.out_features}
+    theirs = ck.get("config") or {}
+    diff = [f"{k} {theirs[k]} (this run: {v})" for k, v in mine.items() if k in theirs and theirs[k] != v]
+    expected = model.state_dict()
+    shapes = [f"{k} {list(v.shape)} (this run: {list(expected[k].shape)})" for k, v in ck["model"].items()
+              if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in ck["model"]]
+    if diff or shapes or missing:
+        what = ", ".join(diff) or (f"weight {shapes[0]}" if shapes else f"no weight '{missing[0]}'")
+        raise InputError(f"cannot resume: '{path}' was trained with another model: {what}; resume with the same "
+                         "--width/--depth and data classes, or delete the checkpoint")
+    model.load_state_dict(ck["model"])
+    return ck
+
+
+def _load_checkpoint(path, cfg, model, opt):
     if not path.exists():
         raise InputError(f"cannot resume: no checkpoint '{path}' (train without --resume first)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if ck.get("arch") != arch:
-        raise InputError(f"checkpoint is for {ck.get('arch')}, not {arch}")
-    model.load_state_dict(ck["model"])
+    ck = load_checkpoint(path, cfg, model)
     opt.load_state_dict(ck["optimizer"])
     return int(ck["epoch"]), ck["best_state"], json.loads(ck["history"])
 
@@ -333,5 +390,10 @@ def _save_checkpoint(path, cfg, model, opt, epoch, best_acc, best_state, history
     from .fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"arch": model.arch, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        for v in model.state_dict().values():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise InputError("training diverged: the weights became non-finite; no bundle was written — "
+                                 "lower --lr or --weight-decay")
+        torch.save({"arch": cfg.arch, "config": {"width": cfg.width, "depth": cfg.depth,
+                                                  "classes": model.fc.out_features}, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                     "best_acc": best_acc, "best_state": best_state, "history": json.dumps(history)}, tmp)

@@ -68,7 +68,15 @@ def pct(v) -> str:
 def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
     """The one way a command ends in error: one line on stderr, the JSON error object on stdout with --json
     (unless the command already printed its object), and the exit code of the contract."""
+    import os
+
     line = " ".join(str(exc_text).split())
+    status = os.environ.get("DRSN_EDGE_STATUS_FILE")
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        sys.exit(exit_code)  # only rank 0 of a multi-process run speaks
+    if status:
+        with open(status, "w") as f:
+            f.write(str(exit_code))
     if as_json and not _emitted["json"]:
         emit_json({"error": line, "exit_code": exit_code})
     sys.stderr.write(f"drsn-edge: error: {line}\n")
@@ -113,6 +121,7 @@ def cli_group_class():
             args = list(sys.argv[1:] if args is None else args)
             as_json = _wants_json(args)
             _install_sigterm()
+            _quiet_native_logs()
             try:
                 rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
                                   standalone_mode=False, **extra)
@@ -137,15 +146,29 @@ def cli_group_class():
     return Cli
 
 
+def _quiet_native_logs() -> None:
+    """Native libraries (TensorFlow Lite's converter, absl, oneDNN) log to stderr at import; keep their
+    informational lines off stderr, which holds only our one line (a user's own setting wins)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+
 def _install_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out."""
+    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out; both
+    record the signal (errors.INTERRUPTED) before unwinding."""
     import signal
 
+    from .errors import INTERRUPTED
+
     def _raise(signum, frame):
+        INTERRUPTED["signal"] = signum
         raise KeyboardInterrupt
 
     try:
         signal.signal(signal.SIGTERM, _raise)
+        signal.signal(signal.SIGINT, _raise)
     except ValueError:  # not the main thread
         pass
 

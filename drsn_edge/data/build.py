@@ -13,11 +13,15 @@ from .dataset import Dataset, load_dataset, save_dataset
 from .noise import assign_noise, noise_sweep
 
 
-def _check_out(out: str | Path) -> Path:
+def _check_out(out: str | Path, inputs=()) -> Path:
+    """The output dataset: an .npz (and its .json manifest) that is none of the inputs, and writable."""
+    from ..outputs import guard_file
+    from .dataset import manifest_path
+
     out = Path(out)
     if out.suffix != ".npz":
         raise InputError(f"dataset files end in .npz, got '{out.name}'")
-    return out
+    return guard_file(out, inputs, [manifest_path(out)])
 
 
 def apply_noise(ds: Dataset, kinds: list[str], snrs: list[float] | None, mode: str, seed: int) -> Dataset:
@@ -51,7 +55,7 @@ def synth(out, *, windows_per_class=500, recordings_per_class=None, classes=None
 def import_files(out, sources, *, noise=(), snr=None, noise_mode="assign", seed=0, progress=None, **kwargs) -> dict:
     from .importers import import_dataset
 
-    out = _check_out(out)
+    out = _check_out(out, [*sources, kwargs.get("label_map")])
     ds = import_dataset(list(sources), seed=seed, progress=progress, **kwargs)
     ds = apply_noise(ds, list(noise), snr, noise_mode, seed + 1)
     man = save_dataset(ds, out)

@@ -27,6 +27,7 @@ NOISE_TYPES = ("gaussian", "laplacian", "pink")
 SPLITS = ("train", "val", "test", "calib")
 NORMALIZATIONS = ("zscore",)
 FORMAT_VERSION = 1
+MAX_ABS_SAMPLE = 1e15  # 2048 squares of it still fit a float32 sum; no accelerometer reads near it
 
 
 @dataclass
@@ -149,6 +150,9 @@ def validate(ds: Dataset) -> None:
         raise InputError(f"unknown noise type(s) {sorted(bad_noise)}")
     if not np.isfinite(ds.x).all():
         raise InputError("dataset contains NaN or inf samples; clean the source signal first")
+    if ds.x.size and float(np.abs(ds.x).max()) > MAX_ABS_SAMPLE:
+        raise InputError(f"dataset samples reach {float(np.abs(ds.x).max()):.3g}, beyond ±{MAX_ABS_SAMPLE:g}; float32 "
+                         "normalization on a device would overflow — rescale the signal (e.g. to g or m/s²)")
     # Leakage guard: a recording belongs to exactly one split (calib may reuse training recordings).
     m = ds.split != "calib"
     pairs = np.unique(np.stack([ds.recording[m], ds.split[m]]), axis=1) if m.any() else np.zeros((2, 0), str)
@@ -227,7 +231,7 @@ def normalize(x: np.ndarray, method: str = "zscore", eps: float = 1e-8) -> np.nd
     """Per-window normalization applied before the model (the device does the same)."""
     if method != "zscore":
         raise InputError(f"unknown normalization '{method}'")
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float64)  # float32 sums of squares overflow for samples beyond ~1e17
     mean = x.mean(axis=-1, keepdims=True)
     std = x.std(axis=-1, keepdims=True)
     return ((x - mean) / (std + eps)).astype(np.float32)
@@ -242,6 +246,8 @@ def save_dataset(ds: Dataset, path: str | Path) -> dict:
     path = Path(path)
     if path.suffix != ".npz":
         raise InputError(f"dataset files end in .npz, got '{path.name}'")
+    if len(ds) == 0:
+        raise InputError(f"no windows to write to '{path}'; the source gave none (recordings shorter than a window?)")
     man = ds.manifest()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -258,6 +264,9 @@ def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset '{path}' does not exist; make one with 'drsn-edge data synth' or 'data import'")
+    from ..limits import check_npz
+
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -275,6 +284,8 @@ def load_dataset(path: str | Path) -> Dataset:
         if int(man.get("format_version", 0)) > FORMAT_VERSION:
             raise InputError(f"'{path}' uses dataset format {man['format_version']}; upgrade drsn-edge")
         n = arrays["y"].shape[0]
+        if n == 0:
+            raise InputError(f"'{path}' holds no windows; make it again with 'drsn-edge data synth' or 'data import'")
         return Dataset(
             x=arrays["x"], y=arrays["y"], class_names=man["class_names"], fs=man["fs"], window=man["window"],
             noise=arrays.get("noise", np.full(n, "none")),

@@ -101,7 +101,9 @@ def load_label_map(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not path.is_file():
         raise InputError(f"label map '{path}' does not exist; give a JSON object or 2-column CSV of pattern → class")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        from ..limits import JSON_CAP, read_capped
+
+        text = read_capped(path, JSON_CAP, "label map").decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read label map '{path}' ({exc})") from exc
     pairs = _label_pairs_json(text, path) if path.suffix.lower() == ".json" else _label_pairs_csv(text, path)
@@ -322,7 +324,9 @@ def _csv_delimiter(line: str) -> str:
 
 def _read_csv(path: Path, rid: str, column) -> tuple[np.ndarray, dict]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        from ..limits import memory_budget, read_capped
+
+        text = read_capped(path, memory_budget() // 16, "CSV recording").decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read '{rid}' as a text CSV file ({exc})") from exc
     numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if ln.strip()]

@@ -48,6 +48,16 @@ def measured_snr_db(clean: np.ndarray, noisy: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.mean(clean**2, axis=-1) / np.mean(w**2, axis=-1))
 
 
+MAX_SNRS = 1000
+MAX_SNR_DB = 100.0
+
+
+def _in_range(text: str, vals: list[float]) -> list[float]:
+    if any(abs(v) > MAX_SNR_DB for v in vals):
+        raise InputError(f"SNR '{text}' is outside ±{MAX_SNR_DB:g} dB (noise that strong or weak is not an SNR)")
+    return vals
+
+
 def parse_snr(text: str) -> list[float]:
     """'5' → [5]; '-5,0,5' → list; '-5:5' → -5..5 step 1; '-5:5:2' → with step 2 (ends included)."""
     text = str(text).strip()
@@ -62,12 +72,17 @@ def parse_snr(text: str) -> list[float]:
             step = parts[2] if len(parts) == 3 else 1.0
             if step <= 0 or hi < lo:
                 raise ValueError
+            _in_range(text, [lo, hi])
             n = int(np.floor((hi - lo) / step + 1e-9)) + 1
+            if n > MAX_SNRS:
+                raise InputError(f"SNR range '{text}' has {n:,} values (limit {MAX_SNRS}); use a larger step")
             return [round(lo + i * step, 6) for i in range(n)]
         vals = [float(p) for p in text.split(",") if p.strip()]
         if not vals or not all(np.isfinite(vals)):
             raise ValueError
-        return vals
+        if len(vals) > MAX_SNRS:
+            raise InputError(f"{len(vals):,} SNR values (limit {MAX_SNRS})")
+        return _in_range(text, vals)
     except ValueError:
         raise InputError(
             f"cannot read SNR '{text}'; give a value (0), a list (-5,0,5) or a range lo:hi[:step] (-5:5)"
@@ -91,6 +106,11 @@ def parse_noise(text: str) -> list[str]:
 def noise_sweep(ds: Dataset, kinds: list[str], snrs: list[float], seed: int = 0,
                 include_clean: bool = True) -> Dataset:
     """Replicate every window once clean and once per (noise type, SNR) cell, with seeded noise."""
+    from ..limits import check_alloc, windows_bytes
+
+    cells = int(include_clean) + len(kinds) * len(snrs)
+    check_alloc(f"a noise sweep of {len(ds):,} windows × {cells} cells", windows_bytes(len(ds) * cells, ds.window),
+                "use fewer windows, noise types or SNRs")
     parts = []
     if include_clean:
         parts.append(ds)

@@ -134,11 +134,15 @@ def write_run_to_failure(out, spec: RunToFailure) -> dict:
 def synth(out, *, healthy_s: float, fault_s: float, fault: str, severity: str, noise: list[str],
           snr: list[float] | None, seed: int) -> dict:
     """`data synth --run-to-failure`: the options as the command line gives them."""
+    from ..limits import check_alloc
+    from ..outputs import guard_file
+    from ..validate import finite
+
     lo, sep, hi = severity.partition(":")
-    try:
-        sev = (float(lo), float(hi if sep else lo))
-    except ValueError:
-        raise InputError(f"--severity takes START:END in mils such as 7:21, got '{severity}'") from None
+    sev = (finite("--severity", lo, 0.0, 100.0), finite("--severity", hi if sep else lo, 0.0, 100.0))
+    check_alloc(f"a run to failure of {healthy_s + fault_s:g} s at {FS:g} Hz", (healthy_s + fault_s) * FS * 16.0,
+                "simulate fewer seconds (--healthy-s, --fault-s)")
+    guard_file(out, (), [Path(out).with_suffix(".json")])
     if len(noise) > 1 or (snr is not None and len(snr) > 1):
         raise InputError("a run to failure takes one noise type and one SNR (e.g. --noise gaussian --snr 0)")
     if noise and snr is None:

@@ -261,6 +261,10 @@ def synthesize(
         raise InputError(f"split takes three fractions (train, val, test) ≥ 0 that sum to 1, got {split}")
     if recordings_per_class is not None and recordings_per_class < 1:
         raise InputError(f"recordings per class must be at least 1, got {recordings_per_class}")
+    from ..limits import check_alloc, windows_bytes
+
+    check_alloc(f"{windows_per_class:,} windows per class × {len(classes)} classes",
+                windows_bytes(windows_per_class * len(classes), window), "simulate fewer windows per class")
     r = recordings_per_class or max(3, windows_per_class // 5)
     r = min(r, windows_per_class)
     rng = np.random.default_rng(seed)

@@ -52,6 +52,9 @@ def import_model(src, out, *, meta_json=None, classes=None, class_names=None, fs
     src, out = Path(src), Path(out)
     if out.suffix != ".drsn":
         raise InputError(f"model bundles end in .drsn, got '{out.name}'")
+    from ..outputs import guard_file
+
+    guard_file(out, [src, meta_json])
     if not src.is_file():
         raise InputError(f"model file '{src}' does not exist")
     if arch is not None and arch not in ARCHITECTURES:

@@ -30,7 +30,9 @@ def _read_meta_json(path) -> dict:
         return {}
     p = Path(path)
     try:
-        obj = json.loads(p.read_text())
+        from ..limits import JSON_CAP, read_capped
+
+        obj = json.loads(read_capped(p, JSON_CAP, "metadata file").decode("utf-8"))
     except FileNotFoundError:
         raise InputError(f"metadata file '{p}' does not exist") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:

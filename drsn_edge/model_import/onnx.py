@@ -205,6 +205,9 @@ def _load_onnx(src):
                          f"({type(exc).__name__}); check the file") from None
     if not len(model.graph.node) or not len(model.graph.output):
         raise InputError(f"'{src}' is not a usable ONNX model (empty graph); check the file")
+    from ..limits import check_onnx_dims
+
+    check_onnx_dims(model, str(src))
     return raw, model
 
 
@@ -454,9 +457,12 @@ def _onnx_meta(model, src) -> dict:
 
 def _verify_onnx(raw, model, batch, channels, window, src) -> dict | None:
     """Run the ONNX graph and the rebuilt model on one random batch; they must agree."""
+    from ..deps import onnxruntime
+    from ..errors import MissingDependencyError
+
     try:
-        import onnxruntime as ort
-    except ImportError:
+        ort = onnxruntime()
+    except MissingDependencyError:
         return None
     import torch
 

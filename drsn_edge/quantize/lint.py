@@ -97,14 +97,33 @@ def _load(model):
         except Exception as exc:
             raise InputError(f"cannot parse the ONNX model bytes: {exc}") from None
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise InputError(f"ONNX model '{path}' does not exist")
+        from ..limits import regular_file
+
+        path = regular_file(model, "ONNX model")
+        if path.stat().st_size == 0:
+            raise InputError(f"'{path}' is empty, not an ONNX model")
         try:
-            return o.load(str(path))
+            m = o.load(str(path))
         except Exception as exc:
-            raise InputError(f"cannot read ONNX model '{path}': {exc}") from None
+            raise InputError(f"'{path}' is not an ONNX model: {exc}") from None
+        _valid(m, str(path))
+        return m
     raise InputError(f"expected an ONNX ModelProto, bytes or a path, got {type(model).__name__}")
+
+
+def _valid(m, where: str) -> None:
+    """An ONNX model the checker accepts (every initializer present, types consistent), of sane sizes."""
+    from ..deps import onnx
+    from ..limits import check_onnx_dims
+
+    if not m.graph.node:
+        raise InputError(f"'{where}' is not an ONNX model: it has no graph nodes")
+    check_onnx_dims(m, where)
+    try:
+        onnx().checker.check_model(m, full_check=True)
+    except Exception as exc:
+        raise InputError(f"'{where}' is not a valid ONNX model (the ONNX checker rejects it: "
+                         f"{' '.join(str(exc).split())[:300]})") from None
 
 
 def _dtype_name(elem_type: int) -> str:

@@ -178,16 +178,34 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
     """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
     data/noise_kinds/snrs/windows_per_class/seed overriding its fields); write the QDQ ONNX and its sidecar
     only when the drop is within max_drop and the worst SNR level's drop within max_cell_drop.
-    method "auto" picks the calibration method on validation windows (see quantize/auto.py)."""
-    from ..calibration import model_and_calibration
+    method "auto" picks the calibration method on validation windows (see quantize/auto.py). Temporaries (ours
+    and ONNX Runtime's) stay in a hidden folder beside the output, removed even when interrupted."""
+    from ..fileio import private_tmpdir
+    from ..outputs import check_writable
 
     out = _validate(out, method, batch, max_drop, qat_epochs, max_cell_drop)
+    check_writable(out)
+    with private_tmpdir(out):
+        return _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, data, noise_kinds, snrs,
+                               windows_per_class, seed, sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec)
+
+
+def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, data, noise_kinds, snrs,
+                    windows_per_class, seed, sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec) -> dict:
+    import dataclasses
+
+    from ..calibration import model_and_calibration
+    from ..outputs import guard_file
+
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
+    guard_file(out, [model_path, cal_path, data, qat_data, getattr(spec, "data", None)], [out.with_suffix(".json")])
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
     spec = spec_from(spec, data, noise_kinds, snrs, windows_per_class, seed)
+    spec = dataclasses.replace(spec, calibration=str(cal_path))  # evaluation fallback for unsimulated classes
+    spec.preflight(bundle.meta)
     ev = spec.windows(bundle.meta)
     step("export")
     float_bytes, float_logits = _float_reference(bundle, ev.x, batch)
