@@ -69,9 +69,10 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
     """Evaluate a loaded bundle on a dataset. With noise kinds + SNRs, every window is swept over the grid."""
     check_compatible(bundle.meta, ds)
     if splits:
-        present = set(np.unique(ds.split))
-        if present & set(splits):
-            ds = ds.select_split(*splits)
+        if not set(splits) & set(np.unique(ds.split)):
+            raise InputError(f"dataset has no {'/'.join(splits)} windows; choose --split from "
+                             f"{sorted(set(ds.split))} or all")
+        ds = ds.select_split(*splits)
     if noise_kinds and snrs:
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
     logits = predict_logits(bundle.model, normalize(ds.x, bundle.normalization))
@@ -139,8 +140,6 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
         ds = load_dataset(data)
         source = str(data)
     splits = tuple(s for s in split.split(",") if s) if split and split != "all" else None
-    if splits and not set(splits) & set(np.unique(ds.split)):
-        raise InputError(f"dataset has no {'/'.join(splits)} windows; choose --split from {sorted(set(ds.split))} or all")
     report = evaluate(bundle, ds, noise_kinds, snrs, seed=seed, splits=splits)
     report["model"]["path"] = model_path
     report["data"] = source
