@@ -30,6 +30,7 @@ VERSION = 1
 INFO, INFER = 0x01, 0x02
 HELLO, INFO_RSP, RESULT, ERROR = 0x80, 0x81, 0x82, 0xFF
 MAX_PAYLOAD = 65535
+HOST_MAX_PAYLOAD = 1024  # device → host before INFO is known (INFO_RSP, ERROR, HELLO); RESULT may raise it
 _HEAD = struct.Struct("<BBHH")
 _INFO = struct.Struct("<BIHfbfbIIBI")
 
@@ -57,11 +58,42 @@ class Frame:
 
 
 class Decoder:
-    """Incremental frame decoder; skips noise and corrupt frames (counted in `dropped`)."""
+    """Incremental frame decoder; skips noise and corrupt frames (counted in `dropped`).
 
-    def __init__(self):
+    A marker whose header cannot start a frame we accept (other version, a type outside `types`, a length
+    over `max_payload`) is dropped at once. A marker whose claimed frame has not fully arrived yet is also
+    dropped when a complete, valid frame starts later in the buffer: it was a truncated frame (a device reset
+    mid-frame) or noise, and waiting for its claimed length would hold back the good frame behind it."""
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD, types: set[int] | None = None):
         self.buf = bytearray()
         self.dropped = 0
+        self.max_payload = max_payload
+        self.types = types
+
+    def _frame_at(self, i: int) -> tuple[str, Frame | None, int]:
+        """('ok', frame, end) | ('short', None, 0) | ('bad', None, 0) for a marker at buf[i]."""
+        if len(self.buf) < i + 2 + _HEAD.size:
+            return "short", None, 0
+        ver, ftype, seq, n = _HEAD.unpack_from(self.buf, i + 2)
+        if ver != VERSION or n > self.max_payload or (self.types is not None and ftype not in self.types):
+            return "bad", None, 0
+        end = i + 2 + _HEAD.size + n + 2
+        if len(self.buf) < end:
+            return "short", None, 0
+        body = bytes(self.buf[i + 2 : end - 2])
+        (crc,) = struct.unpack_from("<H", self.buf, end - 2)
+        if crc16(body) != crc:
+            return "bad", None, 0
+        return "ok", Frame(ftype, seq, body[_HEAD.size :]), end
+
+    def _valid_frame_after(self, i: int) -> bool:
+        j = self.buf.find(SYNC, i + 1)
+        while j >= 0:
+            if self._frame_at(j)[0] == "ok":
+                return True
+            j = self.buf.find(SYNC, j + 1)
+        return False
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buf += data
@@ -69,24 +101,19 @@ class Decoder:
         while True:
             i = self.buf.find(SYNC)
             if i < 0:
-                del self.buf[: max(0, len(self.buf) - 1)]
+                del self.buf[: max(0, len(self.buf) - 1)]  # keep a last 0xA5: it may start a marker
                 return out
             if i:
                 del self.buf[:i]
-            if len(self.buf) < 2 + _HEAD.size:
+            status, frame, end = self._frame_at(0)
+            if status == "short" and not self._valid_frame_after(0):
                 return out
-            ver, ftype, seq, n = _HEAD.unpack_from(self.buf, 2)
-            total = 2 + _HEAD.size + n + 2
-            if len(self.buf) < total:
-                return out
-            body = bytes(self.buf[2 : total - 2])
-            (crc,) = struct.unpack_from("<H", self.buf, total - 2)
-            if ver != VERSION or crc16(body) != crc:
+            if status != "ok":
                 self.dropped += 1
-                del self.buf[:2]  # resync after this marker
+                del self.buf[:2]  # resync after this marker: a good frame may start inside what it claimed
                 continue
-            out.append(Frame(ftype, seq, body[_HEAD.size :]))
-            del self.buf[:total]
+            out.append(frame)
+            del self.buf[:end]
 
 
 @dataclass
@@ -122,7 +149,8 @@ class SerialClient:
     def __init__(self, port, timeout_s: float = 5.0):
         self.port = port
         self.timeout_s = timeout_s
-        self.dec = Decoder()
+        # the host only ever receives these frames; INFO_RSP and ERROR carry short texts
+        self.dec = Decoder(max_payload=HOST_MAX_PAYLOAD, types={HELLO, INFO_RSP, RESULT, ERROR})
         self.seq = 0
         self.info: DeviceInfo | None = None
 
@@ -151,6 +179,7 @@ class SerialClient:
 
     def get_info(self) -> DeviceInfo:
         self.info = DeviceInfo.unpack(self._request(INFO, b"", INFO_RSP).payload)
+        self.dec.max_payload = max(HOST_MAX_PAYLOAD, 5 + self.info.output_len)
         if self.info.proto != VERSION:
             raise DeviceError(f"device speaks protocol {self.info.proto}, this drsn-edge speaks {VERSION}; "
                               "rebuild the firmware bundle")

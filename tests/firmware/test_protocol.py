@@ -115,3 +115,178 @@ def test_wrong_input_length_refused_host_side(device):
     client.get_info()
     with pytest.raises(DeviceError, match="expects 2048"):
         client.infer_int8(np.zeros(100, dtype=np.int8))
+
+
+# ---------------------------------------------------------------- host side against a scripted line
+
+import struct  # noqa: E402
+
+from drsn_edge.firmware.protocol import ERROR, HELLO, INFER, INFO_RSP, VERSION  # noqa: E402
+
+INFO_OK = DeviceInfo(VERSION, 4, 3, 0.05, 0, 0.1, 0, 1000, 1_000_000, "instructions", 1, "script")
+
+
+def _head(ftype, seq, n, ver=VERSION):
+    return b"\xa5\x5a" + struct.pack("<BBHH", ver, ftype, seq, n)
+
+
+def _result(seq, logits=(1, 2, 3), counts=77, status=0):
+    return encode(RESULT, seq, struct.pack("<BI", status, counts) + bytes(np.int8(logits).tobytes()))
+
+
+class ScriptedPort:
+    """A pyserial-like port; `answer(ftype, seq, payload)` returns the bytes the 'device' sends back."""
+
+    def __init__(self, answer, chunk=5):
+        self.answer, self.chunk, self.pending, self.requests = answer, chunk, b"", []
+
+    def write(self, data):
+        (fr,) = Decoder().feed(data)
+        self.requests.append(fr)
+        self.pending += self.answer(fr.type, fr.seq, fr.payload)
+
+    def read(self, n):
+        out, self.pending = self.pending[: min(n, self.chunk)], self.pending[min(n, self.chunk):]
+        return out
+
+
+def _client(on_infer, timeout_s=2.0, **kw):
+    def answer(ftype, seq, payload):
+        if ftype == INFO:
+            return encode(HELLO, 0) + encode(INFO_RSP, seq, INFO_OK.pack())
+        return on_infer(seq, payload)
+
+    return SerialClient(ScriptedPort(answer, **kw), timeout_s=timeout_s)
+
+
+def _feed_all(stream, step=None):
+    d, frames = Decoder(), []
+    step = step or len(stream)
+    for i in range(0, len(stream), step):
+        frames += d.feed(stream[i : i + step])
+    return d, [(f.type, f.seq, f.payload) for f in frames]
+
+
+def test_bad_crc_skips_only_the_marker_not_the_frame_it_claimed():
+    """A noise marker claiming 10 bytes: the good frame starts inside those bytes and must still be read."""
+    good = _result(4)
+    stream = _head(RESULT, 3, 10) + good + b"\x00" * 4
+    for step in (1, 3, len(stream)):
+        d, frames = _feed_all(stream, step)
+        assert frames == [(RESULT, 4, good[8:-2])] and d.dropped == 1
+
+
+def test_a_marker_claiming_more_than_arrived_does_not_hold_back_the_next_frame():
+    """A frame cut short by a device reset, followed by the boot frame: nothing more comes, the boot frame
+    must be delivered now rather than after 60000 more bytes."""
+    truncated = _head(RESULT, 9, 600) + b"\x01" * 20
+    d, frames = _feed_all(truncated + encode(HELLO, 0))
+    assert frames == [(HELLO, 0, b"")] and d.dropped == 1
+
+
+def test_a_frame_arriving_in_pieces_is_waited_for():
+    good = _result(2, logits=(5, 6, 7))
+    d, frames = _feed_all(good, step=1)
+    assert frames == [(RESULT, 2, good[8:-2])] and d.dropped == 0
+    d = Decoder()
+    assert d.feed(good[:-1]) == [] and len(d.feed(good[-1:])) == 1
+
+
+@pytest.mark.parametrize("header", [_head(RESULT, 1, 4, ver=2), _head(0x33, 1, 4), _head(RESULT, 1, 2000)])
+def test_headers_the_host_cannot_accept_are_dropped_at_once(header):
+    """Another version, a frame type the host never receives, a length over the host's limit."""
+    good = _result(5)
+    d = Decoder(max_payload=1024, types={HELLO, INFO_RSP, RESULT, ERROR})
+    frames = d.feed(header + good)
+    assert [(f.type, f.seq) for f in frames] == [(RESULT, 5)] and d.dropped == 1
+
+
+def test_default_decoder_keeps_every_type_and_length():
+    big = encode(0x33, 1, bytes(5000))
+    assert [(f.type, len(f.payload)) for f in Decoder().feed(big)] == [(0x33, 5000)]
+
+
+def test_marker_split_across_reads_and_trailing_noise():
+    good = _result(8)
+    d = Decoder()
+    assert d.feed(b"noise\xa5") == [] and d.buf == bytearray(b"\xa5")  # keeps a possible half marker
+    assert [f.seq for f in d.feed(good[1:])] == [8]
+    assert d.feed(b"\x00\x01\x02") == [] and len(d.buf) == 1
+
+
+def test_stale_answers_are_skipped_by_sequence_number():
+    """A late answer to an earlier request (same frame type, other logits) comes first on the line."""
+    def on_infer(seq, payload):
+        return _result(seq - 1, logits=(-9, -9, -9)) + _result((seq + 7) & 0xFFFF, (-8, -8, -8)) + _result(seq)
+
+    client = _client(on_infer)
+    logits, counts = client.infer_int8(np.zeros(4, np.int8))
+    assert logits.tolist() == [1, 2, 3] and counts == 77
+    logits, _ = client.infer_int8(np.ones(4, np.int8))
+    assert logits.tolist() == [1, 2, 3]
+    assert [r.seq for r in client.port.requests] == [1, 2, 3] and [r.type for r in client.port.requests] == [
+        INFO, INFER, INFER]
+    assert client.port.requests[2].payload == bytes(np.ones(4, np.int8).tobytes())
+
+
+def test_sequence_numbers_wrap_at_16_bits():
+    client = _client(lambda seq, p: _result(seq))
+    client.seq = 0xFFFE
+    client.get_info()
+    client.infer_int8(np.zeros(4, np.int8))
+    assert [r.seq for r in client.port.requests] == [0xFFFF, 0]
+
+
+def test_boot_frame_before_info_is_skipped_but_a_later_one_is_a_reset():
+    client = _client(lambda seq, p: encode(HELLO, 0) + _result(seq))
+    assert client.get_info().name == "script"
+    with pytest.raises(DeviceError, match="reset during the session"):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+def test_device_error_frame_names_code_and_message():
+    client = _client(lambda seq, p: encode(ERROR, seq, struct.pack("<H", 7) + b"arena too small"))
+    with pytest.raises(DeviceError, match="^device error 7: arena too small$"):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+def test_wrong_frame_type_with_the_right_sequence_is_an_error():
+    client = _client(lambda seq, p: encode(INFO_RSP, seq, INFO_OK.pack()))
+    with pytest.raises(DeviceError, match="answered frame type 0x81, expected 0x82"):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+@pytest.mark.parametrize("frame,needle", [
+    (lambda s: _result(s, status=3), "status 3"),
+    (lambda s: _result(s, logits=(1, 2)), "returned 2 outputs, expected 3"),
+])
+def test_bad_results_are_errors(frame, needle):
+    client = _client(lambda seq, p: frame(seq))
+    with pytest.raises(DeviceError, match=needle):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+def test_silence_is_a_timeout_and_a_wrong_protocol_is_refused():
+    client = _client(lambda seq, p: b"", timeout_s=0.2)
+    with pytest.raises(DeviceError, match="no answer from the device within 0.2 s"):
+        client.infer_int8(np.zeros(4, np.int8))
+    old = DeviceInfo(VERSION + 1, 4, 3, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "old")
+    port = ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, old.pack()))
+    with pytest.raises(DeviceError, match=f"speaks protocol {VERSION + 1}"):
+        SerialClient(port).get_info()
+
+
+def test_result_longer_than_the_pre_info_limit_is_read_after_info():
+    """A 2000-class head: its RESULT frame is over the 1024-byte limit that holds before INFO is known."""
+    info = DeviceInfo(VERSION, 4, 2000, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "wide")
+    logits = (np.arange(2000) % 100).astype(np.int8)
+
+    def answer(ftype, seq, payload):
+        if ftype == INFO:
+            return encode(INFO_RSP, seq, info.pack())
+        return _result(seq, logits=logits)
+
+    client = SerialClient(ScriptedPort(answer, chunk=4096), timeout_s=2)
+    got, _ = client.infer_int8(np.zeros(4, np.int8))
+    np.testing.assert_array_equal(got, logits)
+    assert client.info.counter == "cycles"
