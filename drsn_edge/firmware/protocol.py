@@ -30,7 +30,6 @@ VERSION = 1
 INFO, INFER = 0x01, 0x02
 HELLO, INFO_RSP, RESULT, ERROR = 0x80, 0x81, 0x82, 0xFF
 MAX_PAYLOAD = 65535
-HOST_MAX_PAYLOAD = 1024  # device → host before INFO is known (INFO_RSP, ERROR, HELLO); RESULT may raise it
 _HEAD = struct.Struct("<BBHH")
 _INFO = struct.Struct("<BIHfbfbIIBI")
 
@@ -60,15 +59,14 @@ class Frame:
 class Decoder:
     """Incremental frame decoder; skips noise and corrupt frames (counted in `dropped`).
 
-    A marker whose header cannot start a frame we accept (other version, a type outside `types`, a length
-    over `max_payload`) is dropped at once. A marker whose claimed frame has not fully arrived yet is also
+    A marker whose header cannot start a frame we accept (another version, a type outside `types`) is
+    dropped at once. A marker whose claimed frame has not fully arrived yet is also
     dropped when a complete, valid frame starts later in the buffer: it was a truncated frame (a device reset
     mid-frame) or noise, and waiting for its claimed length would hold back the good frame behind it."""
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD, types: set[int] | None = None):
+    def __init__(self, types: set[int] | None = None):
         self.buf = bytearray()
         self.dropped = 0
-        self.max_payload = max_payload
         self.types = types
 
     def _frame_at(self, i: int) -> tuple[str, Frame | None, int]:
@@ -76,7 +74,7 @@ class Decoder:
         if len(self.buf) < i + 2 + _HEAD.size:
             return "short", None, 0
         ver, ftype, seq, n = _HEAD.unpack_from(self.buf, i + 2)
-        if ver != VERSION or n > self.max_payload or (self.types is not None and ftype not in self.types):
+        if ver != VERSION or (self.types is not None and ftype not in self.types):
             return "bad", None, 0
         end = i + 2 + _HEAD.size + n + 2
         if len(self.buf) < end:
@@ -149,8 +147,8 @@ class SerialClient:
     def __init__(self, port, timeout_s: float = 5.0):
         self.port = port
         self.timeout_s = timeout_s
-        # the host only ever receives these frames; INFO_RSP and ERROR carry short texts
-        self.dec = Decoder(max_payload=HOST_MAX_PAYLOAD, types={HELLO, INFO_RSP, RESULT, ERROR})
+        # the host only ever receives these frames (an echo of its own request on the line is dropped)
+        self.dec = Decoder(types={HELLO, INFO_RSP, RESULT, ERROR})
         self.seq = 0
         self.info: DeviceInfo | None = None
 
@@ -168,7 +166,8 @@ class SerialClient:
                                       "the firmware's stack/arena size, then retry")
                 if fr.type == ERROR:
                     code = struct.unpack_from("<H", fr.payload)[0] if len(fr.payload) >= 2 else 0
-                    raise DeviceError(f"device error {code}: {fr.payload[2:].decode(errors='replace')}")
+                    text = fr.payload[2:].decode(errors="replace").strip() or "no message"
+                    raise DeviceError(f"device error {code}: {text}")
                 if fr.seq != self.seq:
                     continue  # a late answer to an earlier request
                 if fr.type != want:
@@ -179,7 +178,6 @@ class SerialClient:
 
     def get_info(self) -> DeviceInfo:
         self.info = DeviceInfo.unpack(self._request(INFO, b"", INFO_RSP).payload)
-        self.dec.max_payload = max(HOST_MAX_PAYLOAD, 5 + self.info.output_len)
         if self.info.proto != VERSION:
             raise DeviceError(f"device speaks protocol {self.info.proto}, this drsn-edge speaks {VERSION}; "
                               "rebuild the firmware bundle")

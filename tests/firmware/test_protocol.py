@@ -30,11 +30,12 @@ def test_decoder_resyncs_through_noise_and_drops_corrupt_frames():
     assert d.dropped == 1
 
 
-def test_device_info_roundtrip():
-    info = DeviceInfo(1, 2048, 10, 0.05, 0, 0.1, -3, 12345, 480_000_000, "cycles", 0xDEADBEEF, "board")
-    back = DeviceInfo.unpack(info.pack())
-    assert back.input_len == 2048 and back.output_zp == -3 and back.name == "board"
-    assert back.input_scale == pytest.approx(0.05)
+@pytest.mark.parametrize("counter", ["cycles", "instructions"])
+def test_device_info_roundtrip(counter):
+    # every field distinct; scales exactly representable in float32 so the roundtrip is exact
+    info = DeviceInfo(1, 2048, 10, 0.046875, -5, 0.125, -3, 12345, 480_000_000, counter, 0xDEADBEEF, "board-µ")
+    assert DeviceInfo.unpack(info.pack()) == info
+    assert info.pack()[25] == (0 if counter == "cycles" else 1)  # the counter byte of the wire format
 
 
 class PipePort:
@@ -192,13 +193,50 @@ def test_a_frame_arriving_in_pieces_is_waited_for():
     assert d.feed(good[:-1]) == [] and len(d.feed(good[-1:])) == 1
 
 
-@pytest.mark.parametrize("header", [_head(RESULT, 1, 4, ver=2), _head(0x33, 1, 4), _head(RESULT, 1, 2000)])
-def test_headers_the_host_cannot_accept_are_dropped_at_once(header):
-    """Another version, a frame type the host never receives, a length over the host's limit."""
+def _frame(ver, ftype, seq, payload):
+    """A frame with a correct CRC, of any version."""
+    body = struct.pack("<BBHH", ver, ftype, seq, len(payload)) + payload
+    return b"\xa5\x5a" + body + struct.pack("<H", crc16(body))
+
+
+@pytest.mark.parametrize("other", [_frame(VERSION + 1, RESULT, 5, b"\x00" * 8), _frame(VERSION, INFER, 5, b"\x01" * 4)])
+def test_frames_the_host_cannot_accept_are_dropped_even_with_a_good_crc(other):
+    """Another protocol version, or a frame type the host never receives (its own request echoed)."""
     good = _result(5)
-    d = Decoder(max_payload=1024, types={HELLO, INFO_RSP, RESULT, ERROR})
-    frames = d.feed(header + good)
+    d = Decoder(types={HELLO, INFO_RSP, RESULT, ERROR})
+    frames = d.feed(other + good)
     assert [(f.type, f.seq) for f in frames] == [(RESULT, 5)] and d.dropped == 1
+    assert [f.type for f in Decoder().feed(other + good)] == ([RESULT] if other[2] != VERSION else [INFER, RESULT])
+
+
+def test_every_drop_is_counted_and_back_to_back_markers_resync():
+    good = _result(6)
+    d = Decoder()
+    # a lone marker right before a good one, then two corrupt frames
+    bad = bytearray(_result(1))
+    bad[-2] ^= 0x40
+    frames = d.feed(b"\xa5\x5a" + good + bytes(bad) + bytes(bad) + good)
+    assert [f.seq for f in frames] == [6, 6] and d.dropped == 3
+
+
+def test_look_ahead_skips_to_the_first_complete_frame_among_several_markers():
+    """A truncated frame, a corrupt one, the boot frame, then the start of the next answer: the boot frame
+    is delivered now and the partial answer is kept for the next read."""
+    bad = bytearray(encode(ERROR, 2, b"\x00\x00oops"))
+    bad[-1] ^= 0x01
+    nxt = _result(3)
+    d = Decoder()
+    frames = d.feed(_head(RESULT, 9, 600) + b"\x01" * 20 + bytes(bad) + encode(HELLO, 0) + nxt[:6])
+    assert [(f.type, f.seq) for f in frames] == [(HELLO, 0)] and d.dropped == 2
+    assert [(f.type, f.seq) for f in d.feed(nxt[6:])] == [(RESULT, 3)]
+
+
+def test_encode_limits_and_layout():
+    assert encode(INFO, 0x1234, b"") == b"\xa5\x5a\x01\x01\x34\x12\x00\x00" + struct.pack("<H", crc16(b"\x01\x01\x34\x12\x00\x00"))
+    assert len(encode(RESULT, 1, bytes(65535))) == 2 + 6 + 65535 + 2
+    with pytest.raises(ValueError, match="payload too large for one frame"):
+        encode(RESULT, 1, bytes(65536))
+    assert encode(RESULT, 0x1_0005, b"")[4:6] == b"\x05\x00"  # the sequence number wraps at 16 bits
 
 
 def test_default_decoder_keeps_every_type_and_length():
@@ -214,12 +252,14 @@ def test_marker_split_across_reads_and_trailing_noise():
     assert d.feed(b"\x00\x01\x02") == [] and len(d.buf) == 1
 
 
-def test_stale_answers_are_skipped_by_sequence_number():
-    """A late answer to an earlier request (same frame type, other logits) comes first on the line."""
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_stale_answers_are_skipped_by_sequence_number(chunk):
+    """A late answer to an earlier request (same frame type, other logits) comes first on the line,
+    in its own read or in the same read as the right answer."""
     def on_infer(seq, payload):
         return _result(seq - 1, logits=(-9, -9, -9)) + _result((seq + 7) & 0xFFFF, (-8, -8, -8)) + _result(seq)
 
-    client = _client(on_infer)
+    client = _client(on_infer, chunk=chunk)
     logits, counts = client.infer_int8(np.zeros(4, np.int8))
     assert logits.tolist() == [1, 2, 3] and counts == 77
     logits, _ = client.infer_int8(np.ones(4, np.int8))
@@ -227,6 +267,20 @@ def test_stale_answers_are_skipped_by_sequence_number():
     assert [r.seq for r in client.port.requests] == [1, 2, 3] and [r.type for r in client.port.requests] == [
         INFO, INFER, INFER]
     assert client.port.requests[2].payload == bytes(np.ones(4, np.int8).tobytes())
+    assert client.port.requests[0].payload == b""  # INFO carries nothing
+
+
+def test_echo_of_the_request_on_the_line_is_ignored():
+    """Some serial adapters echo what the host sends: the echoed INFER (same sequence number) is not an answer."""
+    client = _client(lambda seq, p: encode(INFER, seq, p) + _result(seq), chunk=4096)
+    assert client.infer_int8(np.zeros(4, np.int8))[0].tolist() == [1, 2, 3]
+
+
+def test_input_of_any_integer_type_or_shape_is_sent_as_int8():
+    client = _client(lambda seq, p: _result(seq, counts=3_000_000_000))
+    logits, counts = client.infer_int8(np.array([[1, -2, 3, 127]], dtype=np.int64))
+    assert client.port.requests[-1].payload == b"\x01\xfe\x03\x7f"
+    assert counts == 3_000_000_000  # an unsigned 32-bit count above 2^31
 
 
 def test_sequence_numbers_wrap_at_16_bits():
@@ -240,14 +294,23 @@ def test_sequence_numbers_wrap_at_16_bits():
 def test_boot_frame_before_info_is_skipped_but_a_later_one_is_a_reset():
     client = _client(lambda seq, p: encode(HELLO, 0) + _result(seq))
     assert client.get_info().name == "script"
-    with pytest.raises(DeviceError, match="reset during the session"):
+    with pytest.raises(DeviceError, match=r"^the device reset during the session \(it sent its boot frame\); check "
+                                          r"power and the firmware's stack/arena size, then retry$"):
         client.infer_int8(np.zeros(4, np.int8))
 
 
-def test_device_error_frame_names_code_and_message():
-    client = _client(lambda seq, p: encode(ERROR, seq, struct.pack("<H", 7) + b"arena too small"))
-    with pytest.raises(DeviceError, match="^device error 7: arena too small$"):
+@pytest.mark.parametrize("payload,message", [
+    (struct.pack("<H", 7) + b"arena too small", "device error 7: arena too small"),
+    (struct.pack("<H", 40000) + b"\xffx", "device error 40000: \ufffdx"),  # unsigned code, bad UTF-8 replaced
+    (struct.pack("<H", 5), "device error 5: no message"),
+    (b"\x09", "device error 0: no message"),  # too short for a code
+    (b"", "device error 0: no message"),
+])
+def test_device_error_frame_names_code_and_message(payload, message):
+    client = _client(lambda seq, p: encode(ERROR, seq, payload))
+    with pytest.raises(DeviceError) as ei:
         client.infer_int8(np.zeros(4, np.int8))
+    assert str(ei.value) == message
 
 
 def test_wrong_frame_type_with_the_right_sequence_is_an_error():
@@ -268,16 +331,18 @@ def test_bad_results_are_errors(frame, needle):
 
 def test_silence_is_a_timeout_and_a_wrong_protocol_is_refused():
     client = _client(lambda seq, p: b"", timeout_s=0.2)
-    with pytest.raises(DeviceError, match="no answer from the device within 0.2 s"):
+    with pytest.raises(DeviceError, match=r"^no answer from the device within 0.2 s \(is the firmware running and "
+                                          r"the port/baud right\?\)$"):
         client.infer_int8(np.zeros(4, np.int8))
     old = DeviceInfo(VERSION + 1, 4, 3, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "old")
     port = ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, old.pack()))
-    with pytest.raises(DeviceError, match=f"speaks protocol {VERSION + 1}"):
+    with pytest.raises(DeviceError, match=f"^device speaks protocol {VERSION + 1}, this drsn-edge speaks {VERSION}; "
+                                          "rebuild the firmware bundle$"):
         SerialClient(port).get_info()
 
 
-def test_result_longer_than_the_pre_info_limit_is_read_after_info():
-    """A 2000-class head: its RESULT frame is over the 1024-byte limit that holds before INFO is known."""
+def test_a_long_result_frame_is_read():
+    """A 2000-class head: a RESULT frame of 2005 bytes, arriving in reads of 4096 bytes."""
     info = DeviceInfo(VERSION, 4, 2000, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "wide")
     logits = (np.arange(2000) % 100).astype(np.int8)
 

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Mutation testing of the modules that decide things: does the suite notice when their code is wrong?
+
+For each module below, mutmut (https://mutmut.readthedocs.io) makes small changes to its functions (a
+comparison flipped, a constant changed, an argument dropped …) and runs only that module's own tests
+against each change. A mutant the tests do not notice "survived": either the tests miss a behaviour, or
+the change does not alter behaviour (an equivalent mutant). Slow (minutes per module): run it by hand,
+not in CI.
+
+  python benchmarks/mutation.py                      # every module
+  python benchmarks/mutation.py protocol noise       # some modules
+  python benchmarks/mutation.py --list               # the modules and their tests
+  python benchmarks/mutation.py targets --show       # also print the diff of each survivor
+
+Each module runs in a fresh copy of the working tree (mutmut writes its mutants/ folder there), so the
+checkout is never modified. Prints one line per module (generated / killed / survived / other) and the
+survivors' names, and writes benchmarks/results/mutation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module name -> (source files to mutate, the tests that pin their behaviour)
+MODULES = {
+    "evaluate": (["drsn_edge/evaluate.py"], ["tests/test_evaluate.py"]),
+    "train": (["drsn_edge/train.py"], ["tests/test_train.py"]),
+    "noise": (["drsn_edge/data/noise.py"], ["tests/test_noise.py"]),
+    "protocol": (["drsn_edge/firmware/protocol.py"], ["tests/firmware/test_protocol.py"]),
+    "targets": (["drsn_edge/targets.py"], ["tests/test_targets.py"]),
+    "quantize": (["drsn_edge/quantize/sensitivity.py", "drsn_edge/quantize/report.py", "drsn_edge/quantize/run.py"],
+                 ["tests/quantize/test_quantize.py"]),
+    "qat": (["drsn_edge/quantize/qat.py"], ["tests/quantize/test_qat.py"]),
+}
+
+# mutmut's result names; "killed" and "timeout" both mean the tests noticed
+NOTICED = ("killed", "timeout", "caught by type check", "segfault")
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return [p for p in out.splitlines() if p and (ROOT / p).is_file()]
+
+
+def _copy_tree(dest: Path) -> None:
+    for rel in _tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+
+
+def _setup_cfg(sources: list[str], tests: list[str], max_children: int) -> str:
+    def block(items):
+        return "\n" + "\n".join(f"    {i}" for i in items)
+
+    return ("[mutmut]\n"
+            "source_paths = drsn_edge\n"
+            f"only_mutate ={block(sources)}\n"
+            f"pytest_add_cli_args_test_selection ={block(tests)}\n"
+            f"pytest_add_cli_args ={block(['-q', '-p', 'no:cacheprovider', '-m', 'not slow'])}\n"
+            "use_git_change_detection = false\n")
+
+
+def _results(work: Path) -> dict[str, str]:
+    """mutant name -> status, from `mutmut results --all true`."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
+                         capture_output=True, text=True).stdout
+    res = {}
+    for line in out.splitlines():
+        if ":" in line:
+            name, status = line.strip().rsplit(":", 1)
+            res[name.strip()] = status.strip()
+    return res
+
+
+def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
+    sources, tests = MODULES[name]
+    work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
+    t0 = time.perf_counter()
+    try:
+        _copy_tree(work)
+        (work / "setup.cfg").write_text(_setup_cfg(sources, tests, max_children))
+        env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1")
+        log = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+                             cwd=work, env=env, capture_output=True, text=True)
+        res = _results(work)
+        if not res:
+            raise SystemExit(f"{name}: mutmut produced no results:\n{log.stdout[-3000:]}\n{log.stderr[-3000:]}")
+        survivors = sorted(n for n, s in res.items() if s == "survived")
+        diffs = {}
+        if show:
+            for m in survivors:
+                diffs[m] = subprocess.run([sys.executable, "-m", "mutmut", "show", m], cwd=work, env=env,
+                                          capture_output=True, text=True).stdout
+        other = {n: s for n, s in res.items() if s not in NOTICED and s != "survived"}
+        return {"module": name, "sources": sources, "tests": tests, "generated": len(res),
+                "killed": sum(s in NOTICED for s in res.values()), "survived": len(survivors),
+                "other": other, "survivors": survivors, "diffs": diffs,
+                "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None}
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)} (default: all)")
+    ap.add_argument("--list", action="store_true", help="print the modules and their tests, then stop")
+    ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
+    ap.add_argument("--keep", action="store_true", help="keep the work folders (to inspect with mutmut browse)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation.json"))
+    a = ap.parse_args(argv)
+    if a.list:
+        for n, (src, tests) in MODULES.items():
+            print(f"{n:10s} {' '.join(src)}  ←  {' '.join(tests)}")
+        return 0
+    unknown = [m for m in a.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
+    rows = []
+    print(f"{'module':10s} {'generated':>9s} {'killed':>7s} {'survived':>8s} {'other':>6s} {'wall s':>7s}")
+    for name in a.modules or list(MODULES):
+        r = run_module(name, a.max_children, a.show, a.keep)
+        rows.append(r)
+        print(f"{name:10s} {r['generated']:9d} {r['killed']:7d} {r['survived']:8d} {len(r['other']):6d} "
+              f"{r['wall_s']:7.0f}", flush=True)
+        for m in r["survivors"]:
+            print(f"    survived: {m}")
+            if a.show:
+                print("      " + r["diffs"][m].replace("\n", "\n      "))
+        for m, s in r["other"].items():
+            print(f"    {s}: {m}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
