@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluate import accuracy_report, grid_mean
+from ..evaluate import accuracy_report, drop_pp, grid_mean
 from ..export import compare_outputs
 
 
 def compare(float_logits: np.ndarray, int8_logits: np.ndarray, y: np.ndarray, noise: np.ndarray,
             snr_db: np.ndarray, class_names: list[str]) -> dict:
-    f = accuracy_report(y, float_logits.argmax(1), class_names, noise, snr_db)
-    q = accuracy_report(y, int8_logits.argmax(1), class_names, noise, snr_db)
+    fp, qp = float_logits.argmax(1), int8_logits.argmax(1)
+    f = accuracy_report(y, fp, class_names, noise, snr_db)
+    q = accuracy_report(y, qp, class_names, noise, snr_db)
     out_cmp = compare_outputs(float_logits, int8_logits)
     per_snr = {}
     worst = 0.0
@@ -19,8 +20,9 @@ def compare(float_logits: np.ndarray, int8_logits: np.ndarray, y: np.ndarray, no
         per_snr[kind] = {}
         for snr, fa in cells.items():
             qa = q["per_snr"][kind][snr]
-            per_snr[kind][snr] = {"float": fa, "int8": qa, "drop_pp": 100 * (fa - qa)}
-            worst = max(worst, 100 * (fa - qa))
+            m = (noise == kind) if kind == "none" else (noise == kind) & (snr_db == float(snr))
+            per_snr[kind][snr] = {"float": fa, "int8": qa, "drop_pp": drop_pp(y[m], fp[m], qp[m])}
+            worst = max(worst, per_snr[kind][snr]["drop_pp"])
     # accuracy-vs-SNR averaged over noise types, the curve the drop target is stated on
     snrs = sorted({s for k, c in per_snr.items() if k != "none" for s in c}, key=float)
     curve = {}
@@ -33,7 +35,7 @@ def compare(float_logits: np.ndarray, int8_logits: np.ndarray, y: np.ndarray, no
     return {
         "float_accuracy": f["accuracy"],
         "int8_accuracy": q["accuracy"],
-        "accuracy_drop_pp": 100 * (f["accuracy"] - q["accuracy"]),
+        "accuracy_drop_pp": drop_pp(y, fp, qp),
         "grid_float_accuracy": fg,
         "grid_int8_accuracy": qg,
         "grid_drop_pp": None if fg is None else 100 * (fg - qg),
