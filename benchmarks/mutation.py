@@ -92,11 +92,17 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
         _copy_tree(work)
         (work / "setup.cfg").write_text(_setup_cfg(sources, tests, max_children))
         env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1")
-        log = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
-                             cwd=work, env=env, capture_output=True, text=True)
-        res = _results(work)
-        if not res:
-            raise SystemExit(f"{name}: mutmut produced no results:\n{log.stdout[-3000:]}\n{log.stderr[-3000:]}")
+        # mutmut's first run in a fresh folder can fail to import the test packages it has just copied
+        # (the import system cached the folder before the copy); the second run finds them
+        for _ in range(2):
+            log = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+                                 cwd=work, env=env, capture_output=True, text=True)
+            res = _results(work)
+            if res and any(s != "not checked" for s in res.values()):
+                break
+        if not res or all(s == "not checked" for s in res.values()):
+            tail = (log.stdout + log.stderr).replace("\r", "\n")[-3000:]
+            raise SystemExit(f"{name}: mutmut ran no mutant (exit {log.returncode}):\n{tail}")
         survivors = sorted(n for n, s in res.items() if s == "survived")
         diffs = {}
         if show:
