@@ -36,6 +36,7 @@ def test_device_info_roundtrip(counter):
     info = DeviceInfo(1, 2048, 10, 0.046875, -5, 0.125, -3, 12345, 480_000_000, counter, 0xDEADBEEF, "board-µ")
     assert DeviceInfo.unpack(info.pack()) == info
     assert info.pack()[25] == (0 if counter == "cycles" else 1)  # the counter byte of the wire format
+    assert DeviceInfo.unpack(info.pack() + b"\xff").name == "board-µ\ufffd"  # a broken name is still read
 
 
 class PipePort:
@@ -138,8 +139,9 @@ def _result(seq, logits=(1, 2, 3), counts=77, status=0):
 class ScriptedPort:
     """A pyserial-like port; `answer(ftype, seq, payload)` returns the bytes the 'device' sends back."""
 
-    def __init__(self, answer, chunk=5):
+    def __init__(self, answer, chunk=5, gaps=False):
         self.answer, self.chunk, self.pending, self.requests = answer, chunk, b"", []
+        self.gaps, self.reads = gaps, 0
 
     def write(self, data):
         (fr,) = Decoder().feed(data)
@@ -147,6 +149,9 @@ class ScriptedPort:
         self.pending += self.answer(fr.type, fr.seq, fr.payload)
 
     def read(self, n):
+        self.reads += 1
+        if self.gaps and self.reads % 2:
+            return b""  # a read that times out between two pieces of a frame, as pyserial's does
         out, self.pending = self.pending[: min(n, self.chunk)], self.pending[min(n, self.chunk):]
         return out
 
@@ -234,7 +239,7 @@ def test_look_ahead_skips_to_the_first_complete_frame_among_several_markers():
 def test_encode_limits_and_layout():
     assert encode(INFO, 0x1234, b"") == b"\xa5\x5a\x01\x01\x34\x12\x00\x00" + struct.pack("<H", crc16(b"\x01\x01\x34\x12\x00\x00"))
     assert len(encode(RESULT, 1, bytes(65535))) == 2 + 6 + 65535 + 2
-    with pytest.raises(ValueError, match="payload too large for one frame"):
+    with pytest.raises(ValueError, match="^payload too large for one frame$"):
         encode(RESULT, 1, bytes(65536))
     assert encode(RESULT, 0x1_0005, b"")[4:6] == b"\x05\x00"  # the sequence number wraps at 16 bits
 
@@ -281,6 +286,18 @@ def test_input_of_any_integer_type_or_shape_is_sent_as_int8():
     logits, counts = client.infer_int8(np.array([[1, -2, 3, 127]], dtype=np.int64))
     assert client.port.requests[-1].payload == b"\x01\xfe\x03\x7f"
     assert counts == 3_000_000_000  # an unsigned 32-bit count above 2^31
+
+
+def test_empty_reads_between_pieces_of_a_frame_are_harmless():
+    client = SerialClient(ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, INFO_OK.pack()) if t == INFO
+                                       else _result(seq), chunk=3, gaps=True))
+    assert client.timeout_s == 5.0  # the documented default
+    assert client.infer_int8(np.zeros(4, np.int8))[0].tolist() == [1, 2, 3]
+
+
+def test_an_impossible_header_is_dropped_as_soon_as_it_arrives():
+    d = Decoder()
+    assert d.feed(_head(RESULT, 1, 4, ver=VERSION + 1)) == [] and d.dropped == 1 and len(d.buf) <= 1
 
 
 def test_sequence_numbers_wrap_at_16_bits():
