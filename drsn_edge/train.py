@@ -94,6 +94,19 @@ def _validate_config(cfg: TrainConfig) -> None:
         raise InputError(f"model bundles end in .drsn, got '{cfg.out}'")
 
 
+def keep_best(val_acc: float, best_acc: float, best_state: dict | None, model) -> tuple[float, dict | None]:
+    """(best accuracy, best weights) after an epoch: this epoch's weights only when strictly better, so the
+    first epoch that reaches the highest validation accuracy is the one kept."""
+    if val_acc > best_acc:
+        return val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best_acc, best_state
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The (1-based) epoch whose weights `keep_best` kept: the first with the highest validation accuracy."""
+    return int(max(history, key=lambda r: r["val_acc"])["epoch"]) if history else None
+
+
 def fixed_validation_set(val: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Validation windows, a part clean and the rest with fixed seeded noise across the SNR range."""
     rng = np.random.default_rng(cfg.seed + 7919)
@@ -191,9 +204,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         rec = {"epoch": epoch + 1, "lr": _lr_at(epoch, cfg), "loss": loss_sum / count,
                "train_acc": correct / count, "val_acc": val_acc}
         history.append(rec)
-        if val_acc > best_acc:
-            best_acc = val_acc
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best_acc, best_state = keep_best(val_acc, best_acc, best_state, model)
         if rank == 0:
             _save_checkpoint(ckpt_path, cfg, model, opt, epoch + 1, best_acc, best_state, history)
         progress("epoch", **rec, best_val_acc=best_acc)
@@ -207,7 +218,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         "out": str(cfg.out),
         "epochs": cfg.epochs,
         "best_val_acc": best_acc,
-        "best_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]) if history else None,
+        "best_epoch": best_epoch(history),
         "train_windows": n,
         "wall_s": elapsed,
         "windows_per_s": seen / elapsed if elapsed > 0 else None,

@@ -218,3 +218,23 @@ def test_train_split_missing_a_class_and_too_few_windows_are_refused(tmp_path):
     save_dataset(ds, data)
     with pytest.raises(InputError, match="fewer than one batch of 32"):
         train(_cfg(data, tmp_path / "m.drsn"))
+
+
+def test_keep_best_and_best_epoch_by_hand():
+    from drsn_edge.train import best_epoch, keep_best
+
+    lin = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    acc, state = keep_best(0.5, -1.0, None, lin)
+    assert acc == 0.5 and state["weight"].item() == 2.0
+    with torch.no_grad():
+        lin.weight.fill_(3.0)
+    assert state["weight"].item() == 2.0  # a copy, not the live tensor
+    assert keep_best(0.5, acc, state, lin) == (0.5, state)  # a tie keeps the earlier weights
+    assert keep_best(0.4, acc, state, lin) == (0.5, state)
+    acc2, state2 = keep_best(0.75, acc, state, lin)
+    assert acc2 == 0.75 and state2["weight"].item() == 3.0
+    hist = [{"epoch": 1, "val_acc": 0.2}, {"epoch": 2, "val_acc": 0.6}, {"epoch": 3, "val_acc": 0.6},
+            {"epoch": 4, "val_acc": 0.5}]
+    assert best_epoch(hist) == 2 and best_epoch([]) is None
