@@ -14,7 +14,7 @@ not in CI.
 
 Each module runs in a fresh copy of the working tree (mutmut writes its mutants/ folder there), so the
 checkout is never modified. Prints one line per module (generated / killed / survived / other) and the
-survivors' names, and writes benchmarks/results/mutation.json.
+survivors' names, and updates benchmarks/results/mutation.json (the modules run replace their rows).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MODULES = {
                                                              "fixed_validation_set", "keep_best", "best_epoch")]),
     "noise": (["drsn_edge/data/noise.py"], ["tests/test_noise.py"], None),
     "protocol": (["drsn_edge/firmware/protocol.py"], ["tests/firmware/test_protocol.py"], None),
-    "targets": (["drsn_edge/targets.py"], ["tests/test_targets.py"], None),
+    "targets": (["drsn_edge/targets.py"], ["tests/test_targets.py", "tests/test_targets_rules.py"], None),
     "quantize": (["drsn_edge/quantize/sensitivity.py", "drsn_edge/quantize/report.py", "drsn_edge/quantize/run.py"],
                  ["tests/quantize/test_quantize.py", "tests/quantize/test_gates.py"], None),
     "qat": (["drsn_edge/quantize/qat.py"], ["tests/quantize/test_qat.py"], None),
@@ -162,7 +162,12 @@ def main(argv=None) -> int:
             print(f"    {s}: {m}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    # keep the earlier results of modules not run this time
+    old = json.loads(out.read_text()) if out.exists() else []
+    done = {r["module"] for r in rows}
+    rows = [r for r in old if r.get("module") not in done] + rows
+    out.write_text(json.dumps(sorted(rows, key=lambda r: list(MODULES).index(r["module"])
+                                     if r["module"] in MODULES else len(MODULES)), indent=2) + "\n")
     return 0
 
 
