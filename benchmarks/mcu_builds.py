@@ -24,21 +24,20 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from drsn_edge.backends.tflm import tflm_run
     from drsn_edge.build import build
-    from drsn_edge.data.dataset import normalize
+    from drsn_edge.evalspec import EvalSpec
     from drsn_edge.evaluate import accuracy_report, grid_mean, predict_logits, resolve_model
-    from drsn_edge.quantize.run import evaluation_set
 
     work = Path(tempfile.mkdtemp(prefix="drsn-mcu-"))
     bundle, _ = resolve_model(None)
-    ds, src = evaluation_set(bundle.meta, None, ["gaussian", "laplacian", "pink"], [float(s) for s in range(-5, 6)],
-                             a.windows_per_class, 1)
-    x = normalize(ds.x)
+    spec = EvalSpec(windows_per_class=a.windows_per_class, snrs=tuple(float(s) for s in range(-5, 6)), seed=1)
+    ds = spec.windows(bundle.meta)
+    x, src = ds.x, ds.description
     ref = predict_logits(bundle.model, x).argmax(1)
     f_rep = accuracy_report(ds.y, ref, bundle.class_names, ds.noise, ds.snr_db)
     rows = {}
     for t in a.targets.split(","):
         t0 = time.perf_counter()
-        res = build(t, out_dir=work / t)
+        res = build(t, out_dir=work / t).to_json()
         wall = time.perf_counter() - t0
         q = (work / t / "model.int8.tflite").read_bytes()
         pred = tflm_run(q, x, arena_size=res["memory"]["arena_bytes"], raw=True).argmax(1)
@@ -51,8 +50,8 @@ def main(argv=None) -> int:
                    "grid_float": grid_mean(f_rep), "grid_tflm": grid_mean(q_rep),
                    "grid_drop_pp": 100 * (grid_mean(f_rep) - grid_mean(q_rep)),
                    "clean_float": f_rep["per_snr"]["none"]["clean"], "clean_tflm": q_rep["per_snr"]["none"]["clean"],
-                   "litert_tflm_agreement": res["accuracy"]["litert_tflm_agreement"],
-                   "litert_tflm_max_lsb": res["accuracy"]["litert_tflm_max_lsb"]}
+                   "litert_tflm_agreement": res["litert_tflm_agreement"],
+                   "litert_tflm_max_lsb": res["litert_tflm_max_lsb"]}
         r = rows[t]
         print(f"{t:10s} tflite {r['tflite_bytes']:6d} B  arena {r['arena_bytes']:6d} B (+margin {r['arena_with_margin']})  "
               f"flash {r['flash_bytes']}/{r['flash_budget']}  RAM {r['ram_bytes']}/{r['ram_budget']}  fits {r['fits']}  "

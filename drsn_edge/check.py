@@ -1,26 +1,25 @@
-"""On-device accuracy and latency check.
+"""On-device accuracy and latency check of what `build` produced.
 
-The model runs on the device — a TensorRT engine built there when the device has TensorRT, otherwise
-the INT8 QDQ ONNX in ONNX Runtime (standing in, e.g. on a host or a device without TensorRT) — over test
-windows, and is compared with ONNX Runtime's float result on this machine: accuracy against the labels,
-top-1 agreement, max abs diff and SQNR of the logits, latency percentiles after warm-up, throughput at
-batch 1 and over a batch sweep. The target profile's [check] thresholds decide pass or fail.
+`check` loads the build folder (artifact + sidecar + manifest), refuses one made for another target, model
+or calibration set, opens the device (the target's default transport unless --device says otherwise), runs
+the build's runner over the evaluation windows, and compares the logits with the float model named in the
+manifest — accuracy, agreement, SQNR in one place for every runtime — plus latency and throughput. The
+target profile's [check] thresholds decide pass or fail. It never re-quantizes.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .errors import CheckFailedError, DeviceError, InputError
 
-SWEEP = (1, 8, 32)
-
 
 def device_options(ssh_config=None, ssh_identity=None, remote_python=None) -> dict:
+    for flag, path in (("--ssh-config", ssh_config), ("--ssh-identity", ssh_identity)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{flag} '{path}' does not exist; give an existing file")
     opts = {}
     if ssh_config:
         opts["config_file"] = ssh_config
@@ -31,132 +30,208 @@ def device_options(ssh_config=None, ssh_identity=None, remote_python=None) -> di
     return opts
 
 
-def check(target_name: str, device: str = "local", model=None, calib=None, data=None, windows_per_class: int = 10,
-          snrs=(-5.0, 0.0, 5.0), seed: int = 0, report: str | None = None, targets_dirs=None, sweep=SWEEP,
-          ssh_config=None, ssh_identity=None, remote_python=None, engine=None, progress=None) -> dict:
-    from .build import resolve_target
-    from .data.dataset import normalize
+def default_device(target) -> str:
+    """The target's [device] transport as a URL, where the profile says enough to reach it; else local
+    (the check then runs on this machine)."""
+    d = target.device
+    transport = target.transport
+    if transport == "ssh" and d.get("host"):
+        user = f"{d['user']}@" if d.get("user") else ""
+        return f"ssh://{user}{d['host']}" + (f":{d['port']}" if d.get("port") else "")
+    if transport == "serial" and d.get("port"):
+        return f"serial://{d['port']}" + (f"?baud={d['baud']}" if d.get("baud") else "")
+    if transport == "qemu":
+        return "qemu"
+    if transport == "serial":
+        raise InputError(f"{target.name} is checked over its serial port: pass --device serial:///dev/ttyACM0 "
+                         "(or --device local to run the same kernels on this machine)")
+    return "local"
+
+
+@dataclass
+class Thresholds:
+    min_accuracy: float
+    max_drop_pp: float
+    max_latency_ms: float
+
+    @classmethod
+    def of(cls, target) -> "Thresholds":
+        from .validate import finite
+
+        c = target.check
+        return cls(min_accuracy=finite("check.min_accuracy", c.get("min_accuracy", 0.9), 0.0, 1.0),
+                   max_drop_pp=finite("check.max_drop_pp", c.get("max_drop_pp", 1.0), 0.0, 100.0),
+                   max_latency_ms=float(c["max_latency_ms"]) if c.get("max_latency_ms") is not None
+                   else float("inf"))
+
+
+def verdict(accuracy: float, drop_pp: float, p99_ms: float | None, th: Thresholds) -> list[str]:
+    """The failures of a check (empty: passed). Exact ties pass (float rounding must not fail them)."""
+    failures = []
+    if accuracy < th.min_accuracy - 1e-12:
+        failures.append(f"accuracy {100 * accuracy:.2f} % < {100 * th.min_accuracy:.1f} %")
+    if drop_pp > th.max_drop_pp + 1e-9:
+        failures.append(f"drop {drop_pp:.2f} pp > {th.max_drop_pp:g} pp")
+    if p99_ms is not None and p99_ms > th.max_latency_ms:
+        failures.append(f"p99 latency {p99_ms:.2f} ms > {th.max_latency_ms:g} ms")
+    return failures
+
+
+@dataclass
+class CheckResult:
+    target: str
+    device: str
+    runtime: str
+    artifact: str
+    build_dir: str
+    model: str
+    data: str
+    eval_spec: dict
+    n: int
+    accuracy: float
+    reference_accuracy: float
+    accuracy_drop_pp: float
+    agreement_with_reference: float
+    max_abs_diff: float
+    sqnr_db: float
+    latency_ms: dict
+    timing_source: str
+    throughput: dict
+    memory: dict | None
+    thresholds: dict
+    passed: bool
+    failures: list[str]
+    device_facts: dict
+    comparison: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    report: dict | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def check_build_matches(build, target, model=None, calib=None) -> None:
+    """Refuse a build folder made for another target, model or calibration set, naming the mismatch."""
+    from .fileio import sha256_file
+
+    man = build.manifest
+    if man["target"] != target.name:
+        raise InputError(f"'{build.folder}' was built for {man['target']}, not {target.name}; "
+                         f"check it with --target {man['target']} or build for {target.name}")
+    if model is not None and sha256_file(model) != man.get("source_model_sha256"):
+        raise InputError(f"'{build.folder}' was built from another model ({man.get('source_model')}), not '{model}'; "
+                         "rebuild it or drop the model argument")
+    cal = (man.get("calibration") or {}).get("sha256")
+    if calib is not None and sha256_file(calib) != cal:
+        raise InputError(f"'{build.folder}' was calibrated with another set ({(man.get('calibration') or {}).get('path')}),"
+                         f" not '{calib}'; rebuild it with --calib {calib}")
+
+
+def locate_build(target_name: str, build_dir=None, build_first=False, build_args: dict | None = None):
+    """The build folder to check: the one named, or build/<target>; with build_first, build it when missing."""
+    from .backends.base import is_build_folder, load_build
+
+    path = Path(build_dir) if build_dir else Path("build") / target_name
+    if not path.exists() or (path.is_dir() and not is_build_folder(path)):
+        if not build_first:
+            raise InputError(f"no build at '{path}': run drsn-edge build --target {target_name} first, "
+                             "or pass --build to build it now")
+        from .build import build
+
+        build(target_name, out_dir=path, **(build_args or {}))
+    return load_build(path)
+
+
+def check(target_name: str, build_dir=None, device: str | None = None, *, spec=None, model=None, calib=None,
+          report: str | None = None, targets_dirs=None, device_opts: dict | None = None, build_first: bool = False,
+          warmup: int = 10, progress=None) -> CheckResult:
     from .devices import open_device
-    from .export import compare_outputs, ort_session, run_ort, to_onnx_bytes
-    from .quantize.ptq import quantize_onnx
-    from .quantize.run import evaluation_set
-    from .calibration import model_and_calibration
-    from .report import latency_summary, write_report
+    from .evalspec import EvalSpec
 
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
-    bundle, model_path, _, _, _, cx = model_and_calibration(model, calib)
-    ds, src = evaluation_set(bundle.meta, data, ["gaussian", "laplacian", "pink"], list(snrs), windows_per_class, seed)
-    x = normalize(ds.x, bundle.normalization)
-    with open_device(device, **device_options(ssh_config, ssh_identity, remote_python)) as dev:
+    for p in (model, calib):
+        if p is not None and not Path(p).is_file():
+            raise InputError(f"'{p}' does not exist")
+    spec = spec or EvalSpec()
+    target_hint = _target_without_device(target_name, targets_dirs)
+    url = device or (default_device(target_hint) if target_hint else "local")
+    with open_device(url, **(device_opts or {})) as dev:
+        from .build import resolve_target
+
         target = resolve_target(target_name, targets_dirs, dev)
-        if target.family == "mcu":
-            raise InputError(f"{target.name} is a microcontroller; its on-device check runs over the serial "
-                             f"protocol, not over {device}")
-        facts = dev.info()
-        has_trt = bool(((facts.get("modules") or {}).get("tensorrt") or {}).get("ok"))
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            step("quantize")
-            float1 = to_onnx_bytes(bundle.model, 1, bundle.window)
-            ref = run_ort(ort_session(float1), x, 1)
-            variants = {}
-            for b in sweep:
-                fb = float1 if b == 1 else to_onnx_bytes(bundle.model, b, bundle.window)
-                p = tmp / f"model.int8.b{b}.onnx"
-                p.write_bytes(quantize_onnx(fb, cx, b))
-                variants[b] = p
-            np.save(tmp / "windows.npy", x.astype(np.float32))
-            if engine is not None and not has_trt:
-                raise DeviceError(f"{device} has no TensorRT to run the engine {engine}; check without --engine "
-                                  "(ONNX Runtime stands in) or on the Jetson it was built for")
-            if has_trt:
-                runtime = "tensorrt"
-                from .backends.tensorrt import BUILDER, build_on_device, check_engine_compat
-
-                if engine is not None:
-                    step("load engine")
-                    side = _engine_sidecar(engine)
-                    check_engine_compat(side, dev.run_agent("trt-info", {}, files=[BUILDER]))
-                    dev.put(engine, "model.engine")
-                    eng = {"tensorrt": side.get("tensorrt"), "sm": side.get("sm")}
-                    (tmp / "model.engine").write_bytes(Path(engine).read_bytes())
-                else:
-                    step("build engine on device")
-                    eng = build_on_device(dev, tmp, variants[1].name, "model.engine",
-                                          {"precision": "int8", "workspace_mb": 256})
-                res = dev.run_agent("run-engine", {"engine": "model.engine", "input": "windows.npy",
-                                                   "output": "logits.npy", "warmup": 20}, files=[tmp / "windows.npy"])
-                lat = res["latency_ms"]
-                memory = {"engine_bytes": (tmp / "model.engine").stat().st_size, "tensorrt": eng.get("tensorrt"),
-                          "sm": eng.get("sm")}
-                throughput_sweep = {}
-            else:
-                runtime = ("onnxruntime (standing in for TensorRT: no TensorRT on the device)"
-                           if target.family == "jetson" else "onnxruntime")
-                step("run on device")
-                res = dev.run_agent("run-onnx", {"model": variants[1].name, "input": "windows.npy",
-                                                 "output": "logits.npy", "warmup": 20, "sweep_runs": 20},
-                                    files=[variants[1], tmp / "windows.npy"])
-                lat = res["latency_ms"]
-                throughput_sweep = {1: res["throughput"][0]["windows_per_s"]}
-                for b in sweep:
-                    if b == 1:
-                        continue
-                    r = dev.run_agent("run-onnx", {"model": variants[b].name, "input": "windows.npy",
-                                                   "warmup": 3, "sweep_runs": 20}, files=[variants[b]])
-                    throughput_sweep[b] = r["throughput"][0]["windows_per_s"]
-                memory = None
-            dev.get("logits.npy", tmp / "logits.npy")
-            got = np.load(tmp / "logits.npy", allow_pickle=False)
-    if got.shape != ref.shape:
-        raise DeviceError(f"device returned logits of shape {list(got.shape)}, expected {list(ref.shape)}")
-    cmp = compare_outputs(ref, got)
-    acc = float((got.argmax(1) == ds.y).mean())
-    ref_acc = float((ref.argmax(1) == ds.y).mean())
-    lat_s = latency_summary(lat)
-    th = {"min_accuracy": float(target.check.get("min_accuracy", 0.9)),
-          "max_drop_pp": float(target.check.get("max_drop_pp", 1.0)),
-          "max_latency_ms": float(target.check.get("max_latency_ms", float("inf")))}
-    failures = []
-    if acc < th["min_accuracy"]:
-        failures.append(f"accuracy {100 * acc:.2f} % < {100 * th['min_accuracy']:.1f} %")
-    if 100 * (ref_acc - acc) > th["max_drop_pp"] + 1e-9:  # float rounding must not fail an exact tie
-        failures.append(f"drop {100 * (ref_acc - acc):.2f} pp > {th['max_drop_pp']:g} pp")
-    if lat_s["p99"] is not None and lat_s["p99"] > th["max_latency_ms"]:
-        failures.append(f"p99 latency {lat_s['p99']:.2f} ms > {th['max_latency_ms']:g} ms")
-    batch1 = 1000.0 / lat_s["mean"] if lat_s["mean"] else None
-    result = {
-        "target": target.name, "device": device, "runtime": runtime, "artifact": "model.int8 (QDQ ONNX)" if not has_trt
-        else "model.engine", "model": str(model_path), "data": src, "n": int(len(x)),
-        "accuracy": acc, "reference_accuracy": ref_acc, "accuracy_drop_pp": 100 * (ref_acc - acc),
-        "agreement_with_reference": cmp["top1_agreement"], "max_abs_diff": cmp["max_abs_diff"],
-        "sqnr_db": cmp["sqnr_db"], "latency_ms": lat_s,
-        "throughput": {"batch1_per_s": batch1, "sweep": {str(k): v for k, v in throughput_sweep.items()}},
-        "memory": memory, "thresholds": th, "passed": not failures, "failures": failures,
-        "device_facts": {k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
-    }
-    result["wall_s"] = time.perf_counter() - t0
+        build = locate_build(target.name if target_name == "jetson" and not build_dir else target_name, build_dir,
+                             build_first, {"model": model, "targets_dirs": targets_dirs, "spec": spec,
+                                           **({"calib": calib} if calib else {})})
+        check_build_matches(build, target, model, calib)
+        step("run on device")
+        res = _run(build, target, dev, url, spec, warmup)
+    res.wall_s = time.perf_counter() - t0
     if report:
-        result["report"] = write_report(result, report, lat)
-    return result
+        from .report import write_report
+
+        res.report = write_report(res.to_json(), report, res.latency_ms.pop("_all"))
+    else:
+        res.latency_ms.pop("_all")
+    return res
 
 
-def _engine_sidecar(engine) -> dict:
-    """The sidecar of a prebuilt engine: what TensorRT version and SM it belongs to."""
-    from .artifacts import sidecar_path
-    from .fileio import read_json
+def _target_without_device(target_name, targets_dirs):
+    from .targets import get_target
 
-    engine = Path(engine)
-    if not engine.is_file():
-        raise InputError(f"engine '{engine}' does not exist")
-    side = sidecar_path(engine)
-    if not side.is_file():
-        raise InputError(f"engine '{engine}' has no sidecar '{side.name}' saying which TensorRT and GPU it was built "
-                         "for; rebuild it with drsn-edge build")
-    return read_json(side)
+    return None if target_name == "jetson" else get_target(target_name, targets_dirs)
 
 
-def raise_if_failed(result: dict) -> None:
-    if not result["passed"]:
-        raise CheckFailedError("check failed: " + "; ".join(result["failures"]))
+def _run(build, target, dev, url, spec, warmup) -> CheckResult:
+    from .backends.base import warm_up
+    from .build import reference_logits
+    from .comparison import compare
+    from .evaluate import resolve_model
+    from .report import latency_summary
+
+    bundle, model_path = resolve_model(_source_model(build))
+    ev = spec.windows(bundle.meta)
+    facts = dev.info()
+    runner = build.runner(dev)
+    try:
+        runner.activate()
+        warm_up(runner, ev.x, warmup)
+        got = runner.infer(ev.x)
+        timing = runner.timing()
+        sweep = runner.sweep(ev.x) if hasattr(runner, "sweep") else {}
+    finally:
+        runner.deactivate()
+    if got.shape != (len(ev), len(bundle.class_names)):
+        raise DeviceError(f"device returned logits of shape {list(got.shape)}, expected {[len(ev), len(bundle.class_names)]}")
+    cmp = compare(reference_logits(bundle, ev.x), got, ev.y, ev.noise, ev.snr_db, bundle.class_names)
+    lat = latency_summary(timing.latencies_ms)
+    th = Thresholds.of(target)
+    failures = verdict(cmp.accuracy, cmp.drop_pp, lat["p99"], th)
+    lat["_all"] = timing.latencies_ms
+    return CheckResult(
+        target=target.name, device=url, runtime=runner.name, artifact=str(build.artifact), build_dir=str(build.folder),
+        model=model_path, data=ev.description, eval_spec=spec.to_json(), n=len(ev), accuracy=cmp.accuracy,
+        reference_accuracy=cmp.reference_accuracy, accuracy_drop_pp=cmp.drop_pp,
+        agreement_with_reference=cmp.agreement, max_abs_diff=cmp.max_abs_diff, sqnr_db=cmp.sqnr_db, latency_ms=lat,
+        timing_source=timing.source,
+        throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
+        memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
+        device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
+        comparison=cmp.to_json())
+
+
+def _source_model(build) -> str:
+    from .fileio import sha256_file
+
+    path = build.manifest.get("source_model")
+    if not path or not Path(path).is_file():
+        raise InputError(f"the float model this build was made from ('{path}') is gone; the check compares with it — "
+                         "restore it or rebuild")
+    if sha256_file(path) != build.manifest.get("source_model_sha256"):
+        raise InputError(f"'{path}' changed since '{build.folder}' was built from it; rebuild the folder")
+    return path
+
+
+def raise_if_failed(result: CheckResult) -> None:
+    if not result.passed:
+        raise CheckFailedError("check failed: " + "; ".join(result.failures))

@@ -10,7 +10,7 @@ import sys
 import click
 
 from . import __version__
-from . import ui
+from . import ui, views
 
 SPLIT_HELP = "train,val,test fractions of recordings per class"
 
@@ -35,7 +35,7 @@ def _split(text: str) -> tuple[float, float, float]:
     return vals
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ui.cli_group_class(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drsn-edge")
 def main():
     """drsn-edge: Deep Residual Shrinkage Networks from vibration data to verified INT8 edge classifiers.
@@ -73,18 +73,17 @@ def _noise_options(f):
 def data_synth(out, windows_per_class, recordings_per_class, classes, seed, condition, split, noise, snr,
                noise_mode, as_json):
     """Simulate rolling-bearing vibration (CWRU-like, 12 kHz, 2048-point windows)."""
-    with ui.fail_cleanly(as_json):
-        from .data.build import synth
-        from .data.noise import parse_noise, parse_snr
+    from .data.build import synth
+    from .data.noise import parse_noise, parse_snr
 
-        kinds = parse_noise(noise)
-        snrs = parse_snr(snr) if snr is not None else None
-        cls = [c.strip() for c in classes.split(",")] if classes else None
-        with ui.progress_bar(_show_progress(as_json), "simulating classes") as adv:
-            res = synth(out, windows_per_class=windows_per_class, recordings_per_class=recordings_per_class,
-                        classes=cls, seed=seed, condition=condition, split=_split(split), noise=kinds, snr=snrs,
-                        noise_mode=noise_mode, progress=lambda i, n: adv(i, n))
-        _print_dataset(res, as_json, f"wrote {res['out']}")
+    kinds = parse_noise(noise)
+    snrs = parse_snr(snr) if snr is not None else None
+    cls = [c.strip() for c in classes.split(",")] if classes else None
+    with ui.progress_bar(_show_progress(as_json), "simulating classes") as adv:
+        res = synth(out, windows_per_class=windows_per_class, recordings_per_class=recordings_per_class,
+                    classes=cls, seed=seed, condition=condition, split=_split(split), noise=kinds, snr=snrs,
+                    noise_mode=noise_mode, progress=lambda i, n: adv(i, n))
+    views.print_dataset(res, as_json, f"wrote {res['out']}")
 
 
 @data.command("import")
@@ -107,19 +106,18 @@ def data_synth(out, windows_per_class, recordings_per_class, classes, seed, cond
 def data_import(sources, out, fs, target_fs, window, hop, channel, column, label_map, classes, seed, split,
                 noise, snr, noise_mode, as_json):
     """Import CWRU .mat, CSV, NPY/NPZ or WAV recordings (one file = one recording)."""
-    with ui.fail_cleanly(as_json):
-        from .data.build import import_files
-        from .data.noise import parse_noise, parse_snr
+    from .data.build import import_files
+    from .data.noise import parse_noise, parse_snr
 
-        kinds = parse_noise(noise)
-        snrs = parse_snr(snr) if snr is not None else None
-        with ui.progress_bar(_show_progress(as_json), "importing files") as adv:
-            res = import_files(
-                out, sources, fs=fs, target_fs=target_fs, window=window, hop=hop, channel=channel, column=column,
-                label_map=label_map, class_names=[c.strip() for c in classes.split(",")] if classes else None,
-                split=_split(split), seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
-                progress=lambda i, n: adv(i, n))
-        _print_dataset(res, as_json, f"wrote {res['out']}")
+    kinds = parse_noise(noise)
+    snrs = parse_snr(snr) if snr is not None else None
+    with ui.progress_bar(_show_progress(as_json), "importing files") as adv:
+        res = import_files(
+            out, sources, fs=fs, target_fs=target_fs, window=window, hop=hop, channel=channel, column=column,
+            label_map=label_map, class_names=[c.strip() for c in classes.split(",")] if classes else None,
+            split=_split(split), seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
+            progress=lambda i, n: adv(i, n))
+    views.print_dataset(res, as_json, f"wrote {res['out']}")
 
 
 @data.command("info")
@@ -127,29 +125,9 @@ def data_import(sources, out, fs, target_fs, window, hop, channel, column, label
 @_json_option
 def data_info(path, as_json):
     """Summarize a dataset: classes, counts, sample rate, window, splits, noise grid."""
-    with ui.fail_cleanly(as_json):
-        from .data.build import info
+    from .data.build import info
 
-        _print_dataset(info(path), as_json, str(path))
-
-
-def _print_dataset(man: dict, as_json: bool, title: str) -> None:
-    if as_json:
-        ui.emit_json(man)
-        return
-    con = ui.console()
-    con.print(f"[bold]{title}[/bold]  source={man['source']}  fs={man['fs']:g} Hz  window={man['window']}  "
-              f"windows={man['n']}  normalization={man['normalization']}")
-    splits = list(man["counts"])
-    rows = [[name] + [man["counts"][s]["per_class"][i] for s in splits] for i, name in enumerate(man["class_names"])]
-    rows.append(["recordings"] + [man["counts"][s]["recordings"] for s in splits])
-    rows.append(["windows"] + [man["counts"][s]["windows"] for s in splits])
-    con.print(ui.table("windows per class and split", ["class"] + splits, rows))
-    grid = {k: v for k, v in man["noise_grid"].items() if k != "none"}
-    if grid:
-        con.print("noise grid: " + "; ".join(f"{k}: {min(v):g}..{max(v):g} dB ({len(v)} levels)" for k, v in grid.items()))
-    else:
-        con.print("noise grid: clean (no added noise)")
+    views.print_dataset(info(path), as_json, str(path))
 
 
 # ---------------------------------------------------------------- models, train, evaluate
@@ -157,24 +135,23 @@ def _print_dataset(man: dict, as_json: bool, title: str) -> None:
 @_json_option
 def models_cmd(as_json):
     """List the shipped pretrained bundles and the registered architectures."""
-    with ui.fail_cleanly(as_json):
-        from .bundle import shipped_models
-        from .models import ARCHITECTURES
+    from .bundle import shipped_models
+    from .models import ARCHITECTURES
 
-        shipped = shipped_models()
-        archs = [{"name": k, "description": v[1]} for k, v in ARCHITECTURES.items()]
-        if as_json:
-            ui.emit_json({"shipped": shipped, "architectures": archs})
-            return
-        con = ui.console()
-        rows = [[m["name"] + (" (default)" if m["default"] else ""), m["arch"], m["classes"], f"{m['fs']:g}",
-                 m["window"], ui.pct(m["metrics"].get("clean_accuracy")), ui.pct(m["metrics"].get("accuracy_0db"))]
-                for m in shipped]
-        con.print(ui.table("shipped models", ["name", "arch", "classes", "fs", "window", "clean %", "0 dB %"], rows))
-        for m in shipped:
-            if m.get("reproduce"):
-                con.print(f"reproduce {m['name']}: [cyan]{m['reproduce']}[/cyan]")
-        con.print(ui.table("architectures", ["name", "description"], [[a["name"], a["description"]] for a in archs]))
+    shipped = shipped_models()
+    archs = [{"name": k, "description": v[1]} for k, v in ARCHITECTURES.items()]
+    if as_json:
+        ui.emit_json({"shipped": shipped, "architectures": archs})
+        return
+    con = ui.console()
+    rows = [[m["name"] + (" (default)" if m["default"] else ""), m["arch"], m["classes"], f"{m['fs']:g}",
+             m["window"], ui.pct(m["metrics"].get("clean_accuracy")), ui.pct(m["metrics"].get("accuracy_0db"))]
+            for m in shipped]
+    con.print(ui.table("shipped models", ["name", "arch", "classes", "fs", "window", "clean %", "0 dB %"], rows))
+    for m in shipped:
+        if m.get("reproduce"):
+            con.print(f"reproduce {m['name']}: [cyan]{m['reproduce']}[/cyan]")
+    con.print(ui.table("architectures", ["name", "description"], [[a["name"], a["description"]] for a in archs]))
 
 
 @main.command("train")
@@ -198,52 +175,51 @@ def models_cmd(as_json):
 def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
               seed, resume, nproc, as_json):
     """Train a model with the paper's recipe and on-the-fly noise augmentation."""
-    with ui.fail_cleanly(as_json):
-        from .data.noise import parse_noise
-        from .errors import InputError
+    from .data.noise import parse_noise
+    from .errors import InputError
 
-        if nproc > 1 and "WORLD_SIZE" not in os.environ:
-            from .distributed import relaunch_with_torchrun
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import relaunch_with_torchrun
 
-            sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
-        lo_hi = snr_range.split(":")
-        try:
-            snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
-        except (ValueError, IndexError):
-            raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-        from .train import TrainConfig, train
+        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
+    lo_hi = snr_range.split(":")
+    try:
+        snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
+    except (ValueError, IndexError):
+        raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
+    from .train import TrainConfig, train
 
-        cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
-                          weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
-                          snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
-        rank0 = int(os.environ.get("RANK", 0)) == 0
-        with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
-            state = {}
+    cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
+                      weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
+                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
+        state = {}
 
-            def on_event(event, **info):
-                if event == "start":
-                    state.update(info)
-                    adv(info["start_epoch"] * info["steps"], info["epochs"] * info["steps"])
-                elif event == "step":
-                    adv(info["epoch"] * state["steps"] + info["step"],
-                        info=f"epoch {info['epoch'] + 1}/{state['epochs']} loss {info['loss']:.3f} acc {100 * info['acc']:.1f}%")
-                elif event == "epoch" and not _show_progress(as_json) and not as_json and rank0:
-                    print(f"epoch {info['epoch']}/{state['epochs']}: loss {info['loss']:.4f} "
-                          f"train {100 * info['train_acc']:.2f}% val {100 * info['val_acc']:.2f}% "
-                          f"(best {100 * info['best_val_acc']:.2f}%)", file=sys.stderr, flush=True)
+        def on_event(event, **info):
+            if event == "start":
+                state.update(info)
+                adv(info["start_epoch"] * info["steps"], info["epochs"] * info["steps"])
+            elif event == "step":
+                adv(info["epoch"] * state["steps"] + info["step"],
+                    info=f"epoch {info['epoch'] + 1}/{state['epochs']} loss {info['loss']:.3f} acc {100 * info['acc']:.1f}%")
+            elif event == "epoch" and not _show_progress(as_json) and not as_json and rank0:
+                print(f"epoch {info['epoch']}/{state['epochs']}: loss {info['loss']:.4f} "
+                      f"train {100 * info['train_acc']:.2f}% val {100 * info['val_acc']:.2f}% "
+                      f"(best {100 * info['best_val_acc']:.2f}%)", file=sys.stderr, flush=True)
 
-            summary = train(cfg, progress=on_event)
-        if not rank0:
-            return
-        if as_json:
-            ui.emit_json(summary)
-        else:
-            con = ui.console()
-            con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
-                ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
-                ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
-                ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
-                ["processes", summary["world_size"]]]))
+        summary = train(cfg, progress=on_event)
+    if not rank0:
+        return
+    if as_json:
+        ui.emit_json(summary)
+    else:
+        con = ui.console()
+        con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
+            ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+            ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
+            ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
+            ["processes", summary["world_size"]]]))
 
 
 @main.command("evaluate")
@@ -261,42 +237,20 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
 @_json_option
 def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, seed, plot, as_json):
     """Accuracy overall, per class and per noise type × SNR (MODEL: a .drsn; default: the shipped model)."""
-    with ui.fail_cleanly(as_json):
-        from .data.noise import parse_noise, parse_snr
-        from .evaluate import run_evaluation
+    from .data.noise import parse_noise, parse_snr
+    from .evaluate import run_evaluation
 
-        if data is None:
-            noise = noise or "all"
-            snr = snr or "-5:5"
-        kinds = parse_noise(noise) if noise else None
-        snrs = parse_snr(snr) if snr else None
-        rep = run_evaluation(model, data, kinds, snrs, seed=seed, split=split,
-                             windows_per_class=windows_per_class, condition=condition, plot=plot)
-        if as_json:
-            ui.emit_json(rep)
-            return
-        _print_evaluation(rep)
-
-
-def _print_evaluation(rep: dict) -> None:
-    con = ui.console()
-    con.print(f"[bold]{rep['model']['arch']}[/bold] ({rep['model']['path']}) on {rep['data']}: "
-              f"accuracy [bold]{ui.pct(rep['accuracy'])} %[/bold] over {rep['n']} windows")
-    con.print(ui.table("per class", ["class", "accuracy %"], [[k, ui.pct(v)] for k, v in rep["per_class"].items()]))
-    noisy = {k: v for k, v in rep["per_snr"].items() if k != "none"}
-    if noisy:
-        snrs = sorted({s for cells in noisy.values() for s in cells}, key=float)
-        kinds = sorted(noisy)
-        rows = [[s] + [ui.pct(noisy[k].get(s)) for k in kinds] for s in snrs]
-        con.print(ui.table("accuracy % per SNR (dB) × noise type", ["SNR dB"] + kinds, rows))
-        if "none" in rep["per_snr"]:
-            con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
-                      f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
-    names = rep["class_names"]
-    con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
-                       [[n] + row for n, row in zip(names, rep["confusion"])]))
-    if rep.get("plot"):
-        con.print(f"plot: {rep['plot']}")
+    if data is None:
+        noise = noise or "all"
+        snr = snr or "-5:5"
+    kinds = parse_noise(noise) if noise else None
+    snrs = parse_snr(snr) if snr else None
+    rep = run_evaluation(model, data, kinds, snrs, seed=seed, split=split,
+                         windows_per_class=windows_per_class, condition=condition, plot=plot)
+    if as_json:
+        ui.emit_json(rep)
+        return
+    views.print_evaluation(rep)
 
 
 # ---------------------------------------------------------------- export, calibration, quantize, lint
@@ -310,19 +264,18 @@ def _print_evaluation(rep: dict) -> None:
 @_json_option
 def export_cmd(model, out, batch, opset, data, as_json):
     """Export the deploy form (BN folded, int8-friendly soft threshold) to ONNX, validated vs PyTorch."""
-    with ui.fail_cleanly(as_json):
-        from .export import export
+    from .export import export
 
-        res = export(model, out, batch=batch, opset=opset, data=data)
-        if as_json:
-            ui.emit_json(res)
-            return
-        v = res["validation"]
-        ui.console().print(ui.table(f"exported {res['artifact']}", ["check", "value"], [
-            ["nodes", res["nodes"]], ["ops", ", ".join(res["ops"])],
-            ["max |ONNX Runtime − PyTorch|", f"{v['max_abs_diff']:.2e}"],
-            ["top-1 agreement %", ui.pct(v["top1_agreement"])], ["windows", f"{v['n']} from {v['windows']}"],
-            ["sidecar", res["sidecar"]]]))
+    res = export(model, out, batch=batch, opset=opset, data=data)
+    if as_json:
+        ui.emit_json(res)
+        return
+    v = res["validation"]
+    ui.console().print(ui.table(f"exported {res['artifact']}", ["check", "value"], [
+        ["nodes", res["nodes"]], ["ops", ", ".join(res["ops"])],
+        ["max |ONNX Runtime − PyTorch|", f"{v['max_abs_diff']:.2e}"],
+        ["top-1 agreement %", ui.pct(v["top1_agreement"])], ["windows", f"{v['n']} from {v['windows']}"],
+        ["sidecar", res["sidecar"]]]))
 
 
 @main.command("import")
@@ -338,19 +291,18 @@ def export_cmd(model, out, batch, opset, data, as_json):
 @_json_option
 def import_cmd(src, out, meta_json, classes, class_names, fs, window, arch, as_json):
     """Import an ONNX file, a TorchScript archive or a PyTorch state dict as a .drsn bundle."""
-    with ui.fail_cleanly(as_json):
-        from .model_import import import_model
+    from .model_import import import_model
 
-        res = import_model(src, out, meta_json=meta_json, classes=classes,
-                           class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
-                           fs=fs, window=window, arch=arch)
-        if as_json:
-            ui.emit_json(res)
-            return
-        ui.console().print(ui.table(f"imported {src} → {res['out']}", ["field", "value"], [
-            ["format", res["source_format"]], ["arch", res["arch"]], ["config", res["config"]],
-            ["classes", ", ".join(res["class_names"])], ["fs", res["fs"]], ["window", res["window"]],
-            ["parameters", res["params"]]]))
+    res = import_model(src, out, meta_json=meta_json, classes=classes,
+                       class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
+                       fs=fs, window=window, arch=arch)
+    if as_json:
+        ui.emit_json(res)
+        return
+    ui.console().print(ui.table(f"imported {src} → {res['out']}", ["field", "value"], [
+        ["format", res["source_format"]], ["arch", res["arch"]], ["config", res["config"]],
+        ["classes", ", ".join(res["class_names"])], ["fs", res["fs"]], ["window", res["window"]],
+        ["parameters", res["params"]]]))
 
 
 @main.group()
@@ -368,14 +320,13 @@ def calibration():
 @_json_option
 def calibration_make(data, n, out, noise, snr, seed, as_json):
     """Draw a stratified calibration set (class × noise type × SNR) from non-test recordings."""
-    with ui.fail_cleanly(as_json):
-        from .calibration import make_calibration
-        from .data.noise import parse_noise, parse_snr
+    from .calibration import make_calibration
+    from .data.noise import parse_noise, parse_snr
 
-        res = make_calibration(data, out, n=n, seed=seed, noise=parse_noise(noise), snrs=parse_snr(snr))
-        for w in res["warnings"]:
-            print(f"drsn-edge: warning: {w}", file=sys.stderr)
-        _print_dataset(res, as_json, f"wrote {res['out']}")
+    res = make_calibration(data, out, n=n, seed=seed, noise=parse_noise(noise), snrs=parse_snr(snr))
+    for w in res["warnings"]:
+        print(f"drsn-edge: warning: {w}", file=sys.stderr)
+    views.print_dataset(res, as_json, f"wrote {res['out']}")
 
 
 @calibration.command("info")
@@ -383,17 +334,46 @@ def calibration_make(data, n, out, noise, snr, seed, as_json):
 @_json_option
 def calibration_info(path, as_json):
     """Summarize a calibration set (default: the shipped one) with its provenance."""
-    with ui.fail_cleanly(as_json):
-        from .calibration import default_calibration_path, info
+    from .calibration import default_calibration_path, info
 
-        res = info(path or default_calibration_path())
-        if as_json:
-            ui.emit_json(res)
-            return
-        _print_dataset(res, False, res["path"])
-        prov = res["params"].get("provenance", {})
-        ui.console().print(f"provenance: {prov.get('dataset')} ({prov.get('dataset_generator') or prov.get('dataset_source')})"
-                           f"\ngenerator: {res['generator']}\nsha256: {res['sha256']}")
+    res = info(path or default_calibration_path())
+    if as_json:
+        ui.emit_json(res)
+        return
+    views.print_dataset(res, False, res["path"])
+    prov = res["params"].get("provenance", {})
+    ui.console().print(f"provenance: {prov.get('dataset')} ({prov.get('dataset_generator') or prov.get('dataset_source')})"
+                       f"\ngenerator: {res['generator']}\nsha256: {res['sha256']}")
+
+
+def _eval_options(f):
+    """The evaluation spec shared by quantize, build and check (one default for all three)."""
+    f = click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+                     help="Seed of the simulated evaluation recordings and of the added noise.")(f)
+    f = click.option("--windows-per-class", default=10, show_default=True, type=click.IntRange(1, 100_000),
+                     help="Windows per class of the simulated evaluation set (ignored with --data).")(f)
+    f = click.option("--snr", default="-5,0,5", show_default=True, help="SNRs (dB) of the evaluation noise sweep.")(f)
+    f = click.option("--noise", default="all", show_default=True,
+                     help="Noise types the evaluation windows are swept over ('none': clean only).")(f)
+    f = click.option("--data", default=None, type=click.Path(dir_okay=False),
+                     help="Labelled evaluation windows (.npz; its test split). Default: fresh simulated recordings.")(f)
+    return f
+
+
+def _spec(data, noise, snr, windows_per_class, seed):
+    from .data.noise import parse_noise, parse_snr
+    from .evalspec import EvalSpec
+
+    kinds = parse_noise(noise)
+    return EvalSpec(data=data, windows_per_class=windows_per_class, noise=tuple(kinds),
+                    snrs=tuple(parse_snr(snr)) if kinds else (), seed=seed)
+
+
+def _given(ctx, **values) -> dict:
+    """Only the options the user set on the command line (a backend refuses those it does not take)."""
+    from click.core import ParameterSource
+
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
 
 
 @main.command("quantize")
@@ -402,16 +382,12 @@ def calibration_info(path, as_json):
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
               show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
-@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
-@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Evaluation data (default: fresh simulated).")
-@click.option("--noise", default="all", show_default=True, help="Noise sweep of the evaluation ('none': as is).")
-@click.option("--snr", default="-5:5", show_default=True)
-@click.option("--windows-per-class", default=20, show_default=True, type=int, help="Size of the simulated evaluation set.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@_eval_options
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
 @click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
-@click.option("--qat", "qat_epochs", default=0, show_default=True, type=int,
+@click.option("--qat", "qat_epochs", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Quantization-aware fine-tuning epochs before quantizing (0: post-training only).")
 @click.option("--qat-data", default=None, type=click.Path(dir_okay=False),
               help="Labelled windows for --qat (default: fresh simulated recordings).")
@@ -419,44 +395,21 @@ def calibration_info(path, as_json):
 def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, windows_per_class, seed,
                  sensitivity, auto_mixed, qat_epochs, qat_data, as_json):
     """INT8 post-training quantization to TensorRT-ready QDQ ONNX, with an accuracy report."""
-    with ui.fail_cleanly(as_json):
-        from .data.noise import parse_noise, parse_snr
-        from .quantize.run import quantize_model, raise_if_failed
+    from .quantize.run import quantize_model, raise_if_failed
 
-        with ui.progress_bar(_show_progress(as_json), "quantizing") as adv:
-            res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, data=data,
-                                 noise_kinds=parse_noise(noise), snrs=parse_snr(snr) if noise != "none" else None,
-                                 windows_per_class=windows_per_class, seed=seed, sensitivity=sensitivity,
-                                 auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
-                                 progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
-        for w in res["warnings"]:
-            print(f"drsn-edge: warning: {w}", file=sys.stderr)
-        if as_json:
-            ui.emit_json(res)
-        else:
-            _print_quantize(res)
-        raise_if_failed(res)
-
-
-def _print_quantize(res: dict) -> None:
-    con = ui.console()
-    con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
-        ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
-        ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
-        ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
-        ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
-        ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
-        ["quantize time s", f"{res['quantize_s']:.1f}"], ["artifact", res["artifact"] or "not written"]]))
-    curve = res["snr_curve"]
-    if curve:
-        con.print(ui.table("accuracy % vs SNR (mean of noise types)", ["SNR dB", "float %", "int8 %", "drop pp"],
-                           [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
-    con.print(ui.table("per class", ["class", "float %", "int8 %"],
-                       [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
-    if res.get("sensitivity"):
-        con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
-                           [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
-                             f"{r['gain_if_float_pp']:.2f}"] for r in res["sensitivity"]]))
+    spec = _spec(data, noise, snr, windows_per_class, seed)
+    with ui.progress_bar(_show_progress(as_json), "quantizing") as adv:
+        res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, spec=spec,
+                             sensitivity=sensitivity, auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
+                             progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    res.pop("comparison", None)
+    for w in res["warnings"]:
+        print(f"drsn-edge: warning: {w}", file=sys.stderr)
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_quantize(res)
+    raise_if_failed(res)
 
 
 @main.command("lint")
@@ -464,21 +417,20 @@ def _print_quantize(res: dict) -> None:
 @_json_option
 def lint_cmd(model, as_json):
     """Check a QDQ ONNX model against TensorRT's INT8 rules (exit 1 on violations)."""
-    with ui.fail_cleanly(as_json):
-        from .errors import CheckFailedError
-        from .quantize.lint import lint_model
+    from .errors import CheckFailedError
+    from .quantize.lint import lint_model
 
-        found = lint_model(model)
-        res = {"model": model, "violations": [v.__dict__ for v in found], "passed": not found}
-        if as_json:
-            ui.emit_json(res)
-        elif found:
-            ui.console().print(ui.table(f"{len(found)} TensorRT rule violation(s) in {model}", ["rule", "node", "message"],
-                                        [[v.rule, v.node, v.message] for v in found]))
-        else:
-            ui.console().print(f"{model}: no violations of TensorRT's INT8 Q/DQ rules")
-        if found:
-            raise CheckFailedError(f"{len(found)} violation(s); first: {found[0].rule}: {found[0].node}: {found[0].message}")
+    found = lint_model(model)
+    res = {"model": model, "violations": [v.__dict__ for v in found], "passed": not found}
+    if as_json:
+        ui.emit_json(res)
+    elif found:
+        ui.console().print(ui.table(f"{len(found)} TensorRT rule violation(s) in {model}", ["rule", "node", "message"],
+                                    [[v.rule, v.node, v.message] for v in found]))
+    else:
+        ui.console().print(f"{model}: no violations of TensorRT's INT8 Q/DQ rules")
+    if found:
+        raise CheckFailedError(f"{len(found)} violation(s); first: {found[0].rule}: {found[0].node}: {found[0].message}")
 
 
 # ---------------------------------------------------------------- targets
@@ -489,32 +441,38 @@ def lint_cmd(model, as_json):
 @_json_option
 def targets_cmd(name, targets_dir, as_json):
     """List the device profiles, or show every field of one (NAME)."""
-    with ui.fail_cleanly(as_json):
-        from .targets import all_targets, get_target, summary_row, targets_dirs
+    from .targets import all_targets, get_target, summary_row, targets_dirs
 
-        extra = list(targets_dir)
-        if name:
-            t = get_target(name, extra)
-            if as_json:
-                ui.emit_json(t.to_dict())
-                return
-            d = t.to_dict()
-            rows = [[k, d[k]] for k in ("name", "family", "backend", "description", "path")]
-            rows += [[f"{sec}.{k}", v] for sec in ("hardware", "device", "check") for k, v in d[sec].items()]
-            rows += [[k, d[k]] for k in ("flash_bytes", "ram_bytes", "ram_budget_bytes", "runtime_code_bytes")
-                     if d[k] is not None]
-            ui.console().print(ui.table(f"target {t.name}", ["field", "value"], rows))
-            return
-        targets = all_targets(extra)
-        dirs = [str(d) for d in targets_dirs(extra)]
+    extra = list(targets_dir)
+    if name:
+        t = get_target(name, extra)
         if as_json:
-            ui.emit_json({"targets": [t.to_dict() for t in targets.values()], "dirs": dirs})
+            ui.emit_json(t.to_dict())
             return
-        cols = ["name", "family", "backend", "chip", "clock", "flash", "ram", "ram_budget", "stack", "transport"]
-        rows = [[summary_row(t)[c] for c in cols] for t in targets.values()]
-        ui.console().print(ui.table("device profiles", ["name", "family", "backend", "cpu/gpu", "clock", "flash", "RAM",
-                                                        "RAM budget", "sm/TRT/JetPack", "transport"], rows,
-                                    caption="from " + ", ".join(dirs)))
+        d = t.to_dict()
+        rows = [[k, d[k]] for k in ("name", "family", "backend", "description", "path")]
+        rows += [[f"{sec}.{k}", v] for sec in ("hardware", "device", "check") for k, v in d[sec].items()]
+        rows += [[k, d[k]] for k in ("flash_bytes", "ram_bytes", "ram_budget_bytes", "runtime_code_bytes")
+                 if d[k] is not None]
+        ui.console().print(ui.table(f"target {t.name}", ["field", "value"], rows))
+        return
+    targets = all_targets(extra)
+    dirs = [str(d) for d in targets_dirs(extra)]
+    if as_json:
+        ui.emit_json({"targets": [t.to_dict() for t in targets.values()], "dirs": dirs})
+        return
+    cols = ["name", "family", "backend", "chip", "clock", "flash", "ram", "ram_budget", "stack", "transport"]
+    rows = [[summary_row(t)[c] for c in cols] for t in targets.values()]
+    ui.console().print(ui.table("device profiles", ["name", "family", "backend", "cpu/gpu", "clock", "flash", "RAM",
+                                                    "RAM budget", "sm/TRT/JetPack", "transport"], rows,
+                                caption="from " + ", ".join(dirs)))
+
+
+def _device_options(f):
+    f = click.option("--remote-python", default=None, help="Python on the device (default: python3).")(f)
+    f = click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")(f)
+    f = click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")(f)
+    return f
 
 
 @main.command("build")
@@ -522,111 +480,74 @@ def targets_cmd(name, targets_dir, as_json):
 @click.option("--target", "target_name", required=True, help="Target profile (see `drsn-edge targets`).")
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder (default: build/<target>). Replaced only when the build succeeds.")
+@click.option("--force", is_flag=True, help="Replace an output folder that is not a previous drsn-edge build.")
 @click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
-              show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
+              show_default=True, help="Calibration method for QDQ ONNX targets (percentile: measured best here).")
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
 @click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
 @click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
 @click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
 @click.option("--strongly-typed", is_flag=True, help="TensorRT 10: strongly typed network (always on 11).")
+@_eval_options
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False), help="Extra folder of target TOMLs.")
-@click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")
-@click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")
-@click.option("--remote-python", default=None, help="Python on the device (default: python3).")
+@_device_options
 @_json_option
-def build_cmd(model, target_name, out_dir, device, precision, calib, method, max_drop, dla_core, workspace_mb,
-              opt_level, strongly_typed, targets_dir, ssh_config, ssh_identity, remote_python, as_json):
+@click.pass_context
+def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib, method, max_drop, dla_core,
+              workspace_mb, opt_level, strongly_typed, data, noise, snr, windows_per_class, seed, targets_dir,
+              ssh_config, ssh_identity, remote_python, as_json):
     """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
-    int8 .tflite + TFLite Micro firmware bundle for microcontrollers."""
-    with ui.fail_cleanly(as_json):
-        from .build import build
-        from .check import device_options
+    int8 .tflite + TFLite Micro firmware for microcontrollers, int8 for this machine (host)."""
+    from .build import build
+    from .check import device_options
 
-        with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
-            res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
-                        device_options=device_options(ssh_config, ssh_identity, remote_python),
-                        precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
-                        workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed,
-                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
-        if as_json:
-            ui.emit_json(res)
-            return
-        con = ui.console()
-        acc = res.get("accuracy") or {}
-        rows = [["target", f"{res['target']} ({res['family']}, {res['backend']})"], ["precision", res["precision"]]]
-        if acc:
-            rows += [["float accuracy %", ui.pct(acc["float"])], ["int8 accuracy %", ui.pct(acc["int8"])],
-                     ["drop pp", f"{acc['drop_pp']:.2f}"]]
-        if "litert_tflm_agreement" in acc:
-            rows += [["int8 accuracy (LiteRT) %", ui.pct(acc["int8_litert"])],
-                     ["LiteRT vs TFLM top-1 agreement %", ui.pct(acc["litert_tflm_agreement"])],
-                     ["LiteRT vs TFLM max difference (LSB)", acc["litert_tflm_max_lsb"]]]
-        for k in ("tensorrt", "jetpack", "sm"):
-            if res.get(k) is not None:
-                rows.append([k, res[k]])
-        rows += [[k, v] for k, v in res["artifacts"].items() if not isinstance(v, list)]
-        rows.append(["wall time s", f"{res['wall_s']:.1f}"])
-        con.print(ui.table(f"build → {res['out_dir']}", ["field", "value"], rows))
-        mem = res.get("memory")
-        if mem:
-            con.print(ui.table(f"memory on {res['target']} ({'fits' if mem['fits'] else 'DOES NOT FIT'})",
-                               ["", "bytes", "budget"], [
-                ["model (.tflite)", mem["model_bytes"], ""], ["runtime code (estimate)", mem["runtime_code_bytes"], ""],
-                ["flash total", mem["flash_bytes"], mem["flash_budget_bytes"]],
-                [f"tensor arena (measured {mem['arena_measured_bytes']} + margin)", mem["arena_bytes"], ""],
-                ["RAM total", mem["ram_bytes"], mem["ram_budget_bytes"]]]))
-            con.print("ops: " + ", ".join(f"{k}×{v}" for k, v in sorted(res["op_counts"].items())))
-        if res.get("trtexec"):
-            con.print(f"trtexec: [cyan]{res['trtexec']}[/cyan]")
-        if res.get("next_step"):
-            con.print(res["next_step"])
+    given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
+                   workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed)
+    with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
+        res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
+                    device_options=device_options(ssh_config, ssh_identity, remote_python),
+                    spec=_spec(data, noise, snr, windows_per_class, seed), force=force,
+                    progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage), **given)
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_build(res)
 
 
 @main.command("check")
-@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.argument("build_dir", required=False, type=click.Path())
 @click.option("--target", "target_name", required=True, help="Target profile (`jetson` detects it from the device).")
-@click.option("--device", default="local", show_default=True, help="local or ssh://[user@]host[:port].")
-@click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
-@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Test windows (default: fresh simulated).")
-@click.option("--windows-per-class", default=10, show_default=True, type=int)
+@click.option("--device", default=None,
+              help="local, ssh://[user@]host[:port], qemu or serial://PORT (default: the target's [device] transport).")
+@click.option("--build", "build_first", is_flag=True, help="Build first when the build folder is missing.")
+@click.option("--model", default=None, type=click.Path(dir_okay=False),
+              help="Refuse the build unless it was made from this model (with --build: build from it).")
+@click.option("--calib", default=None, type=click.Path(dir_okay=False),
+              help="Refuse the build unless it was calibrated with this set (with --build: calibrate with it).")
+@_eval_options
 @click.option("--report", default=None, type=click.Path(file_okay=False), help="Write JSON + Markdown + latency plot here.")
-@click.option("--ssh-config", default=None, type=click.Path(dir_okay=False), help="ssh client config file (ssh -F).")
-@click.option("--ssh-identity", default=None, type=click.Path(dir_okay=False), help="ssh identity file (ssh -i).")
-@click.option("--remote-python", default=None, help="Python on the device (default: python3).")
-@click.option("--engine", default=None, type=click.Path(dir_okay=False),
-              help="Run this prebuilt TensorRT engine (refused if the device's TensorRT or SM differ from its sidecar).")
+@_device_options
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False))
 @_json_option
-def check_cmd(model, target_name, device, calib, data, windows_per_class, report, ssh_config, ssh_identity,
-              remote_python, engine, targets_dir, as_json):
-    """Run the model on the device and check accuracy and latency against the target's thresholds."""
-    with ui.fail_cleanly(as_json):
-        from .check import check, raise_if_failed
+def check_cmd(build_dir, target_name, device, build_first, model, calib, data, noise, snr, windows_per_class, seed,
+              report, ssh_config, ssh_identity, remote_python, targets_dir, as_json):
+    """Run what `build` produced (BUILD_DIR, or the artifact in it; default build/<target>) on the device and
+    check accuracy and latency against the target's thresholds."""
+    from .check import check, device_options, raise_if_failed
 
-        with ui.progress_bar(_show_progress(as_json), f"checking on {device}") as adv:
-            res = check(target_name, device, model, calib=calib, data=data, windows_per_class=windows_per_class,
-                        report=report, targets_dirs=list(targets_dir) or None, ssh_config=ssh_config,
-                        ssh_identity=ssh_identity, remote_python=remote_python, engine=engine,
-                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
-        if as_json:
-            ui.emit_json(res)
-        else:
-            lat = res["latency_ms"]
-            rows = [["runtime", res["runtime"]], ["windows", res["n"]],
-                    ["accuracy %", ui.pct(res["accuracy"])], ["reference (float) accuracy %", ui.pct(res["reference_accuracy"])],
-                    ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["agreement %", ui.pct(res["agreement_with_reference"])],
-                    ["max abs diff", f"{res['max_abs_diff']:.4g}"], ["SQNR dB", f"{res['sqnr_db']:.1f}"],
-                    ["latency p50/p90/p99/max ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} / {lat['max']:.3f}"],
-                    ["throughput 1/mean latency /s", f"{res['throughput']['batch1_per_s']:.1f}"]]
-            rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res["throughput"]["sweep"].items()]
-            rows.append(["verdict", "PASSED" if res["passed"] else "FAILED: " + "; ".join(res["failures"])])
-            ui.console().print(ui.table(f"check {res['target']} on {res['device']}", ["metric", "value"], rows))
-            if res.get("report"):
-                ui.console().print(f"report: {res['report']['markdown']}")
-        raise_if_failed(res)
+    with ui.progress_bar(_show_progress(as_json), f"checking {target_name}") as adv:
+        res = check(target_name, build_dir, device, spec=_spec(data, noise, snr, windows_per_class, seed), model=model,
+                    calib=calib, report=report, targets_dirs=list(targets_dir) or None, build_first=build_first,
+                    device_opts=device_options(ssh_config, ssh_identity, remote_python),
+                    progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_check(res)
+    raise_if_failed(res)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,15 +113,9 @@ def run_ort(session, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
-    err = got.astype(np.float64) - ref.astype(np.float64)
-    sig = float(np.mean(ref.astype(np.float64) ** 2))
-    noise = float(np.mean(err**2))
-    return {
-        "max_abs_diff": float(np.abs(err).max()) if err.size else 0.0,
-        "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()) if len(ref) else 1.0,
-        "sqnr_db": float(10 * np.log10(sig / noise)) if noise > 0 else float("inf"),
-        "n": int(len(ref)),
-    }
+    from .comparison import output_stats
+
+    return output_stats(ref, got)
 
 
 def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET, data: str | None = None,

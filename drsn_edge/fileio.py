@@ -45,6 +45,8 @@ def jsonable(obj):
     """Plain JSON types from numpy scalars/arrays, paths and tuples; non-finite floats become None."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "to_json") and callable(obj.to_json):  # result dataclasses
+        return jsonable(obj.to_json())
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):

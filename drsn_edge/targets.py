@@ -33,6 +33,9 @@ DEFAULT_RAM_SHARE = 0.5
 L4T_TO_JETPACK = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}
 # what the brief's users expect to read in messages
 JETPACK_OF_L4T = {32: "4.6", 34: "5.0", 35: "5.1", 36: "6.x", 38: "7.x"}
+# SoC named in /proc/device-tree/compatible → GPU compute capability (SM). Thor is sm 110 from CUDA 13 on
+# (CUDA 12.8/12.9 called it sm 101).
+TEGRA_SM = {"tegra210": 53, "tegra186": 62, "tegra194": 72, "tegra234": 87, "tegra264": 110}
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
@@ -112,6 +115,9 @@ class Target:
     device: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     path: Path | None = None
+    # `--target jetson` resolved on this machine (drsn_edge.jetson_local): what was detected here. The
+    # hardware facts then are this machine's (its TensorRT, SM, JetPack), not the profile file's.
+    detected: dict | None = None
 
     # -- MCU memory
     @property
@@ -172,7 +178,7 @@ class Target:
             "path": str(self.path) if self.path else None,
             "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes, "ram_budget_bytes": self.ram_budget_bytes,
             "runtime_code_bytes": self.runtime_code_bytes, "sm": self.sm, "tensorrt": self.tensorrt,
-            "jetpack": self.jetpack, "cuda": self.cuda, "dla_cores": self.dla_cores,
+            "jetpack": self.jetpack, "cuda": self.cuda, "dla_cores": self.dla_cores, "detected": self.detected,
         }
 
 
@@ -337,8 +343,8 @@ def jetson_targets(extra_dirs: list[str | Path] | None = None) -> list[Target]:
 
 
 def get_target(name: str, extra_dirs: list[str | Path] | None = None) -> Target:
-    """The profile called `name` (or a .toml file path). `jetson` is an alias that only the connected
-    device can resolve, so here it is an error that lists the Jetson profiles."""
+    """The profile called `name` (or a .toml file path). `jetson` is an alias that only build/check resolve
+    (drsn_edge.jetson_local, or the --device), so here it is an error that lists the Jetson profiles."""
     if name.endswith(".toml") and Path(name).is_file():
         return load_target_file(name)
     targets = all_targets(extra_dirs)
@@ -346,8 +352,8 @@ def get_target(name: str, extra_dirs: list[str | Path] | None = None) -> Target:
         return targets[name]
     if name == "jetson":
         names = ", ".join(t.name for t in targets.values() if t.family == "jetson") or "none"
-        raise InputError(f"target 'jetson' is resolved from the connected device (--device); "
-                         f"name a profile instead: {names}")
+        raise InputError(f"target 'jetson' is resolved when building or checking, from this machine or the "
+                         f"--device; to look one up, name a profile: {names}")
     close = difflib.get_close_matches(name, list(targets), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise InputError(f"unknown target '{name}'{hint} (drsn-edge targets lists all)")

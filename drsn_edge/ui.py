@@ -65,19 +65,89 @@ def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
-@contextmanager
-def fail_cleanly(as_json: bool):
-    """Turn DrsnEdgeError into one line on stderr (and a JSON error object with --json) + its exit code."""
+def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
+    """The one way a command ends in error: one line on stderr, the JSON error object on stdout with --json
+    (unless the command already printed its object), and the exit code of the contract."""
+    line = " ".join(str(exc_text).split())
+    if as_json and not _emitted["json"]:
+        emit_json({"error": line, "exit_code": exit_code})
+    sys.stderr.write(f"drsn-edge: error: {line}\n")
+    sys.stderr.flush()
+    sys.exit(exit_code)
+
+
+def os_error_line(exc: OSError) -> tuple[str, int]:
+    """An OSError as one line and its exit class: a path the user named (missing, read-only, full, name too
+    long, not permitted) is bad input (2); anything else is a device or transport failure (4)."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    name = exc.filename
+    text = f"cannot use '{name}': {what}" if name else f"system error: {what}"
+    hints = {errno.ENOSPC: "free some space or choose another output folder",
+             errno.EROFS: "choose an output on a writable filesystem",
+             errno.EACCES: "check the permissions or choose another path",
+             errno.EPERM: "check the permissions or choose another path",
+             errno.ENAMETOOLONG: "use a shorter file name",
+             errno.ENOENT: "check the path", errno.EISDIR: "name a file, not a folder",
+             errno.ENOTDIR: "a part of the path is a file, not a folder"}
+    if exc.errno in hints:
+        return f"{text}; {hints[exc.errno]}", 2
+    return text, 4
+
+
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in args
+
+
+def cli_group_class():
+    """The Click group class every command runs under: it handles errors once for all commands — usage
+    errors, drsn-edge errors, filesystem errors, Ctrl-C and SIGTERM — with one line, the exit code of the
+    contract and, with --json, exactly one JSON object on stdout."""
+    import click
+
+    from .errors import EXIT_BAD_INPUT
+
+    class Cli(click.Group):
+        def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+            args = list(sys.argv[1:] if args is None else args)
+            as_json = _wants_json(args)
+            _install_sigterm()
+            try:
+                rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as exc:
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+                sys.exit(0)
+            except click.UsageError as exc:
+                cmd = exc.ctx.command_path if exc.ctx else "drsn-edge"
+                fail(f"{exc.format_message()} (see '{cmd} --help')", EXIT_BAD_INPUT, as_json)
+            except click.ClickException as exc:
+                fail(exc.format_message(), EXIT_BAD_INPUT, as_json)
+            except DrsnEdgeError as exc:
+                fail(str(exc), exc.exit_code, as_json)
+            except (click.Abort, KeyboardInterrupt):
+                fail("interrupted; nothing half-written was left behind", 130, as_json)
+            except OSError as exc:
+                fail(*os_error_line(exc), as_json)
+            except MemoryError:
+                fail("out of memory; use smaller inputs or sizes", EXIT_BAD_INPUT, as_json)
+            sys.exit(rv if isinstance(rv, int) else 0)
+
+    return Cli
+
+
+def _install_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out."""
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
     try:
-        yield
-    except DrsnEdgeError as exc:
-        if as_json and not _emitted["json"]:
-            emit_json({"error": str(exc), "exit_code": exc.exit_code})
-        sys.stderr.write(f"drsn-edge: error: {exc}\n")
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("drsn-edge: interrupted\n")
-        sys.exit(130)
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread
+        pass
 
 
 @contextmanager

@@ -23,7 +23,7 @@ def mcu_build(tiny_model, tiny_calib, tmp_path_factory):
 
 def test_bundle_contents(mcu_build):
     out, res = mcu_build
-    assert sorted(p.name for p in out.iterdir()) == ["firmware", "model.int8.json", "model.int8.tflite"]
+    assert sorted(p.name for p in out.iterdir()) == ["build.json", "firmware", "model.int8.json", "model.int8.tflite"]
     fw = out / "firmware"
     for name in ("main.cc", "model_data.cc", "model_data.h", "drsn_proto.c", "drsn_proto.h", "board.h", "board.c",
                  "board_dwt.c", "CMakeLists.txt", "platformio.ini", "README.md", "model.int8.tflite"):
@@ -50,8 +50,9 @@ def test_json_and_sidecar(mcu_build):
     assert mem["flash_bytes"] == mem["model_bytes"] + mem["runtime_code_bytes"]
     assert mem["arena_bytes"] >= mem["arena_measured_bytes"] > 0 and mem["ram_budget_bytes"] == 512 * 1024
     acc = res["accuracy"]
-    assert 0 <= acc["float"] <= 1 and acc["drop_pp"] == pytest.approx(100 * (acc["float"] - acc["int8"]))
-    assert 0.9 <= acc["litert_tflm_agreement"] <= 1 and acc["litert_tflm_max_lsb"] >= 0
+    assert 0 <= acc["reference_accuracy"] <= 1
+    assert acc["drop_pp"] == pytest.approx(100 * (acc["reference_accuracy"] - acc["accuracy"]))
+    assert 0.9 <= res["litert_tflm_agreement"] <= 1 and res["litert_tflm_max_lsb"] >= 0
     side = json.loads((out / "model.int8.json").read_text())
     assert side["input"]["dtype"] == "int8" and side["output"]["dtype"] == "int8"
     assert side["tools"]["tflite-micro"] and side["memory"] == res["memory"]
@@ -68,11 +69,12 @@ def test_model_that_does_not_fit_is_refused_with_numbers(tiny_model, tiny_calib,
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("previous build")
+    (out / "build.json").write_text("{}")  # marks the folder as an earlier build: it may be replaced
     r = run_cli("build", tiny_model, "--target", "tiny-mcu", "--targets-dir", boards, "--calib", tiny_calib,
                 "-o", out, "--max-drop", "100", timeout=600)
     assert r.returncode == 1, r.stderr
     assert "does not fit tiny-mcu" in r.stderr and "RAM" in r.stderr and "flash" in r.stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["build.json", "keep.txt"]
 
 
 def test_unknown_target_suggests_names(tiny_model, tmp_path):

@@ -500,3 +500,59 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
     if raw or not np.issubdtype(y.dtype, np.integer):
         return y if raw else y.astype(np.float32)
     return ((y.astype(np.float32) - z_out) * s_out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# the int8 .tflite that the LiteRT, TFLite Micro and C-engine backends all build from
+
+
+def int8_tflite(ctx) -> tuple[bytes, dict]:
+    """Convert the bundle to float .tflite (litert-torch), quantize to int8 in/out with the calibration
+    windows (ai-edge-quantizer, global min/max), strip names and check that no float op remains."""
+    ctx.progress("convert")
+    float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window)
+    ctx.progress("quantize")
+    q = strip_names(quantize_int8(float_bytes, ctx.calib_x))
+    return q, check_integer_only(q)
+
+
+def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.int8.tflite", **extra) -> str:
+    """Write the .tflite and its sidecar into the staging folder; returns the file name."""
+    from ..artifacts import tool_versions, write_sidecar
+    from ..fileio import sha256_file, write_bytes
+
+    path = ctx.out / name
+    write_bytes(path, q)
+    b = ctx.bundle
+    write_sidecar(path, {
+        "kind": "tflite", "target": ctx.target.name, "backend": backend, "precision": "int8",
+        "source_model": str(ctx.model_path), "source_model_sha256": sha256_file(ctx.model_path), "arch": b.arch,
+        "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
+                        "windows": len(ctx.calibration), "method": "global min/max (ai-edge-quantizer static_wi8_ai8)"},
+        "input": {**graph["input"], "normalization": b.normalization}, "output": graph["output"],
+        "class_names": b.class_names, "fs": b.fs, "window": b.window, "op_counts": graph["op_counts"],
+        "tools": tool_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "tflite-micro"),
+        **extra,
+    })
+    return name
+
+
+class Int8RunnerBase:
+    """Shared by the .tflite runners: quantize float windows with the input scale/zero point, keep the raw
+    int8 outputs in `_raw`, return dequantized logits."""
+
+    def _setup_io(self, in_q: tuple[float, int], out_q: tuple[float, int], dtype) -> None:
+        self.in_scale, self.in_zp = float(in_q[0]), int(in_q[1])
+        self.out_scale, self.out_zp = float(out_q[0]), int(out_q[1])
+        self.in_dtype = dtype
+
+    def _quantize(self, x):
+        if np.issubdtype(self.in_dtype, np.integer):
+            return quantize_input(x, self.in_scale, self.in_zp, self.in_dtype)
+        return x.astype(np.float32)
+
+    def _dequantize(self, y):
+        if np.issubdtype(y.dtype, np.integer):
+            self._raw = y.copy()
+            return (y.astype(np.float32) - self.out_zp) * self.out_scale
+        return y.astype(np.float32)

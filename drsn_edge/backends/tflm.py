@@ -21,12 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..deps import require
 from ..errors import CheckFailedError, InputError
-from .tflite import _as_windows, graph_ops, quantize_input
+from .base import Backend, BuildOutput, CommonOptions, RunnerBase
+from .tflite import Int8RunnerBase, _as_windows, graph_ops, quantize_input
 
 EXTRA = "tflite"
 
@@ -268,3 +270,117 @@ def tflm_run(tflite_bytes: bytes, x: np.ndarray, arena_size: int | None = None, 
     if raw or not np.issubdtype(y.dtype, np.integer):
         return y if raw else y.astype(np.float32)
     return ((y.astype(np.float32) - float(qo["zero_points"][0])) * float(qo["scales"][0])).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# the backend: int8 .tflite + TFLite Micro firmware bundle for microcontrollers
+
+STACK_BYTES = 8 * 1024  # harness stack estimate for the RAM fit (TFLM kernels run on the caller's stack)
+
+
+def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, output_len: int) -> dict:
+    """Flash = model + runtime code estimate; RAM = arena + I/O and protocol buffers + stack. Fits only
+    when both fit."""
+    runtime = target.runtime_code_bytes if target.runtime_code_bytes is not None else 200 * 1024
+    flash = model_bytes + runtime
+    ram = arena_bytes + 2 * (input_len + 16) + output_len + STACK_BYTES
+    fb, rb = target.flash_bytes, target.ram_budget_bytes
+    return {"model_bytes": model_bytes, "runtime_code_bytes": runtime, "flash_bytes": flash, "flash_budget_bytes": fb,
+            "arena_bytes": arena_bytes, "ram_bytes": ram, "ram_budget_bytes": rb,
+            "ram_share": target.hardware.get("ram_share"), "fits": flash <= fb and ram <= rb}
+
+
+@dataclass
+class Options(CommonOptions):
+    precision: str = "int8"
+
+    def validate(self, target) -> None:
+        super().validate(target)
+        if self.precision != "int8":
+            raise InputError(f"microcontroller targets are int8 only, got --precision {self.precision}")
+
+
+def build(ctx):
+    """int8 .tflite verified in TFLite Micro (the reference: what the board computes) and LiteRT, arena
+    measured, memory fit against the target, firmware bundle."""
+    from ..build import reference_logits
+    from ..comparison import compare
+    from ..firmware.bundle import arena_with_margin, write_bundle
+    from .tflite import int8_tflite, litert_run, write_tflite
+
+    q, graph = int8_tflite(ctx)
+    ops = check_ops_supported(q)
+    ctx.progress("verify")
+    arena = min_arena_bytes(q)
+    io_in, io_out = graph["input"], graph["output"]
+    n_in, n_out = int(np.prod(io_in["shape"])), int(np.prod(io_out["shape"]))
+    memory = memory_fit(ctx.target, len(q), arena_with_margin(arena), n_in, n_out)
+    memory["arena_measured_bytes"] = arena
+    if not memory["fits"]:
+        raise CheckFailedError(
+            f"model does not fit {ctx.target.name}: flash {memory['flash_bytes']} B of {memory['flash_budget_bytes']} B, "
+            f"RAM {memory['ram_bytes']} B (arena {memory['arena_bytes']} B) of {memory['ram_budget_bytes']} B budget")
+    ev = ctx.spec.windows(ctx.bundle.meta)
+    micro = tflm_run(q, ev.x, arena_size=arena_with_margin(arena), raw=True)
+    lite = litert_run(q, ev.x, raw=True)
+    s_out, z_out = float(io_out["scale"]), int(io_out["zero_point"])
+    acc = compare(reference_logits(ctx.bundle, ev.x), (micro.astype(np.float32) - z_out) * s_out, ev.y, ev.noise,
+                  ev.snr_db, ctx.bundle.class_names)
+    cross = {"litert_tflm_agreement": float((lite.argmax(1) == micro.argmax(1)).mean()),
+             "litert_tflm_max_lsb": int(np.abs(lite.astype(np.int16) - micro.astype(np.int16)).max()),
+             "int8_litert": float((lite.argmax(1) == ev.y).mean())}
+    name = write_tflite(ctx, q, graph, "tflm", ops=ops, memory=memory)
+    fw = ctx.out / "firmware"
+    fw.mkdir()
+    (fw / name).write_bytes(q)
+    io = {"input": {**io_in, "elements": n_in}, "output": {**io_out, "elements": n_out},
+          "window": ctx.bundle.window, "fs": ctx.bundle.fs}
+    files = write_bundle(fw, ctx.target, q, ops, arena, io, ctx.bundle.class_names, memory)
+    return _output(name, acc, memory, ops, graph, cross, files)
+
+
+def _output(name, acc, memory, ops, graph, cross, files):
+    return BuildOutput(artifact=name, accuracy=acc, memory=memory,
+                       details={"ops": ops, "op_counts": graph["op_counts"], **cross,
+                                "reference": "TFLite Micro (what the microcontroller computes)",
+                                "firmware": "firmware/", "firmware_files": [f"firmware/{f}" for f in files["files"]]})
+
+
+class TflmRunner(Int8RunnerBase, RunnerBase):
+    """TFLite Micro's interpreter (its real kernels) in this process, one window per invocation."""
+
+    def __init__(self, tflite_bytes: bytes, arena_size: int | None = None, name: str = "tflm (int8, host)"):
+        RunnerBase.__init__(self)
+        self.name = name
+        self.it = tflm_interpreter(tflite_bytes, arena_size)
+        inp, out = self.it.get_input_details(0), self.it.get_output_details(0)
+        self.shape = [int(v) for v in inp["shape"]]
+        self.batch = self.shape[0]
+        qi, qo = inp["quantization_parameters"], out["quantization_parameters"]
+        self._setup_io((qi["scales"][0], qi["zero_points"][0]), (qo["scales"][0], qo["zero_points"][0]),
+                       inp["dtype"])
+
+    def _infer_one(self, x):
+        self.it.set_input(np.ascontiguousarray(self._quantize(x.reshape(self.shape))), 0)
+        self.it.invoke()
+        return self._dequantize(np.array(self.it.get_output(0)).reshape(self.batch, -1))
+
+
+# transport → factory(build, device) of a runner on a microcontroller; serial and qemu plug in here
+MCU_RUNNERS: dict = {}
+
+
+def runner(build, device=None):
+    transport = getattr(device, "transport", "local") if device is not None else "local"
+    if transport == "local":
+        arena = (build.sidecar.get("memory") or {}).get("arena_bytes")
+        return TflmRunner(build.artifact.read_bytes(), arena)
+    factory = MCU_RUNNERS.get(transport)
+    if factory is None:
+        raise InputError(f"{build.target} runs TFLite Micro on the board; no {transport} runner for it yet "
+                         "(--device local runs the same kernels on this machine)")
+    return factory(build, device)
+
+
+BACKEND = Backend(name="tflm", description="TFLite Micro int8 firmware for microcontrollers", Options=Options,
+                  build=build, runner=runner, suffixes=(".tflite",))

@@ -209,6 +209,94 @@ def summarize_ms(values):
             "max": s[-1]}
 
 
+def _load_windows(np, input_path):
+    """The windows to run: a plain (never pickled) numeric .npy [N, ...]."""
+    if not os.path.isfile(input_path):
+        raise AgentError("file '%s' is not in the work dir" % input_path, "input")
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except ValueError as exc:
+        raise AgentError("cannot read '%s' as a plain .npy (pickled arrays are refused): %s"
+                         % (input_path, one_line(exc)), "input")
+    if x.dtype.kind not in "fiu" or x.ndim < 1 or len(x) == 0:
+        raise AgentError("'%s' must hold a non-empty numeric array [N, ...], got %s %s"
+                         % (input_path, x.dtype, list(x.shape)), "input")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _onnx_session(ort, model, threads, providers):
+    if not os.path.isfile(model):
+        raise AgentError("file '%s' is not in the work dir" % model, "input")
+    available = list(ort.get_available_providers())
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise AgentError("onnxruntime provider(s) %s not available on this device (available: %s)"
+                         % (", ".join(missing), ", ".join(available)), "input")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, opts, providers=providers)
+    except Exception as exc:
+        raise AgentError("onnxruntime cannot load '%s': %s" % (model, one_line(exc)), "input")
+
+
+def _check_shape(shape, x):
+    for i, (want, got) in enumerate(zip(shape[1:], x.shape[1:])):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise AgentError("window shape %s does not fit the model input %s (axis %d)"
+                             % (list(x.shape[1:]), shape[1:], i + 1), "input")
+    if len(shape) != x.ndim:
+        raise AgentError("windows have %d axes, the model input has %d (%s)" % (x.ndim, len(shape), shape), "input")
+
+
+def _padded(np, chunk, size):
+    if len(chunk) < size:
+        pad = np.zeros((size - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
+        chunk = np.concatenate([chunk, pad])
+    return chunk
+
+
+def _timed_passes(np, session, name, x, batch, warmup, repeat):
+    """Per-batch latencies (ms) over `repeat` passes after warm-up, and the first pass's outputs."""
+    first = _padded(np, x[:batch], batch)
+    for _ in range(warmup):
+        session.run(None, {name: first})
+    latencies, outs = [], []
+    clock = time.perf_counter
+    for r in range(repeat):
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            feed = _padded(np, chunk, batch)
+            t0 = clock()
+            y = session.run(None, {name: feed})[0]
+            latencies.append((clock() - t0) * 1000.0)
+            if r == 0:
+                outs.append(np.asarray(y)[:len(chunk)])
+    return latencies, np.concatenate(outs)
+
+
+def _throughput_sweep(np, session, name, x, sizes, warmup, runs):
+    sweep = []
+    for b in sizes:
+        if b < 1:
+            raise AgentError("batch sizes must be at least 1, got %d" % b, "input")
+        reps = -(-b // len(x))
+        feed = {name: np.ascontiguousarray(np.concatenate([x] * reps)[:b])}
+        for _ in range(min(warmup, 3)):
+            session.run(None, feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        total_s = sum(times) / 1000.0
+        sweep.append({"batch": b, "runs": runs, "latency_ms": summarize_ms(times),
+                      "windows_per_s": (b * runs / total_s) if total_s > 0 else None})
+    return sweep
+
+
 @command("run-onnx")
 def run_onnx(args):
     """Run an ONNX model over windows from an .npy with onnxruntime.
@@ -232,96 +320,27 @@ def run_onnx(args):
     providers = args.get("providers") or ["CPUExecutionProvider"]
     if warmup < 0 or repeat < 1 or threads < 0 or sweep_runs < 1:
         raise AgentError("need warmup >= 0, repeat >= 1, threads >= 0 and sweep_runs >= 1", "input")
-    for path in (model, input_path):
-        if not os.path.isfile(path):
-            raise AgentError("file '%s' is not in the work dir" % path, "input")
-    try:
-        x = np.load(input_path, allow_pickle=False)
-    except ValueError as exc:
-        raise AgentError("cannot read '%s' as a plain .npy (pickled arrays are refused): %s"
-                         % (input_path, one_line(exc)), "input")
-    if x.dtype.kind not in "fiu" or x.ndim < 1 or len(x) == 0:
-        raise AgentError("'%s' must hold a non-empty numeric array [N, ...], got %s %s"
-                         % (input_path, x.dtype, list(x.shape)), "input")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-
-    available = list(ort.get_available_providers())
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise AgentError("onnxruntime provider(s) %s not available on this device (available: %s)"
-                         % (", ".join(missing), ", ".join(available)), "input")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model, opts, providers=providers)
-    except Exception as exc:
-        raise AgentError("onnxruntime cannot load '%s': %s" % (model, one_line(exc)), "input")
+    if not os.path.isfile(model):
+        raise AgentError("file '%s' is not in the work dir" % model, "input")
+    x = _load_windows(np, input_path)
+    session = _onnx_session(ort, model, threads, providers)
     inp = session.get_inputs()[0]
     shape = list(inp.shape)
     static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    for i, (want, got) in enumerate(zip(shape[1:], x.shape[1:])):
-        if isinstance(want, int) and want > 0 and want != got:
-            raise AgentError("window shape %s does not fit the model input %s (axis %d)"
-                             % (list(x.shape[1:]), shape[1:], i + 1), "input")
-    if len(shape) != x.ndim:
-        raise AgentError("windows have %d axes, the model input has %d (%s)" % (x.ndim, len(shape), shape), "input")
+    _check_shape(shape, x)
     batch = static or _arg(args, "batch", int, 1)
     if batch < 1:
         raise AgentError("batch must be at least 1", "input")
-
-    def padded(chunk, size):
-        if len(chunk) < size:
-            pad = np.zeros((size - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        return chunk
-
-    def tiled(size):
-        reps = -(-size // len(x))
-        return np.ascontiguousarray(np.concatenate([x] * reps)[:size])
-
-    name = inp.name
-    first = padded(x[:batch], batch)
-    for _ in range(warmup):
-        session.run(None, {name: first})
-    latencies, outs = [], []
-    clock = time.perf_counter
-    for r in range(repeat):
-        for i in range(0, len(x), batch):
-            chunk = x[i:i + batch]
-            n = len(chunk)
-            feed = padded(chunk, batch)
-            t0 = clock()
-            y = session.run(None, {name: feed})[0]
-            latencies.append((clock() - t0) * 1000.0)
-            if r == 0:
-                outs.append(np.asarray(y)[:n])
-    logits = np.concatenate(outs)
+    latencies, logits = _timed_passes(np, session, inp.name, x, batch, warmup, repeat)
     if output:
         atomic_save_npy(np, output, logits)
-
     sizes = [static] if static else [int(b) for b in (args.get("batch_sizes") or [1, 2, 4, 8, 16, 32])]
-    sweep = []
-    for b in sizes:
-        if b < 1:
-            raise AgentError("batch sizes must be at least 1, got %d" % b, "input")
-        feed = {name: tiled(b)}
-        for _ in range(min(warmup, 3)):
-            session.run(None, feed)
-        times = []
-        for _ in range(sweep_runs):
-            t0 = clock()
-            session.run(None, feed)
-            times.append((clock() - t0) * 1000.0)
-        total_s = sum(times) / 1000.0
-        sweep.append({"batch": b, "runs": sweep_runs, "latency_ms": summarize_ms(times),
-                      "windows_per_s": (b * sweep_runs / total_s) if total_s > 0 else None})
     return {
-        "model": model, "input": input_path, "output": output, "input_name": name, "model_input_shape": shape,
+        "model": model, "input": input_path, "output": output, "input_name": inp.name, "model_input_shape": shape,
         "windows": int(len(x)), "output_shape": list(logits.shape), "batch": batch, "static_batch": static,
         "providers": session.get_providers(), "threads": threads, "warmup": warmup, "repeat": repeat,
-        "latency_ms": latencies, "latency_summary_ms": summarize_ms(latencies), "throughput": sweep,
+        "latency_ms": latencies, "latency_summary_ms": summarize_ms(latencies),
+        "throughput": _throughput_sweep(np, session, inp.name, x, sizes, warmup, sweep_runs),
         "onnxruntime": getattr(ort, "__version__", None), "numpy": np.__version__,
     }
 

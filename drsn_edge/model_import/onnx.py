@@ -193,7 +193,7 @@ class _DeployGraph:
         return None
 
 
-def _from_onnx(src) -> dict:
+def _load_onnx(src):
     from ..deps import onnx as _onnx
 
     onnx = _onnx()
@@ -203,20 +203,12 @@ def _from_onnx(src) -> dict:
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors
         raise InputError(f"'{src}' is neither an ONNX model nor a PyTorch/TorchScript file "
                          f"({type(exc).__name__}); check the file") from None
-    g = model.graph
-    if not len(g.node) or not len(g.output):
+    if not len(model.graph.node) or not len(model.graph.output):
         raise InputError(f"'{src}' is not a usable ONNX model (empty graph); check the file")
-    meta = _onnx_meta(model, src)
-    w = _DeployGraph(model, src)
+    return raw, model
 
-    inputs = [i for i in g.input if i.name not in w.init]
-    if len(inputs) != 1 or len(g.output) != 1:
-        raise InputError(f"'{src}' has {len(inputs)} inputs and {len(g.output)} outputs; the deploy form has one "
-                         f"of each; {_NOT_DEPLOY}")
-    x = inputs[0].name
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    graph_window = dims[2] if len(dims) == 3 and dims[2] else None
 
+def _read_stem(w, x, src, state):
     unsq = w.take(x, "Unsqueeze", "Unsqueeze (the 2-D view of the input)")
     if [a % 4 for a in w.axes(unsq)] != [2]:
         raise InputError(f"'{src}': unsupported ONNX node {_label(unsq)} (axes); {_NOT_DEPLOY}")
@@ -225,59 +217,52 @@ def _from_onnx(src) -> dict:
     if ss != 2 or (sb is not None and np.any(sb != 0)):
         raise InputError(f"'{src}': unsupported ONNX node {_label(stem)} (the stem has stride 2 and no bias); "
                          f"{_NOT_DEPLOY}")
-    kernel = sw.shape[3]
-    state = {"stem.weight": sw[:, :, 0, :]}
-    h, ch = w.out(stem), sw.shape[0]
-    strides, shrinks, residuals = [], [], []
-    i = 0
-    while True:
-        dw = w.take(h, "Conv", f"a per-channel affine on {ch} channels (BN)",
-                    pred=lambda n, c=ch, t=h: n.input[0] == t and w.is_depthwise(n, c))
-        s, b, _ = w.conv(dw, h, depthwise=True)
-        relu = w.take(w.out(dw), "Relu", "Relu")
-        nxt = [w.nodes[j] for j in w.consumers.get(w.out(relu), []) if j not in w.visited]
-        if len(nxt) == 1 and nxt[0].op_type == "ReduceMean":
-            _put_bn(state, "bn", s[:, 0, 0, 0], b)
-            break
-        conv1 = w.take(w.out(relu), "Conv", "conv1 (with BN2 folded)")
-        w1, b1, st = w.conv(conv1, w.out(relu), kernel=kernel)
-        if w1.shape[1] != ch:
-            raise InputError(f"'{src}': unsupported ONNX node {_label(conv1)} (input channels); {_NOT_DEPLOY}")
-        co = w1.shape[0]
-        r1 = w.take(w.out(conv1), "Relu", "Relu")
-        conv2 = w.take(w.out(r1), "Conv", "conv2")
-        w2, b2, st2 = w.conv(conv2, w.out(r1), kernel=kernel)
-        if st2 != 1 or w2.shape[:2] != (co, co) or (b2 is not None and np.any(b2 != 0)):
-            raise InputError(f"'{src}': unsupported ONNX node {_label(conv2)} (conv2 has stride 1, {co}→{co} "
-                             f"channels and no bias); {_NOT_DEPLOY}")
-        p = f"units.{i}"
-        _put_bn(state, f"{p}.bn1", s[:, 0, 0, 0], b)
-        state[f"{p}.conv1.weight"] = w1[:, :, 0, :]
-        _put_bn(state, f"{p}.bn2", np.ones(co, np.float32), b1 if b1 is not None else np.zeros(co, np.float32))
-        state[f"{p}.conv2.weight"] = w2[:, :, 0, :]
-        r = w.out(conv2)
-        if any(w.nodes[j].op_type == "Neg" for j in w.consumers.get(r, []) if j not in w.visited):
-            r, shrink = _shrink(w, r, co, state, p)
-        else:
-            shrink = None
-        # residual shortcut: Add(branch, [Concat(] [AveragePool(] h [)] [, zeros)])
-        adds = [w.nodes[j] for j in w.consumers.get(r, []) if j not in w.visited and w.nodes[j].op_type == "Add"]
-        if adds:
-            add = w.take(r, "Add", "the residual Add")
-            if len(add.input) != 2:
-                w.fail(r, "the residual Add")
-            other = add.input[1] if add.input[0] == r else add.input[0]
-            _shortcut(w, other, h, st, ch, co, add)
-            residuals.append(True)
-            h = w.out(add)
-        else:
-            residuals.append(False)
-            h = r
-        strides.append(st)
-        shrinks.append(shrink)
-        ch, i = co, i + 1
-    if i == 0:
-        raise InputError(f"'{src}' has no residual units; {_NOT_DEPLOY}")
+    state["stem.weight"] = sw[:, :, 0, :]
+    return w.out(stem), sw.shape[0], sw.shape[3]
+
+
+def _read_unit(w, h, ch, kernel, i, state, src):
+    """One residual unit from its pre-activation affine on; None (and the final BN stored) at the head."""
+    dw = w.take(h, "Conv", f"a per-channel affine on {ch} channels (BN)",
+                pred=lambda n, c=ch, t=h: n.input[0] == t and w.is_depthwise(n, c))
+    s, b, _ = w.conv(dw, h, depthwise=True)
+    relu = w.take(w.out(dw), "Relu", "Relu")
+    nxt = [w.nodes[j] for j in w.consumers.get(w.out(relu), []) if j not in w.visited]
+    if len(nxt) == 1 and nxt[0].op_type == "ReduceMean":
+        _put_bn(state, "bn", s[:, 0, 0, 0], b)
+        return None, relu
+    conv1 = w.take(w.out(relu), "Conv", "conv1 (with BN2 folded)")
+    w1, b1, st = w.conv(conv1, w.out(relu), kernel=kernel)
+    if w1.shape[1] != ch:
+        raise InputError(f"'{src}': unsupported ONNX node {_label(conv1)} (input channels); {_NOT_DEPLOY}")
+    co = w1.shape[0]
+    r1 = w.take(w.out(conv1), "Relu", "Relu")
+    conv2 = w.take(w.out(r1), "Conv", "conv2")
+    w2, b2, st2 = w.conv(conv2, w.out(r1), kernel=kernel)
+    if st2 != 1 or w2.shape[:2] != (co, co) or (b2 is not None and np.any(b2 != 0)):
+        raise InputError(f"'{src}': unsupported ONNX node {_label(conv2)} (conv2 has stride 1, {co}→{co} "
+                         f"channels and no bias); {_NOT_DEPLOY}")
+    p = f"units.{i}"
+    _put_bn(state, f"{p}.bn1", s[:, 0, 0, 0], b)
+    state[f"{p}.conv1.weight"] = w1[:, :, 0, :]
+    _put_bn(state, f"{p}.bn2", np.ones(co, np.float32), b1 if b1 is not None else np.zeros(co, np.float32))
+    state[f"{p}.conv2.weight"] = w2[:, :, 0, :]
+    r = w.out(conv2)
+    shrink = None
+    if any(w.nodes[j].op_type == "Neg" for j in w.consumers.get(r, []) if j not in w.visited):
+        r, shrink = _shrink(w, r, co, state, p)
+    # residual shortcut: Add(branch, [Concat(] [AveragePool(] h [)] [, zeros)])
+    adds = [w.nodes[j] for j in w.consumers.get(r, []) if j not in w.visited and w.nodes[j].op_type == "Add"]
+    if not adds:
+        return {"h": r, "ch": co, "stride": st, "shrink": shrink, "residual": False}, relu
+    add = w.take(r, "Add", "the residual Add")
+    if len(add.input) != 2:
+        w.fail(r, "the residual Add")
+    _shortcut(w, add.input[1] if add.input[0] == r else add.input[0], h, st, ch, co, add)
+    return {"h": w.out(add), "ch": co, "stride": st, "shrink": shrink, "residual": True}, relu
+
+
+def _read_head(w, relu, ch, state, g, src) -> None:
     rm = w.take(w.out(relu), "ReduceMean", "global average pooling")
     w.reduce_mean(rm, [2, 3], 0)
     gemm = w.take(w.out(rm), "Gemm", "the classifier (Gemm)")
@@ -295,19 +280,49 @@ def _from_onnx(src) -> dict:
         w.fail(w.out(gemm), "the graph output")
     state["fc.weight"], state["fc.bias"] = np.ascontiguousarray(fw), fb
 
+
+def _arch_of(w, g, units, src) -> str:
+    """Every node and initializer must belong to the deploy form; one unit kind throughout."""
     for j, n in enumerate(w.nodes):
         if j not in w.visited:
             raise InputError(f"'{src}': unsupported ONNX node {_label(n)}; {_NOT_DEPLOY}")
     for t in g.initializer:
         if t.name not in w.used_init:
             raise InputError(f"'{src}': initializer '{t.name}' is not used by the deploy form; {_NOT_DEPLOY}")
-    if len(set(shrinks)) != 1 or len(set(residuals)) != 1:
+    shrinks, residuals = {u["shrink"] for u in units}, {u["residual"] for u in units}
+    if len(shrinks) != 1 or len(residuals) != 1:
         raise InputError(f"'{src}' mixes unit kinds (threshold / residual); the registry models use one kind "
                          f"throughout; {_NOT_DEPLOY}")
-    shrink, residual = shrinks[0], residuals[0]
+    shrink, residual = shrinks.pop(), residuals.pop()
     if shrink and not residual:
         raise InputError(f"'{src}' has threshold units without shortcuts, which no registry model has")
-    arch = f"drsn-{shrink}" if shrink else ("resnet" if residual else "convnet")
+    return f"drsn-{shrink}" if shrink else ("resnet" if residual else "convnet")
+
+
+def _from_onnx(src) -> dict:
+    raw, model = _load_onnx(src)
+    g = model.graph
+    meta = _onnx_meta(model, src)
+    w = _DeployGraph(model, src)
+    inputs = [i for i in g.input if i.name not in w.init]
+    if len(inputs) != 1 or len(g.output) != 1:
+        raise InputError(f"'{src}' has {len(inputs)} inputs and {len(g.output)} outputs; the deploy form has one "
+                         f"of each; {_NOT_DEPLOY}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    graph_window = dims[2] if len(dims) == 3 and dims[2] else None
+    state = {}
+    h, ch, kernel = _read_stem(w, inputs[0].name, src, state)
+    units = []
+    while True:
+        unit, relu = _read_unit(w, h, ch, kernel, len(units), state, src)
+        if unit is None:
+            break
+        units.append(unit)
+        h, ch = unit["h"], unit["ch"]
+    if not units:
+        raise InputError(f"'{src}' has no residual units; {_NOT_DEPLOY}")
+    _read_head(w, relu, ch, state, g, src)
+    arch = _arch_of(w, g, units, src)
 
     import torch
 
@@ -317,8 +332,8 @@ def _from_onnx(src) -> dict:
     def verify(model):
         return _verify_onnx(raw, model, batch, dims[1] if len(dims) == 3 and dims[1] else 1, graph_window, src)
 
-    return {"state": tensors, "meta": meta, "arch": arch, "window": graph_window, "strides": strides,
-            "verify": verify if graph_window else None}
+    return {"state": tensors, "meta": meta, "arch": arch, "window": graph_window,
+            "strides": [u["stride"] for u in units], "verify": verify if graph_window else None}
 
 
 def _put_bn(state, prefix, scale, shift):

@@ -243,6 +243,95 @@ def _weight_axis(graph, start: str, consumers: dict) -> tuple[set, list]:
     return expected, other
 
 
+def _scale_violations(name: str, s: str, scale) -> list[Violation]:
+    """scale: constant, finite, > 0"""
+    if scale is None:
+        return [Violation("scale", name, f"scale '{s}' is not a constant initializer; TensorRT needs build-time scales")]
+    if scale.size == 0 or not np.issubdtype(scale.dtype, np.floating):
+        return [Violation("scale", name, f"scale '{s}' must be a non-empty float tensor, got "
+                          f"{scale.dtype} of shape {list(scale.shape)}")]
+    sf = scale.astype(np.float64).ravel()
+    bad = ~np.isfinite(sf) | (sf <= 0)
+    if not bad.any():
+        return []
+    k = int(np.argmax(bad))
+    what = f"element {k} is {sf[k]!r}" if sf.size > 1 else f"it is {sf[0]!r}"
+    return [Violation("scale", name, f"scale '{s}' must be finite and > 0, {what} ({int(bad.sum())} bad of {sf.size})")]
+
+
+def _zero_point_violations(name: str, zp: str, s: str, scale, values: dict, types: dict) -> list[Violation]:
+    """zero point: absent (= 0) or constant all-zero int8"""
+    if not zp:
+        return []
+    out = []
+    zval = values.get(zp)
+    if zval is None:
+        out.append(Violation("zero-point", name, f"zero point '{zp}' is not a constant initializer; "
+                             "TensorRT needs a constant zero point of 0"))
+    else:
+        if np.any(zval != 0):
+            nz = zval.ravel()[np.flatnonzero(zval.ravel())[0]]
+            out.append(Violation("zero-point", name, f"zero point '{zp}' holds {int(nz)}; TensorRT "
+                                 "supports symmetric quantization only (zero point 0)"))
+        if scale is not None and zval.size != scale.size:
+            out.append(Violation("zero-point", name, f"zero point '{zp}' has {zval.size} element(s) but "
+                                 f"scale '{s}' has {scale.size}"))
+    zt = types.get(zp)
+    if zt is not None and zt != _INT8:
+        why = " (signed: TensorRT has no asymmetric uint8 Q/DQ)" if zt == _UINT8 else ""
+        out.append(Violation("dtype", name, f"zero point '{zp}' is {_dtype_name(zt)}; TensorRT INT8 "
+                             f"Q/DQ needs an int8 zero point{why}"))
+    return out
+
+
+def _io_dtype_violations(node, name: str, x: str, zp: str, types: dict) -> list[Violation]:
+    if node.op_type == "QuantizeLinear":
+        od = _attr(node, "output_dtype", 0)  # opset 21+; 0 = taken from the zero point, else uint8
+        if od and od != _INT8:
+            return [Violation("dtype", name, f"output_dtype is {_dtype_name(od)}, not int8")]
+        if not zp and not od:
+            return [Violation("dtype", name, "QuantizeLinear without a zero point produces uint8 (the "
+                              "ONNX default); give it an int8 zero point of 0")]
+        return []
+    xt = types.get(x)
+    if xt is not None and xt != _INT8:
+        hint = " (a quantized bias? keep biases float: QuantizeBias=False)" if xt == 6 else ""
+        return [Violation("dtype", name, f"input '{x}' is {_dtype_name(xt)}; TensorRT's "
+                          f"DequantizeLinear takes int8 only{hint}")]
+    return []
+
+
+def _axis_violations(graph, node, name: str, x: str, s: str, scale, values: dict, shapes: dict,
+                     consumers: dict) -> list[Violation]:
+    """per-axis: the output-channel axis of the weight it feeds, one scale per channel"""
+    if scale is None or scale.size <= 1:
+        return []
+    out = []
+    shape = tuple(values[x].shape) if x in values else shapes.get(x)
+    axis = int(_attr(node, "axis", 1))
+    rank = len(shape) if shape is not None else None
+    if rank is not None:
+        if not -rank <= axis < rank:
+            return [Violation("axis", name, f"axis {axis} is out of range for input '{x}' of rank {rank}")]
+        axis %= rank
+    expected, other = _weight_axis(graph, node.output[0] if node.output else "", consumers)
+    if other or not expected:
+        where = ", ".join(other) if other else "nothing"
+        out.append(Violation("axis", name, f"per-axis quantization ({scale.size} scales) feeds {where}; "
+                             "TensorRT takes per-axis Q/DQ only on Conv and Gemm weights"))
+    elif len(expected) > 1:
+        out.append(Violation("axis", name, f"the weight feeds layers with different output-channel axes "
+                             f"{sorted(expected)}"))
+    elif axis not in expected:
+        exp = next(iter(expected))
+        out.append(Violation("axis", name, f"axis is {axis} but the output-channel axis of the weight it "
+                             f"feeds is {exp}"))
+    if rank is not None and shape[axis] is not None and shape[axis] != scale.size:
+        out.append(Violation("axis", name, f"scale '{s}' has {scale.size} elements but input '{x}' has "
+                             f"{shape[axis]} along axis {axis}"))
+    return out
+
+
 def _qdq_violations(graph, values: dict, types: dict, shapes: dict) -> list[Violation]:
     out = []
     consumers: dict[str, list] = {}
@@ -254,87 +343,14 @@ def _qdq_violations(graph, values: dict, types: dict, shapes: dict) -> list[Viol
         if node.op_type not in QDQ_OPS or node.domain not in DEFAULT_DOMAINS:
             continue
         name = _node_name(node, i)
-        is_q = node.op_type == "QuantizeLinear"
         x = node.input[0] if len(node.input) > 0 else ""
         s = node.input[1] if len(node.input) > 1 else ""
         zp = node.input[2] if len(node.input) > 2 else ""
-
-        # scale: constant, finite, > 0
         scale = values.get(s)
-        if scale is None:
-            out.append(Violation("scale", name, f"scale '{s}' is not a constant initializer; TensorRT needs "
-                                 "build-time scales"))
-        elif scale.size == 0 or not np.issubdtype(scale.dtype, np.floating):
-            out.append(Violation("scale", name, f"scale '{s}' must be a non-empty float tensor, got "
-                                 f"{scale.dtype} of shape {list(scale.shape)}"))
-        else:
-            sf = scale.astype(np.float64).ravel()
-            bad = ~np.isfinite(sf) | (sf <= 0)
-            if bad.any():
-                k = int(np.argmax(bad))
-                what = f"element {k} is {sf[k]!r}" if sf.size > 1 else f"it is {sf[0]!r}"
-                out.append(Violation("scale", name, f"scale '{s}' must be finite and > 0, {what} "
-                                     f"({int(bad.sum())} bad of {sf.size})"))
-
-        # zero point: absent (= 0) or constant all-zero int8
-        if zp:
-            zval = values.get(zp)
-            if zval is None:
-                out.append(Violation("zero-point", name, f"zero point '{zp}' is not a constant initializer; "
-                                     "TensorRT needs a constant zero point of 0"))
-            else:
-                if np.any(zval != 0):
-                    nz = zval.ravel()[np.flatnonzero(zval.ravel())[0]]
-                    out.append(Violation("zero-point", name, f"zero point '{zp}' holds {int(nz)}; TensorRT "
-                                         "supports symmetric quantization only (zero point 0)"))
-                if scale is not None and zval.size != scale.size:
-                    out.append(Violation("zero-point", name, f"zero point '{zp}' has {zval.size} element(s) but "
-                                         f"scale '{s}' has {scale.size}"))
-            zt = types.get(zp)
-            if zt is not None and zt != _INT8:
-                why = " (signed: TensorRT has no asymmetric uint8 Q/DQ)" if zt == _UINT8 else ""
-                out.append(Violation("dtype", name, f"zero point '{zp}' is {_dtype_name(zt)}; TensorRT INT8 "
-                                     f"Q/DQ needs an int8 zero point{why}"))
-        if is_q:
-            od = _attr(node, "output_dtype", 0)  # opset 21+; 0 = taken from the zero point, else uint8
-            if od and od != _INT8:
-                out.append(Violation("dtype", name, f"output_dtype is {_dtype_name(od)}, not int8"))
-            elif not zp and not od:
-                out.append(Violation("dtype", name, "QuantizeLinear without a zero point produces uint8 (the "
-                                     "ONNX default); give it an int8 zero point of 0"))
-        else:
-            xt = types.get(x)
-            if xt is not None and xt != _INT8:
-                hint = " (a quantized bias? keep biases float: QuantizeBias=False)" if xt == 6 else ""
-                out.append(Violation("dtype", name, f"input '{x}' is {_dtype_name(xt)}; TensorRT's "
-                                     f"DequantizeLinear takes int8 only{hint}"))
-
-        # per-axis: the output-channel axis of the weight it feeds, one scale per channel
-        if scale is not None and scale.size > 1:
-            shape = tuple(values[x].shape) if x in values else shapes.get(x)
-            axis = int(_attr(node, "axis", 1))
-            rank = len(shape) if shape is not None else None
-            if rank is not None:
-                if not -rank <= axis < rank:
-                    out.append(Violation("axis", name, f"axis {axis} is out of range for input '{x}' of rank "
-                                         f"{rank}"))
-                    continue
-                axis %= rank
-            expected, other = _weight_axis(graph, node.output[0] if node.output else "", consumers)
-            if other or not expected:
-                where = ", ".join(other) if other else "nothing"
-                out.append(Violation("axis", name, f"per-axis quantization ({scale.size} scales) feeds {where}; "
-                                     "TensorRT takes per-axis Q/DQ only on Conv and Gemm weights"))
-            elif len(expected) > 1:
-                out.append(Violation("axis", name, f"the weight feeds layers with different output-channel axes "
-                                     f"{sorted(expected)}"))
-            elif axis not in expected:
-                exp = next(iter(expected))
-                out.append(Violation("axis", name, f"axis is {axis} but the output-channel axis of the weight it "
-                                     f"feeds is {exp}"))
-            if rank is not None and shape[axis] is not None and shape[axis] != scale.size:
-                out.append(Violation("axis", name, f"scale '{s}' has {scale.size} elements but input '{x}' has "
-                                     f"{shape[axis]} along axis {axis}"))
+        out += _scale_violations(name, s, scale)
+        out += _zero_point_violations(name, zp, s, scale, values, types)
+        out += _io_dtype_violations(node, name, x, zp, types)
+        out += _axis_violations(graph, node, name, x, s, scale, values, shapes, consumers)
     return out
 
 

@@ -1,50 +1,34 @@
-"""Float vs INT8 accuracy: overall, per class, per noise type × SNR, agreement and output SQNR."""
+"""Float vs INT8 accuracy in the quantize report's own key names (float_/int8_), computed by the one
+comparison every runtime uses (drsn_edge.comparison)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..evaluate import accuracy_report, drop_pp, grid_mean
-from ..export import compare_outputs
-
 
 def compare(float_logits: np.ndarray, int8_logits: np.ndarray, y: np.ndarray, noise: np.ndarray,
             snr_db: np.ndarray, class_names: list[str]) -> dict:
-    fp, qp = float_logits.argmax(1), int8_logits.argmax(1)
-    f = accuracy_report(y, fp, class_names, noise, snr_db)
-    q = accuracy_report(y, qp, class_names, noise, snr_db)
-    out_cmp = compare_outputs(float_logits, int8_logits)
-    per_snr = {}
-    worst = 0.0
-    for kind, cells in f["per_snr"].items():
-        per_snr[kind] = {}
-        for snr, fa in cells.items():
-            qa = q["per_snr"][kind][snr]
-            m = (noise == kind) if kind == "none" else (noise == kind) & (snr_db == float(snr))
-            per_snr[kind][snr] = {"float": fa, "int8": qa, "drop_pp": drop_pp(y[m], fp[m], qp[m])}
-            worst = max(worst, per_snr[kind][snr]["drop_pp"])
-    # accuracy-vs-SNR averaged over noise types, the curve the drop target is stated on
-    snrs = sorted({s for k, c in per_snr.items() if k != "none" for s in c}, key=float)
-    curve = {}
-    for s in snrs:
-        cells = [per_snr[k][s] for k in per_snr if k != "none" and s in per_snr[k]]
-        curve[s] = {"float": float(np.mean([c["float"] for c in cells])),
-                    "int8": float(np.mean([c["int8"] for c in cells]))}
-        curve[s]["drop_pp"] = 100 * (curve[s]["float"] - curve[s]["int8"])
-    fg, qg = grid_mean(f), grid_mean(q)
+    from ..comparison import compare as compare_runtime
+
+    return as_report(compare_runtime(float_logits, int8_logits, y, noise, snr_db, class_names))
+
+
+def as_report(c) -> dict:
+    """A Comparison in the quantize report's key names, with the Comparison itself under '_comparison'."""
     return {
-        "float_accuracy": f["accuracy"],
-        "int8_accuracy": q["accuracy"],
-        "accuracy_drop_pp": drop_pp(y, fp, qp),
-        "grid_float_accuracy": fg,
-        "grid_int8_accuracy": qg,
-        "grid_drop_pp": None if fg is None else 100 * (fg - qg),
-        "max_cell_drop_pp": worst,
-        "agreement": out_cmp["top1_agreement"],
-        "sqnr_db": out_cmp["sqnr_db"],
-        "max_abs_diff": out_cmp["max_abs_diff"],
-        "per_class": {c: {"float": f["per_class"][c], "int8": q["per_class"][c]} for c in f["per_class"]},
-        "per_snr": per_snr,
-        "snr_curve": curve,
-        "n": f["n"],
+        "_comparison": c,
+        "float_accuracy": c.reference_accuracy,
+        "int8_accuracy": c.accuracy,
+        "accuracy_drop_pp": c.drop_pp,
+        "grid_float_accuracy": c.grid_reference_accuracy,
+        "grid_int8_accuracy": c.grid_accuracy,
+        "grid_drop_pp": c.grid_drop_pp,
+        "max_cell_drop_pp": c.max_cell_drop_pp,
+        "agreement": c.agreement,
+        "sqnr_db": c.sqnr_db,
+        "max_abs_diff": c.max_abs_diff,
+        "per_class": c.per_class,
+        "per_snr": c.per_snr,
+        "snr_curve": c.snr_curve,
+        "n": c.n,
     }

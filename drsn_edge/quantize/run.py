@@ -11,20 +11,17 @@ from ..errors import CheckFailedError, InputError
 from .ptq import DEFAULT_METHOD, METHODS
 
 
-def evaluation_set(meta: dict, data: str | None, noise_kinds, snrs, windows_per_class: int, seed: int):
-    """Windows to measure float vs INT8 on: --data (its test split) or fresh simulated recordings,
-    swept over the noise grid."""
-    from ..data.noise import noise_sweep
-    from ..evaluate import fresh_test_set, load_test_windows
+def spec_from(spec=None, data=None, noise_kinds=None, snrs=None, windows_per_class=None, seed=None):
+    """The evaluation spec: the one given, or the default with any of its fields overridden."""
+    from ..evalspec import EvalSpec
 
-    if data is not None:
-        ds, src = load_test_windows(meta, data)
-    else:
-        ds = fresh_test_set(meta, windows_per_class, seed=100_000 + seed)
-        src = f"simulated ({windows_per_class} windows/class, seed {100_000 + seed})"
-    if noise_kinds and snrs:
-        ds = noise_sweep(ds, noise_kinds, snrs, seed=seed + 1)
-    return ds, src
+    if spec is not None:
+        return spec
+    d = EvalSpec()
+    return EvalSpec(data=str(data) if data is not None else None,
+                    windows_per_class=d.windows_per_class if windows_per_class is None else windows_per_class,
+                    noise=d.noise if noise_kinds is None else tuple(noise_kinds),
+                    snrs=d.snrs if snrs is None else tuple(snrs), seed=d.seed if seed is None else seed)
 
 
 def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
@@ -55,139 +52,182 @@ def _check_out(out) -> Path:
     return out
 
 
-def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = DEFAULT_METHOD, batch: int = 1,
-                   max_drop: float = 1.0, data=None, noise_kinds=("gaussian", "laplacian", "pink"),
-                   snrs=tuple(float(s) for s in range(-5, 6)), windows_per_class: int = 20, seed: int = 0,
-                   sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
-                   qat_data: str | None = None, progress=None) -> dict:
-    from ..artifacts import tool_versions, write_sidecar
-    from ..calibration import model_and_calibration
-    from ..data.dataset import normalize
-    from ..evaluate import drop_pp, predict_logits
-    from ..export import (INPUT_NAME, OUTPUT_NAME, ExportValidationError, compare_outputs, deploy_to_onnx_bytes,
-                          ort_session, run_ort, to_onnx_bytes)
-    from ..fileio import sha256_file, write_bytes
-    from .lint import check as lint_check
-    from .ptq import quantize_onnx
-    from .report import compare
-    from .sensitivity import analyse
-    from .sensitivity import auto_mixed as search_mixed
-    from .sensitivity import node_groups
+def _validate(out, method: str, batch: int, max_drop: float, qat_epochs: int) -> Path:
+    from ..validate import count, finite
 
     out = _check_out(out)
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if batch < 1:
-        raise InputError(f"batch must be at least 1, got {batch}")
-    if max_drop < 0:
-        raise InputError("--max-drop must be ≥ 0")
-    if qat_epochs < 0:
-        raise InputError("--qat takes a number of epochs ≥ 0")
+    count("--batch", batch, lo=1, hi=4096)
+    finite("--max-drop", max_drop, lo=0.0, hi=100.0)
+    count("--qat", qat_epochs, lo=0, hi=1000)
+    return out
+
+
+def _float_reference(bundle, x, batch: int):
+    """The float ONNX (checked against PyTorch) and the float logits every stage compares with."""
+    from ..evaluate import predict_logits
+    from ..export import ExportValidationError, compare_outputs, ort_session, run_ort, to_onnx_bytes
+
+    float_bytes = to_onnx_bytes(bundle.model, batch, bundle.window)
+    float_logits = predict_logits(bundle.model, x)
+    torch_check = compare_outputs(float_logits[:64], run_ort(ort_session(float_bytes), x[:64], batch))
+    if torch_check["max_abs_diff"] > 1e-3:
+        raise ExportValidationError(f"float ONNX differs from PyTorch by {torch_check['max_abs_diff']:.3g}")
+    return float_bytes, float_logits
+
+
+def _qat_source(bundle, cx, float_bytes, batch, qat_epochs, qat_data, seed, step):
+    """The graph to quantize: the float export, or the deploy form after quantization-aware fine-tuning."""
+    if not qat_epochs:
+        return float_bytes, None
+    from ..export import deploy_to_onnx_bytes
+    from .qat import finetune
+
+    tx, ty, qat_src = qat_training_windows(bundle.meta, qat_data, seed)
+    t_qat = time.perf_counter()
+    deploy = finetune(bundle.model, bundle.window, cx, tx, ty, qat_epochs, bundle.normalization, seed=seed,
+                      progress=lambda e, n, loss: step(f"QAT epoch {e}/{n} loss {loss:.3f}", e, n))
+    info = {"epochs": qat_epochs, "data": qat_src, "windows": int(len(tx)), "lr": 1e-3,
+            "wall_s": time.perf_counter() - t_qat}
+    return deploy_to_onnx_bytes(deploy.set_batch(batch), batch, bundle.window), info
+
+
+class _Job:
+    """One quantization: the graph, calibration, evaluation windows and float reference it works with."""
+
+    def __init__(self, bundle, source_bytes, float_bytes, cx, batch, method, ev, float_logits):
+        self.bundle, self.source, self.float_bytes, self.cx = bundle, source_bytes, float_bytes, cx
+        self.batch, self.method, self.ev, self.float_logits = batch, method, ev, float_logits
+
+    def int8(self, float_groups=(), groups=None) -> bytes:
+        from .ptq import quantize_onnx
+
+        excl = [n for g in float_groups for n in groups[g]] if float_groups else []
+        return quantize_onnx(self.source, self.cx, self.batch, self.method, nodes_to_exclude=excl)
+
+    def measure(self, q_bytes: bytes) -> dict:
+        from ..export import ort_session, run_ort
+        from .lint import check as lint_check
+        from .report import compare
+
+        lint_check(q_bytes)
+        ev = self.ev
+        return compare(self.float_logits, run_ort(ort_session(q_bytes), ev.x, self.batch), ev.y, ev.noise, ev.snr_db,
+                       self.bundle.class_names)
+
+    def mixed_precision(self, rep, sensitivity, auto_mixed, max_drop, seed, step):
+        """Sensitivity ranking of layer groups, and the fewest groups kept in float to meet max_drop."""
+        from ..evaluate import drop_pp
+        from ..export import ort_session, run_ort
+        from .sensitivity import analyse, node_groups
+        from .sensitivity import auto_mixed as search_mixed
+
+        out = {"float_groups": [], "sensitivity": None, "mixed": None, "q_bytes": None, "rep": rep}
+        if not (sensitivity or (auto_mixed and rep["accuracy_drop_pp"] > max_drop)):
+            return out
+        groups = node_groups(self.float_bytes)
+        ev = self.ev
+        # sensitivity on a subset of the evaluation windows to keep it tractable
+        sub = np.random.default_rng(seed).choice(len(ev.x), min(len(ev.x), 1500), replace=False)
+        fsub = self.float_logits[sub]
+
+        def drop_with_float(fg: list[str]) -> float:
+            g = run_ort(ort_session(self.int8(fg, groups)), ev.x[sub], self.batch)
+            return drop_pp(ev.y[sub], fsub.argmax(1), g.argmax(1))
+
+        step("sensitivity")
+        out["sensitivity"] = analyse(groups, drop_with_float, progress=lambda i, n: step("sensitivity", i, n))
+        if auto_mixed and rep["accuracy_drop_pp"] > max_drop:
+            out["mixed"] = search_mixed(out["sensitivity"], drop_with_float, max_drop)
+            if out["mixed"]["float_groups"]:
+                out["q_bytes"] = self.int8(out["mixed"]["float_groups"], groups)
+                out["rep"] = self.measure(out["q_bytes"])
+                out["float_groups"] = out["mixed"]["float_groups"]
+        return out
+
+
+def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = DEFAULT_METHOD, batch: int = 1,
+                   max_drop: float = 1.0, data=None, noise_kinds=None, snrs=None, windows_per_class: int | None = None,
+                   seed: int | None = None, sensitivity: bool = False, auto_mixed: bool = False, qat_epochs: int = 0,
+                   qat_data: str | None = None, progress=None, spec=None) -> dict:
+    """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
+    data/noise_kinds/snrs/windows_per_class/seed overriding its fields); write the QDQ ONNX and its sidecar
+    only when the drop is within max_drop."""
+    from ..calibration import model_and_calibration
+
+    out = _validate(out, method, batch, max_drop, qat_epochs)
     step = progress or (lambda *a, **k: None)
     t0 = time.perf_counter()
     bundle, model_path, cal, cal_path, warnings, cx = model_and_calibration(model, calib)
     if len(cx) < batch:
         raise InputError(f"calibration set has {len(cx)} windows, fewer than one batch of {batch}")
-    ds, src = evaluation_set(bundle.meta, data, list(noise_kinds or []), list(snrs or []), windows_per_class, seed)
-    x = normalize(ds.x, bundle.normalization)
-
+    spec = spec_from(spec, data, noise_kinds, snrs, windows_per_class, seed)
+    ev = spec.windows(bundle.meta)
     step("export")
-    float_bytes = to_onnx_bytes(bundle.model, batch, bundle.window)
-    float_logits = run_ort(ort_session(float_bytes), x, batch)
-    torch_check = compare_outputs(predict_logits(bundle.model, x[:64]), float_logits[:64])
-    if torch_check["max_abs_diff"] > 1e-3:
-        raise ExportValidationError(f"float ONNX differs from PyTorch by {torch_check['max_abs_diff']:.3g}")
-
-    source_bytes, qat_info = float_bytes, None
-    if qat_epochs:
-        from .qat import finetune
-
-        tx, ty, qat_src = qat_training_windows(bundle.meta, qat_data, seed)
-        t_qat = time.perf_counter()
-        deploy = finetune(bundle.model, bundle.window, cx, tx, ty, qat_epochs, bundle.normalization, seed=seed,
-                          progress=lambda e, n, loss: step(f"QAT epoch {e}/{n} loss {loss:.3f}", e, n))
-        source_bytes = deploy_to_onnx_bytes(deploy.set_batch(batch), batch, bundle.window)
-        qat_info = {"epochs": qat_epochs, "data": qat_src, "windows": int(len(tx)), "lr": 1e-3,
-                    "wall_s": time.perf_counter() - t_qat}
-
-    def int8(float_groups: list[str], groups=None) -> bytes:
-        excl = [n for g in float_groups for n in groups[g]] if float_groups else []
-        return quantize_onnx(source_bytes, cx, batch, method, nodes_to_exclude=excl)
-
+    float_bytes, float_logits = _float_reference(bundle, ev.x, batch)
+    source, qat_info = _qat_source(bundle, cx, float_bytes, batch, qat_epochs, qat_data, spec.seed, step)
+    job = _Job(bundle, source, float_bytes, cx, batch, method, ev, float_logits)
     step("quantize")
     t_q = time.perf_counter()
-    q_bytes = int8([])
+    q_bytes = job.int8()
     t_quant = time.perf_counter() - t_q
-    lint_check(q_bytes)
     step("evaluate")
-    rep = compare(float_logits, run_ort(ort_session(q_bytes), x, batch), ds.y, ds.noise, ds.snr_db,
-                  bundle.class_names)
-    result = {"method": method, "qat": qat_info, "float_groups": [], "sensitivity": None, "mixed": None}
-
-    if sensitivity or (auto_mixed and rep["accuracy_drop_pp"] > max_drop):
-        groups = node_groups(float_bytes)
-        # sensitivity on a subset of the evaluation windows to keep it tractable
-        sub = np.random.default_rng(seed).choice(len(x), min(len(x), 1500), replace=False)
-        fsub = float_logits[sub]
-
-        def drop_with_float(fg: list[str]) -> float:
-            g = run_ort(ort_session(int8(fg, groups)), x[sub], batch)
-            return drop_pp(ds.y[sub], fsub.argmax(1), g.argmax(1))
-
-        step("sensitivity")
-        ranked = analyse(groups, drop_with_float, progress=lambda i, n: step("sensitivity", i, n))
-        result["sensitivity"] = ranked
-        if auto_mixed and rep["accuracy_drop_pp"] > max_drop:
-            mixed = search_mixed(ranked, drop_with_float, max_drop)
-            result["mixed"] = mixed
-            if mixed["float_groups"]:
-                q_bytes = int8(mixed["float_groups"], groups)
-                lint_check(q_bytes)
-                rep = compare(float_logits, run_ort(ort_session(q_bytes), x, batch), ds.y, ds.noise, ds.snr_db,
-                              bundle.class_names)
-                result["float_groups"] = mixed["float_groups"]
-
-    passed = rep["accuracy_drop_pp"] <= max_drop  # the drop is exact (from counts): a tie passes
+    mp = job.mixed_precision(job.measure(q_bytes), sensitivity, auto_mixed, max_drop, spec.seed, step)
+    q_bytes, rep = mp.pop("q_bytes") or q_bytes, mp.pop("rep")
+    comparison = rep.pop("_comparison")
+    passed = rep["accuracy_drop_pp"] <= max_drop  # the drop is exact (from window counts): a tie passes
     summary = {
         "artifact": str(out) if passed else None, "model": str(model_path), "calibration": cal_path,
-        "calibration_windows": len(cal), "evaluation": src, "warnings": warnings, "max_drop_pp": max_drop,
-        "passed": passed, "quantize_s": t_quant, **result, **rep,
+        "calibration_windows": len(cal), "evaluation": ev.description, "eval_spec": spec.to_json(),
+        "warnings": warnings, "max_drop_pp": max_drop, "passed": passed, "quantize_s": t_quant, "method": method,
+        "qat": qat_info, **mp, **rep, "wall_s": time.perf_counter() - t0, "comparison": comparison,
     }
-    summary["wall_s"] = time.perf_counter() - t0
     if not passed:
         summary["error"] = (f"INT8 accuracy drop {rep['accuracy_drop_pp']:.2f} pp exceeds --max-drop {max_drop:g} pp; "
                             "try another --method, --auto-mixed or --sensitivity")
         return summary
+    _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, method, qat_info, mp["float_groups"], batch, rep, spec,
+               ev.description)
+    summary["sidecar"] = str(out.with_suffix(".json"))
+    return summary
+
+
+def _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, method, qat_info, float_groups, batch, rep, spec,
+               description) -> None:
+    """The QDQ ONNX and its sidecar; neither is left behind if the sidecar cannot be written."""
+    import onnx
+
+    from ..artifacts import tool_versions, write_sidecar
+    from ..export import INPUT_NAME, OUTPUT_NAME
+    from ..fileio import sha256_file, write_bytes
+
     write_bytes(out, q_bytes)
     try:
-        import onnx
-
         qm = onnx.load_from_string(q_bytes)
-        in_scale = input_scale(qm)
         write_sidecar(out, {
-            "kind": "onnx-qdq", "precision": "int8" if not result["float_groups"] else "int8+fp16",
+            "kind": "onnx-qdq", "precision": "int8" if not float_groups else "int8+fp16",
             "backend": "tensorrt", "target": None, "source_model": str(model_path),
             "source_model_sha256": sha256_file(model_path), "arch": bundle.arch,
             "calibration": {"path": cal_path, "sha256": sha256_file(cal_path), "windows": len(cal), "method": method},
             "qat": qat_info,
             "input": {"name": INPUT_NAME, "shape": [batch, 1, bundle.window], "dtype": "float32",
                       "normalization": bundle.normalization,
-                      "quantization": {"scale": in_scale, "zero_point": 0, "dtype": "int8"}},
+                      "quantization": {"scale": input_scale(qm), "zero_point": 0, "dtype": "int8"}},
             "output": {"name": OUTPUT_NAME, "shape": [batch, len(bundle.class_names)], "dtype": "float32",
                        "quantization": None},
-            "float_groups": result["float_groups"],
+            "float_groups": float_groups,
             "quantization": {"activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel (axis 0)",
                              "bias": "float (not quantized)", "opset": qm.opset_import[0].version},
             "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window,
             "accuracy": {k: rep[k] for k in ("float_accuracy", "int8_accuracy", "accuracy_drop_pp", "grid_drop_pp",
                                              "agreement", "sqnr_db", "n")},
+            "evaluation": {"spec": spec.to_json(), "description": description},
             "tools": tool_versions("onnx", "onnxruntime", "torch"),
         })
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    summary["sidecar"] = str(out.with_suffix(".json"))
-    return summary
 
 
 def input_scale(qm) -> float | None:

@@ -1,0 +1,122 @@
+"""How results look to people: rich tables (and the few lines around them) for each command. The CLI
+calls one of these after the library call; with --json it prints the result's JSON instead."""
+
+from __future__ import annotations
+
+from . import ui
+
+
+def print_dataset(man: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        ui.emit_json(man)
+        return
+    con = ui.console()
+    con.print(f"[bold]{title}[/bold]  source={man['source']}  fs={man['fs']:g} Hz  window={man['window']}  "
+              f"windows={man['n']}  normalization={man['normalization']}")
+    splits = list(man["counts"])
+    rows = [[name] + [man["counts"][s]["per_class"][i] for s in splits] for i, name in enumerate(man["class_names"])]
+    rows.append(["recordings"] + [man["counts"][s]["recordings"] for s in splits])
+    rows.append(["windows"] + [man["counts"][s]["windows"] for s in splits])
+    con.print(ui.table("windows per class and split", ["class"] + splits, rows))
+    grid = {k: v for k, v in man["noise_grid"].items() if k != "none"}
+    if grid:
+        con.print("noise grid: " + "; ".join(f"{k}: {min(v):g}..{max(v):g} dB ({len(v)} levels)" for k, v in grid.items()))
+    else:
+        con.print("noise grid: clean (no added noise)")
+
+
+def print_evaluation(rep: dict) -> None:
+    con = ui.console()
+    con.print(f"[bold]{rep['model']['arch']}[/bold] ({rep['model']['path']}) on {rep['data']}: "
+              f"accuracy [bold]{ui.pct(rep['accuracy'])} %[/bold] over {rep['n']} windows")
+    con.print(ui.table("per class", ["class", "accuracy %"], [[k, ui.pct(v)] for k, v in rep["per_class"].items()]))
+    noisy = {k: v for k, v in rep["per_snr"].items() if k != "none"}
+    if noisy:
+        snrs = sorted({s for cells in noisy.values() for s in cells}, key=float)
+        kinds = sorted(noisy)
+        rows = [[s] + [ui.pct(noisy[k].get(s)) for k in kinds] for s in snrs]
+        con.print(ui.table("accuracy % per SNR (dB) × noise type", ["SNR dB"] + kinds, rows))
+        if "none" in rep["per_snr"]:
+            con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
+                      f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
+    names = rep["class_names"]
+    con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
+                       [[n] + row for n, row in zip(names, rep["confusion"])]))
+    if rep.get("plot"):
+        con.print(f"plot: {rep['plot']}")
+
+
+def print_quantize(res: dict) -> None:
+    con = ui.console()
+    con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
+        ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
+        ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
+        ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
+        ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
+        ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
+        ["quantize time s", f"{res['quantize_s']:.1f}"], ["artifact", res["artifact"] or "not written"]]))
+    curve = res["snr_curve"]
+    if curve:
+        con.print(ui.table("accuracy % vs SNR (mean of noise types)", ["SNR dB", "float %", "int8 %", "drop pp"],
+                           [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
+    con.print(ui.table("per class", ["class", "float %", "int8 %"],
+                       [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
+    if res.get("sensitivity"):
+        con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
+                           [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
+                             f"{r['gain_if_float_pp']:.2f}"] for r in res["sensitivity"]]))
+
+
+def print_build(res) -> None:
+    """A BuildResult: target, measured accuracy on the evaluation spec, memory, files and the next step."""
+    con = ui.console()
+    d = res.details
+    if d.get("resolved"):
+        con.print(d["resolved"])
+    acc = res.accuracy or {}
+    rows = [["target", f"{res.target} ({res.family}, {res.backend})"], ["precision", res.precision],
+            ["artifact", res.artifact]]
+    if acc:
+        rows += [["float accuracy %", ui.pct(acc["reference_accuracy"])], ["int8 accuracy %", ui.pct(acc["accuracy"])],
+                 ["drop pp", f"{acc['drop_pp']:.2f}"], ["worst noise cell drop pp", f"{acc['max_cell_drop_pp']:.2f}"],
+                 ["top-1 agreement with float %", ui.pct(acc["agreement"])]]
+    if "litert_tflm_agreement" in d:
+        rows += [["int8 accuracy (LiteRT) %", ui.pct(d["int8_litert"])],
+                 ["LiteRT vs TFLM top-1 agreement %", ui.pct(d["litert_tflm_agreement"])],
+                 ["LiteRT vs TFLM max difference (LSB)", d["litert_tflm_max_lsb"]]]
+    rows += [[k, d[k]] for k in ("method", "tensorrt", "jetpack", "sm") if d.get(k) is not None]
+    rows += [["measured on", res.evaluation["description"]], ["wall time s", f"{res.wall_s:.1f}"]]
+    con.print(ui.table(f"build → {res.out_dir}", ["field", "value"], rows))
+    mem = res.memory
+    if mem:
+        con.print(ui.table(f"memory on {res.target} ({'fits' if mem['fits'] else 'DOES NOT FIT'})",
+                           ["", "bytes", "budget"], [
+            ["model (.tflite)", mem["model_bytes"], ""], ["runtime code (estimate)", mem["runtime_code_bytes"], ""],
+            ["flash total", mem["flash_bytes"], mem["flash_budget_bytes"]],
+            [f"tensor arena (measured {mem['arena_measured_bytes']} + margin)", mem["arena_bytes"], ""],
+            ["RAM total", mem["ram_bytes"], mem["ram_budget_bytes"]]]))
+    if d.get("op_counts"):
+        con.print("ops: " + ", ".join(f"{k}×{v}" for k, v in sorted(d["op_counts"].items())))
+    if d.get("trtexec"):
+        con.print(f"trtexec: [cyan]{d['trtexec']}[/cyan]")
+    if d.get("next_step"):
+        con.print(d["next_step"])
+    con.print(f"check it: [cyan]drsn-edge check --target {res.target} {res.out_dir}[/cyan]")
+
+
+def print_check(res) -> None:
+    lat = res.latency_ms
+    rows = [["runtime", res.runtime], ["artifact", res.artifact], ["windows", f"{res.n} ({res.data})"],
+            ["accuracy %", ui.pct(res.accuracy)], ["reference (float) accuracy %", ui.pct(res.reference_accuracy)],
+            ["drop pp", f"{res.accuracy_drop_pp:.2f}"], ["agreement %", ui.pct(res.agreement_with_reference)],
+            ["max abs diff", f"{res.max_abs_diff:.4g}"], ["SQNR dB", ui.fmt(res.sqnr_db)]]
+    if lat["p50"] is not None:
+        rows.append([f"latency p50/p90/p99/max ms ({res.timing_source})",
+                     f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} / {lat['max']:.3f}"])
+    if res.throughput.get("batch1_per_s"):
+        rows.append(["throughput 1/mean latency /s", f"{res.throughput['batch1_per_s']:.1f}"])
+    rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res.throughput.get("sweep", {}).items()]
+    rows.append(["verdict", "PASSED" if res.passed else "FAILED: " + "; ".join(res.failures)])
+    ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
+    if res.report:
+        ui.console().print(f"report: {res.report['markdown']}")
