@@ -32,8 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module name -> (source files to mutate, the tests that pin their behaviour, which functions to mutate:
-# mutmut's mutant-name globs, None for every function of the sources)
 def _fns(module: str, *names: str) -> list[str]:
     """mutmut's mutant-name globs for some functions (or Class.method) of a module."""
     out = []
@@ -47,58 +45,52 @@ def _tests(path: str, *names: str) -> list[str]:
     return [f"{path}::{n}" for n in names]
 
 
+EVALUATE_TESTS = _tests(
+    "tests/test_evaluate.py", "test_accuracy_report_overall_and_per_class_by_hand",
+    "test_confusion_matrix_rows_are_truth_columns_prediction", "test_per_noise_and_snr_cells_by_hand",
+    "test_grid_mean_without_noisy_cells_is_none", "test_no_windows_is_an_input_error",
+    "test_evaluate_uses_exactly_the_chosen_split", "test_evaluate_noise_grid_replicates_the_test_split",
+    "test_load_test_windows_keeps_only_test_when_present", "test_incompatible_data_is_refused",
+    "test_evaluate_never_falls_back_to_other_splits")
+VERDICT_TESTS = _tests(
+    "tests/quantize/test_quantize.py", "test_compare_figures_by_hand", "test_compare_curve_averages_noise_types_per_snr",
+    "test_drop_is_exact_so_a_tie_with_the_threshold_passes", "test_analyse_ranks_groups_by_a_known_additive_drop",
+    "test_analyse_ranks_by_own_cost_then_by_gain", "test_auto_mixed_search_stops_when_target_met",
+    "test_auto_mixed_tie_stops_and_unmet_target_is_reported") + _tests(
+    "tests/test_verdicts.py", "test_verdict_by_hand", "test_thresholds_of_a_profile",
+    "test_staged_output_replaces_only_on_success", "test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept",
+    "test_memory_fit_needs_flash_and_ram_both", "test_memory_fit_without_a_runtime_figure_assumes_200_kib",
+    "test_arena_margin_is_ten_percent_rounded_up_to_16_bytes")
+QAT_TESTS = _tests(
+    "tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
+    "test_calibrating_records_the_running_max_and_passes_values_through",
+    "test_weight_fake_quant_is_symmetric_per_output_channel", "test_cosine_schedule")
+
 # module name -> (source files, the tests that pin their behaviour, the functions to mutate: None for all).
-# Where a function is also reached by end-to-end tests that build a model (minutes each), only the tests
-# that pin it by hand are named, so that every mutant runs in seconds.
+# Only tests that pin a function by hand (seconds) are run against its mutants: the end-to-end tests that
+# train, quantize or build a model take minutes each and run in the normal suite.
 MODULES = {
-    "evaluate": (["drsn_edge/evaluate.py"], ["tests/test_evaluate.py"],
-                 _fns("drsn_edge.evaluate", "accuracy_report", "drop_pp", "evaluate", "check_compatible", "grid_mean",
-                      "run_evaluation", "load_test_windows")),
-    # train(): its epoch loop runs in the tests below, but each run trains a model; the decisions it
-    # takes (schedule, augmentation, options, validation set, which epoch is kept) are mutated
-    "train": (["drsn_edge/train.py"],
-              _tests("tests/test_train.py", "test_lr_schedule_follows_paper_fractions",
-                     "test_augment_exact_snr_and_clean_share", "test_bad_options",
-                     "test_the_best_validation_epoch_is_kept_not_the_last",
-                     "test_a_tied_best_keeps_the_first_epoch_that_reached_it",
-                     "test_fixed_validation_set_is_seeded_and_capped", "test_keep_best_and_best_epoch_by_hand"),
-              _fns("drsn_edge.train", "augment", "_lr_at", "_validate_config", "fixed_validation_set", "keep_best",
-                   "best_epoch")),
-    "noise": (["drsn_edge/data/noise.py"], ["tests/test_noise.py"], None),
+    "verdicts": (["drsn_edge/comparison.py", "drsn_edge/evaluate.py", "drsn_edge/quantize/sensitivity.py",
+                  "drsn_edge/check.py", "drsn_edge/build.py", "drsn_edge/backends/tflm.py",
+                  "drsn_edge/firmware/bundle.py"], VERDICT_TESTS,
+                 _fns("drsn_edge.comparison", "compare", "output_stats") + _fns("drsn_edge.evaluate", "drop_pp")
+                 + _fns("drsn_edge.quantize.sensitivity", "analyse", "auto_mixed")
+                 + _fns("drsn_edge.check", "verdict", "Thresholds.of")
+                 + _fns("drsn_edge.build", "staged_output", "clean_stale_staging", "_pid_alive")
+                 + _fns("drsn_edge.backends.tflm", "memory_fit") + _fns("drsn_edge.firmware.bundle", "arena_with_margin")),
+    "evaluate": (["drsn_edge/evaluate.py"], EVALUATE_TESTS,
+                 _fns("drsn_edge.evaluate", "accuracy_report", "evaluate", "check_compatible", "grid_mean",
+                      "load_test_windows")),
+    "train": (["drsn_edge/train.py"], _tests("tests/test_train.py", "test_lr_schedule_follows_paper_fractions",
+                                             "test_keep_best_and_best_epoch_by_hand"),
+              _fns("drsn_edge.train", "_lr_at", "keep_best", "best_epoch")),
+    "noise": (["drsn_edge/data/noise.py"], ["tests/test_noise.py"],
+              _fns("drsn_edge.data.noise", "add_noise", "measured_snr_db", "noise_sweep", "assign_noise")),
     "protocol": (["drsn_edge/firmware/protocol.py"], ["tests/firmware/test_protocol.py"], None),
-    "targets": (["drsn_edge/targets.py"], ["tests/test_targets.py", "tests/test_targets_rules.py"],
-                _fns("drsn_edge.targets", "_value", "_section", "load_target_file", "_device", "Target.ram_budget_bytes",
-                     "Target.flash_bytes", "Target.ram_bytes", "Target.runtime_code_bytes", "Target.dla_cores",
-                     "Target.transport", "targets_dirs", "all_targets", "get_target", "summary_row")),
-    # the figures and the decisions of quantize, build and check: one Comparison, the sensitivity ranking
-    # and mixed-precision search, the check verdict, the memory fit, the arena margin, the build folder
-    "verdicts": (["drsn_edge/comparison.py", "drsn_edge/quantize/sensitivity.py", "drsn_edge/check.py",
-                  "drsn_edge/build.py", "drsn_edge/backends/tflm.py", "drsn_edge/firmware/bundle.py"],
-                 _tests("tests/quantize/test_quantize.py", "test_compare_figures_by_hand",
-                        "test_compare_curve_averages_noise_types_per_snr",
-                        "test_drop_is_exact_so_a_tie_with_the_threshold_passes",
-                        "test_analyse_ranks_groups_by_a_known_additive_drop",
-                        "test_analyse_ranks_by_own_cost_then_by_gain", "test_auto_mixed_search_stops_when_target_met",
-                        "test_auto_mixed_tie_stops_and_unmet_target_is_reported")
-                 + _tests("tests/test_verdicts.py", "test_verdict_by_hand", "test_thresholds_of_a_profile",
-                          "test_staged_output_replaces_only_on_success",
-                          "test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept",
-                          "test_memory_fit_needs_flash_and_ram_both",
-                          "test_memory_fit_without_a_runtime_figure_assumes_200_kib",
-                          "test_arena_margin_is_ten_percent_rounded_up_to_16_bytes"),
-                 _fns("drsn_edge.comparison", "compare", "output_stats") + _fns("drsn_edge.quantize.sensitivity",
-                                                                             "analyse", "auto_mixed")
-                 + _fns("drsn_edge.check", "verdict", "Thresholds.of") + _fns("drsn_edge.build", "staged_output",
-                                                                             "clean_stale_staging", "_pid_alive")
-                 + _fns("drsn_edge.backends.tflm", "memory_fit") + _fns("drsn_edge.firmware.bundle",
-                                                                       "arena_with_margin")),
-    "qat": (["drsn_edge/quantize/qat.py"],
-            _tests("tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
-                   "test_calibrating_records_the_running_max_and_passes_values_through",
-                   "test_weight_fake_quant_is_symmetric_per_output_channel", "test_cosine_schedule",
-                   "test_fake_quantizers_sit_at_every_conv_gemm_and_residual_add",
-                   "test_strip_gives_back_the_plain_network_and_calibration_reads_the_input_range",
-                   "test_finetune_without_steps_changes_nothing"), None),
+    "targets": (["drsn_edge/targets.py"], ["tests/test_targets_rules.py"],
+                _fns("drsn_edge.targets", "_value", "_section", "load_target_file", "_device", "summary_row")),
+    "qat": (["drsn_edge/quantize/qat.py"], QAT_TESTS,
+            _fns("drsn_edge.quantize.qat", "ActFakeQuant.forward", "_weight_fq", "cosine_lr")),
 }
 
 # mutmut's result names; "killed" and "timeout" both mean the tests noticed
@@ -127,7 +119,10 @@ def _setup_cfg(sources: list[str], tests: list[str]) -> str:
             f"only_mutate ={block(sources)}\n"
             f"pytest_add_cli_args_test_selection ={block(tests)}\n"
             f"pytest_add_cli_args ={block(['-q', '-p', 'no:cacheprovider', '-m', 'not slow'])}\n"
-            "use_git_change_detection = false\n")
+            "use_git_change_detection = false\n"
+            # generous time limits: on a busy machine a slow run is not a caught mutant
+            "timeout_multiplier = 30.0\n"
+            "timeout_constant = 10.0\n")
 
 
 def _results(work: Path) -> dict[str, str]:
