@@ -69,15 +69,29 @@ def _noise_options(f):
               help="shifted: speeds, loads, resonances and damping outside the nominal ranges.")
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
 @_noise_options
+@click.option("--run-to-failure", "rtf", is_flag=True,
+              help="Instead: one machine's continuous signal, healthy then a growing fault (-o .wav or .npy).")
+@click.option("--healthy-s", default=3600.0, show_default=True, type=float, help="Run to failure: healthy seconds.")
+@click.option("--fault-s", default=600.0, show_default=True, type=float, help="Run to failure: seconds the fault grows.")
+@click.option("--fault", type=click.Choice(["IR", "B", "OR"]), default="IR", show_default=True,
+              help="Run to failure: inner race, ball or outer race.")
+@click.option("--severity", default="7:21", show_default=True, help="Run to failure: spall size START:END in mils.")
 @_json_option
 def data_synth(out, windows_per_class, recordings_per_class, classes, seed, condition, split, noise, snr,
-               noise_mode, as_json):
+               noise_mode, rtf, healthy_s, fault_s, fault, severity, as_json):
     """Simulate rolling-bearing vibration (CWRU-like, 12 kHz, 2048-point windows)."""
     from .data.build import synth
     from .data.noise import parse_noise, parse_snr
 
     kinds = parse_noise(noise)
     snrs = parse_snr(snr) if snr is not None else None
+    if rtf:
+        from .data.run_to_failure import synth as synth_rtf
+
+        res = synth_rtf(out, healthy_s=healthy_s, fault_s=fault_s, fault=fault, severity=severity, noise=kinds,
+                        snr=snrs, seed=seed)
+        ui.emit_json(res) if as_json else views.print_run_to_failure(res)
+        return
     cls = [c.strip() for c in classes.split(",")] if classes else None
     with ui.progress_bar(_show_progress(as_json), "simulating classes") as adv:
         res = synth(out, windows_per_class=windows_per_class, recordings_per_class=recordings_per_class,
@@ -548,6 +562,69 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
     else:
         views.print_check(res)
     raise_if_failed(res)
+
+
+# ---------------------------------------------------------------- monitor
+@main.command("monitor")
+@click.argument("model", required=False, type=click.Path())
+@click.option("--source", "source", required=True,
+              help="A recording (.wav/.csv/.npy/.npz/.mat), '-' for stdin, tcp://HOST:PORT or serial://PORT[?baud=N].")
+@click.option("--model", "model_opt", default=None, type=click.Path(),
+              help="A build folder or artifact, or a .drsn bundle (float, PyTorch). Default: the shipped model.")
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="Append the JSON lines to this file.")
+@click.option("--fs", type=float, default=None, help="Source sample rate in Hz (default: the WAV's own, else the model's).")
+@click.option("--resample", is_flag=True, help="Resample a source at another rate (default: refuse it).")
+@click.option("--hop", type=int, default=None, help="Samples between window starts (default: the window, no overlap).")
+@click.option("--realtime", is_flag=True, help="Replay a file at its real rate (default: as fast as possible).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "text", "f32"]), default="auto", show_default=True,
+              help="stdin/tcp/serial: one number per line, or raw little-endian float32.")
+@click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default="DE", show_default=True, help="CWRU .mat channel.")
+@click.option("--column", default=None, help="CSV column (name or index), NPZ key or WAV channel.")
+@click.option("--healthy-class", default="normal", show_default=True, help="The model's class that means healthy.")
+@click.option("--enter", "enter", default="4/6", show_default=True,
+              help="K/N: enter fault (or sensor, unknown) when K of the last N windows say so.")
+@click.option("--clear", "clear", default=6, show_default=True, type=int, help="Clear to healthy after this many healthy windows in a row.")
+@click.option("--smoothing", default=0.5, show_default=True, type=float,
+              help="Weight of the newest window in the moving average of probabilities (1 = none).")
+@click.option("--min-confidence", default=0.5, show_default=True, type=float,
+              help="A smoothed top probability below this casts no vote.")
+@click.option("--clip-level", default=None, type=float, help="|x| where the sensor saturates (default: detect repeated extremes).")
+@click.option("--stall-timeout", default=5.0, show_default=True, type=float, help="Seconds without data before 'no data'.")
+@click.option("--max-windows", default=None, type=int, help="Stop after this many windows.")
+@click.option("--mqtt", default=None, help="Send alerts to mqtt://HOST[:PORT]/TOPIC or mqtts://… (credentials: environment or --mqtt-config).")
+@click.option("--mqtt-config", default=None, type=click.Path(dir_okay=False),
+              help="TOML file with [mqtt] client_id, username, password, ca_file, cert_file, key_file.")
+@click.option("--alert-queue", default=None, type=click.Path(dir_okay=False),
+              help="On-disk alert queue (default: ~/.local/state/drsn-edge/alerts-<broker>.jsonl).")
+@click.option("--queue-max", default=10_000, show_default=True, type=int, help="Alerts the queue holds while the broker is away.")
+@_json_option
+def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt, channel, column, healthy_class, enter,
+                clear, smoothing, min_confidence, clip_level, stall_timeout, max_windows, mqtt, mqtt_config, alert_queue,
+                queue_max, as_json):
+    """Monitor a live vibration stream with MODEL (a build folder, artifact or .drsn): one JSON line per
+    window and per health-state change (a live view on a terminal), alerts over MQTT. SIGINT/SIGTERM
+    flush the output and the alert queue and exit 0."""
+    from .errors import InputError
+    from .monitor import MonitorOptions, monitor
+    from .monitor.health import HealthConfig, parse_enter
+    from .monitor.stream import SampleChecks
+
+    if model and model_opt:
+        raise InputError("name the model once: as the argument or with --model")
+    k, n = parse_enter(enter)
+    opts = MonitorOptions(
+        source=source, model=model or model_opt, out=out, fs=fs, hop=hop, realtime=realtime, resample=resample,
+        fmt=fmt, channel=channel, column=column,
+        health=HealthConfig(k=k, n=n, m=clear, smoothing=smoothing, min_confidence=min_confidence,
+                            healthy_class=healthy_class),
+        checks=SampleChecks(clip_level=clip_level), stall_timeout=stall_timeout, mqtt=mqtt,
+        mqtt_config=mqtt_config, alert_queue=alert_queue, queue_max=queue_max, max_windows=max_windows)
+    live = sys.stdout.isatty() and not as_json
+    res = monitor(opts, live=live, summary_only=as_json)
+    if as_json:
+        ui.emit_json(res)
+    elif live:
+        views.print_monitor(res)
 
 
 if __name__ == "__main__":  # pragma: no cover

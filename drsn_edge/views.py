@@ -120,3 +120,24 @@ def print_check(res) -> None:
     ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
     if res.report:
         ui.console().print(f"report: {res.report['markdown']}")
+
+
+def print_run_to_failure(res: dict) -> None:
+    noise = "none" if res["noise"] is None else f"{res['noise']} at {res['snr_db']:g} dB"
+    ui.console().print(ui.table(f"wrote {res['out']} (+ {res['out'].rsplit('.', 1)[0]}.json)", ["", "value"], [
+        ["healthy until s", res["onset_s"]], ["then the fault grows", f"{res['fault']} {res['severity'][0]:g} → "
+                                                                      f"{res['severity'][1]:g} mils over {res['fault_s']:g} s"],
+        ["noise", noise], ["samples", res["n_samples"]], ["sample rate Hz", res["fs"]]]))
+
+
+def print_monitor(res: dict) -> None:
+    c, lat = res["counters"], res["latency_ms"]
+    rows = [["final state", res["state"]], ["runner", res["runner"]], ["windows", c["windows"]],
+            ["sensor windows (nan / flat / clipped)", f"{c['sensor_windows']} ({c['nan_windows']} / {c['flat_windows']} / "
+                                                       f"{c['clipped_windows']})"],
+            ["garbage lines / short bytes", f"{c['bad_lines']} / {c['short_bytes']}"], ["stalls", c["stalls"]],
+            ["latency p50 / p99 ms", f"{ui.fmt(lat['p50'])} / {ui.fmt(lat['p99'])}"]]
+    if res.get("alerts"):
+        a = res["alerts"]
+        rows.append(["alerts sent / waiting / dropped", f"{a['sent']} / {a['pending']} / {a['dropped']}"])
+    ui.console().print(ui.table("monitor", ["", "value"], rows))

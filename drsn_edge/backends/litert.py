@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..errors import InputError
-from .base import Backend, BuildContext, BuildOutput, CommonOptions, RunnerBase
+from .base import Backend, BuildContext, BuildOutput, RunnerBase
+from .tflite import Int8Options as Options
 from .tflite import Int8RunnerBase
-
-
-@dataclass
-class Options(CommonOptions):
-    precision: str = "int8"
-
-    def validate(self, target) -> None:
-        super().validate(target)
-        if self.precision != "int8":
-            raise InputError(f"{target.name} builds int8 .tflite only, got --precision {self.precision}")
 
 
 def build(ctx: BuildContext) -> BuildOutput:

@@ -277,7 +277,7 @@ def next_step(target, out_dir) -> str:
 
 from dataclasses import dataclass  # noqa: E402
 
-from .base import Backend, BuildOutput  # noqa: E402
+from .base import Backend, BuildOutput, RunnerBase  # noqa: E402
 from .onnxrt import Options as _OnnxOptions  # noqa: E402
 
 ENGINE = "model.engine"
@@ -410,7 +410,7 @@ def _write_engine_sidecar(ctx, engine: dict, onnx_path: Path, side: dict) -> Non
     })
 
 
-class EngineRunner:
+class EngineRunner(RunnerBase):
     """A TensorRT engine on a device with TensorRT, through the device agent (Polygraphy / TensorRT there).
     The build folder's engine is used when it matches the device's TensorRT and SM; otherwise the engine is
     built there from the build folder's QDQ ONNX (same file, same flags)."""
@@ -418,18 +418,17 @@ class EngineRunner:
     timing_source = "device (TensorRT, agent)"
 
     def __init__(self, build, device):
+        super().__init__()
         self.build, self.device = build, device
         self.name = "tensorrt"
-        self.last_raw = None
-        self._lat: list[float] = []
         self.engine_info: dict = {}
-        self.active = False
+        self._loaded = False
 
     def activate(self) -> None:
         from ..fileio import read_json
 
-        if self.active:
-            self._lat = []
+        super().activate()
+        if self._loaded:
             return
         engine = self.build.file(ENGINE)
         if engine.is_file():
@@ -448,7 +447,7 @@ class EngineRunner:
                 opts = self.build.manifest.get("options") or {}
                 self.engine_info = build_on_device(self.device, Path(tmp), onnx, ENGINE, {
                     "precision": opts.get("precision", "int8"), "workspace_mb": opts.get("workspace_mb", 256)})
-        self.active = True
+        self._loaded = True
 
     def infer(self, x):
         import tempfile
@@ -466,17 +465,6 @@ class EngineRunner:
             got = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
         self._lat.extend(float(v) for v in res["latency_ms"])
         return got.astype(np.float32)
-
-    def timing(self):
-        from .base import Timing
-
-        return Timing(list(self._lat), self.timing_source)
-
-    def sweep(self, x, runs: int = 20) -> dict:
-        return {}
-
-    def deactivate(self) -> None:
-        self.active = False
 
 
 STAND_IN = "onnxruntime (standing in for TensorRT: no TensorRT on the device)"

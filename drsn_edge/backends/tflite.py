@@ -23,11 +23,13 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..deps import require
 from ..errors import CheckFailedError, InputError
+from .base import CommonOptions
 
 EXTRA = "tflite"
 
@@ -535,6 +537,18 @@ def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.in
         **extra,
     })
     return name
+
+
+@dataclass
+class Int8Options(CommonOptions):
+    """Options of the .tflite backends (LiteRT, TFLite Micro): int8 in and out only."""
+
+    precision: str = "int8"
+
+    def validate(self, target) -> None:
+        super().validate(target)
+        if self.precision != "int8":
+            raise InputError(f"{target.name} builds an int8 .tflite only, got --precision {self.precision}")
 
 
 class Int8RunnerBase:

@@ -21,13 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..deps import require
 from ..errors import CheckFailedError, InputError
-from .base import Backend, BuildOutput, CommonOptions, RunnerBase
+from .base import Backend, BuildOutput, RunnerBase
+from .tflite import Int8Options as Options
 from .tflite import Int8RunnerBase, _as_windows, graph_ops, quantize_input
 
 EXTRA = "tflite"
@@ -288,16 +288,6 @@ def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, outpu
     return {"model_bytes": model_bytes, "runtime_code_bytes": runtime, "flash_bytes": flash, "flash_budget_bytes": fb,
             "arena_bytes": arena_bytes, "ram_bytes": ram, "ram_budget_bytes": rb,
             "ram_share": target.hardware.get("ram_share"), "fits": flash <= fb and ram <= rb}
-
-
-@dataclass
-class Options(CommonOptions):
-    precision: str = "int8"
-
-    def validate(self, target) -> None:
-        super().validate(target)
-        if self.precision != "int8":
-            raise InputError(f"microcontroller targets are int8 only, got --precision {self.precision}")
 
 
 def build(ctx):

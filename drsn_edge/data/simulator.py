@@ -142,7 +142,9 @@ def _colored_noise(n: int, color: float, rng: np.random.Generator) -> np.ndarray
     return w / (w.std() + 1e-12)
 
 
-def simulate_recording(p: RecordingParams, n_samples: int, fs: float, rng: np.random.Generator) -> np.ndarray:
+def simulate_recording(p: RecordingParams, n_samples: int, fs: float, rng: np.random.Generator,
+                       severity_mils: float | None = None) -> np.ndarray:
+    """One recording; `severity_mils` overrides the spall size its class names (a fault that grows)."""
     t = np.arange(n_samples) / fs
     fr = p.rpm / 60.0
     orders = bearing_orders()
@@ -163,7 +165,7 @@ def simulate_recording(p: RecordingParams, n_samples: int, fs: float, rng: np.ra
         return sig
 
     kind = name[:-3]
-    sev_mils = SEVERITY_MILS[name[-3:]]
+    sev_mils = SEVERITY_MILS[name[-3:]] if severity_mils is None else float(severity_mils)
     if kind == "IR":
         f_fault = orders["BPFI"] * fr
     elif kind == "OR":
