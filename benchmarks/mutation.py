@@ -54,10 +54,12 @@ EVALUATE_TESTS = _tests(
     "test_evaluate_never_falls_back_to_other_splits")
 VERDICT_TESTS = _tests(
     "tests/quantize/test_quantize.py", "test_compare_figures_by_hand", "test_compare_curve_averages_noise_types_per_snr",
+    "test_compare_without_any_loss",
     "test_drop_is_exact_so_a_tie_with_the_threshold_passes", "test_analyse_ranks_groups_by_a_known_additive_drop",
     "test_analyse_ranks_by_own_cost_then_by_gain", "test_auto_mixed_search_stops_when_target_met",
     "test_auto_mixed_tie_stops_and_unmet_target_is_reported") + _tests(
     "tests/test_verdicts.py", "test_verdict_by_hand", "test_thresholds_of_a_profile",
+    "test_thresholds_of_a_target_made_in_code",
     "test_staged_output_replaces_only_on_success", "test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept",
     "test_memory_fit_needs_flash_and_ram_both", "test_memory_fit_without_a_runtime_figure_assumes_200_kib",
     "test_arena_margin_is_ten_percent_rounded_up_to_16_bytes")

@@ -126,6 +126,9 @@ def test_verdict_by_hand():
 
     th = Thresholds(min_accuracy=0.9, max_drop_pp=1.0, max_latency_ms=2.0)
     assert verdict(0.9, 1.0, 2.0, th) == []  # every figure on its threshold
+    # the figures as check computes them, from counts: 90 of 100 right, 1 window of 100 lost
+    assert verdict(90 / 100, 100 * (91 - 90) / 100, 2.0, th) == []
+    assert verdict(89 / 100, 100 * (91 - 89) / 100, 2.0, th) == ["accuracy 89.00 % < 90.0 %", "drop 2.00 pp > 1 pp"]
     assert verdict(0.93, -3.0, None, th) == []  # no latency measured: not judged
     assert verdict(0.88, 1.0, 2.0, th) == ["accuracy 88.00 % < 90.0 %"]
     assert verdict(0.9, 1.2, 2.0, th) == ["drop 1.20 pp > 1 pp"]
@@ -144,6 +147,27 @@ def test_thresholds_of_a_profile(tmp_path):
     (tmp_path / "b" / "pin-host.toml").write_text(PROFILE.format(check=""))
     t = load_target_file(tmp_path / "b" / "pin-host.toml")
     assert Thresholds.of(t) == Thresholds(0.9, 1.0, float("inf"))  # the profile defaults; no latency limit
+
+
+def test_thresholds_of_a_target_made_in_code():
+    """A Target built in code has no [check] validation of its own: Thresholds.of fills and checks it."""
+    from drsn_edge.check import Thresholds
+    from drsn_edge.errors import InputError
+    from drsn_edge.targets import Target
+
+    def th(**check):
+        return Thresholds.of(Target(name="t", family="host", backend="onnxruntime", description="", check=check))
+
+    assert th() == Thresholds(0.9, 1.0, float("inf"))
+    assert th(min_accuracy=0, max_drop_pp=100, max_latency_ms=5) == Thresholds(0.0, 100.0, 5.0)
+    assert th(min_accuracy=1, max_drop_pp=0) == Thresholds(1.0, 0.0, float("inf"))
+    for check, message in [({"min_accuracy": 1.01}, "check.min_accuracy must be ≤ 1, got 1.01"),
+                           ({"min_accuracy": -0.01}, "check.min_accuracy must be ≥ 0, got -0.01"),
+                           ({"max_drop_pp": 100.5}, "check.max_drop_pp must be ≤ 100, got 100.5"),
+                           ({"max_drop_pp": -1}, "check.max_drop_pp must be ≥ 0, got -1")]:
+        with pytest.raises(InputError) as ei:
+            th(**check)
+        assert str(ei.value) == message
 
 
 # ---------------------------------------------------------------- build: the drop gate and the folder
@@ -211,6 +235,9 @@ def test_staged_output_replaces_only_on_success(tmp_path):
 
 
 def test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept(tmp_path):
+    import subprocess
+    import sys
+
     from drsn_edge.build import clean_stale_staging
 
     dead = 2 ** 22 + 12345  # above the default pid_max: no process has it
@@ -222,15 +249,22 @@ def test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept(tmp_path):
             break
         except PermissionError:
             dead += 1
-    names = [f".out.{dead}.abc", f".out.old.{dead}.def", f".out.{os.getpid()}.mine", f".out.1.init",
-             ".out.notapid.x", ".other.123.x"]
-    for n in names:
-        (tmp_path / n).mkdir()
-    (tmp_path / f".out.{dead}.file").write_text("not a folder")
-    clean_stale_staging(tmp_path / "out")
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([f".out.{os.getpid()}.mine", ".out.1.init", ".out.notapid.x", ".other.123.x",
-                           f".out.{dead}.file"])
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # another running build
+    try:
+        names = [f".out.{dead}.abc", f".out.old.{dead}.def", f".out.old.{dead}", f".out.{os.getpid()}.mine",
+                 f".out.{live.pid}.running", f".out.old.{live.pid}.running", ".out.notapid.x", ".out.old",
+                 ".other.123.x"]
+        for n in names:
+            (tmp_path / n).mkdir()
+        (tmp_path / f".out.{dead}.file").write_text("not a folder")
+        clean_stale_staging(tmp_path / "out")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f".out.{os.getpid()}.mine", f".out.{live.pid}.running", f".out.old.{live.pid}.running",
+                               ".out.notapid.x", ".out.old", ".other.123.x", f".out.{dead}.file"])
+        assert live.poll() is None  # probing a process must not signal it
+    finally:
+        live.kill()
+        live.wait()
     clean_stale_staging(tmp_path / "missing" / "out")  # no parent folder: nothing to do
 
 

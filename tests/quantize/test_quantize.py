@@ -51,16 +51,16 @@ def test_compare_figures_by_hand():
     """4 windows, 3 classes; int8 changes only window 2's logits (from class 2 to class 0)."""
     from drsn_edge.quantize.report import compare
 
-    f = np.array([[2, 0, 0], [0, 2, 0], [0, 0, 2], [2, 0, 0]], dtype=np.float32)
-    q = np.array([[2, 0, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0]], dtype=np.float32)
-    y = np.array([0, 1, 2, 1])
+    f = np.array([[0, 3, 0], [3, 0, 0], [0, 0, 3], [3, 0, 0]], dtype=np.float32)
+    q = np.array([[0, 3, 0], [3, 0, 0], [1, 0, 0], [3, 0, 0]], dtype=np.float32)
+    y = np.array([1, 0, 2, 1])
     noise = np.array(["none", "none", "gaussian", "gaussian"])
     snr = np.array([np.nan, np.nan, 0.0, 0.0], dtype=np.float32)
     r = compare(f, q, y, noise, snr, ["a", "b", "c"])
     assert (r["float_accuracy"], r["int8_accuracy"], r["accuracy_drop_pp"], r["n"]) == (0.75, 0.5, 25.0, 4)
-    assert r["agreement"] == 0.75 and r["max_abs_diff"] == 2.0
-    # signal: mean of f² = 16/12; error: window 2 is off by (1, 0, −2), so mean error² = 5/12
-    assert r["sqnr_db"] == pytest.approx(10 * np.log10(16 / 5), abs=1e-12)
+    assert r["agreement"] == 0.75 and r["max_abs_diff"] == 3.0
+    # signal: mean of f² = 4·9/12; error: window 2 is off by (1, 0, −3), so mean error² = 10/12
+    assert r["sqnr_db"] == pytest.approx(10 * np.log10(36 / 10), abs=1e-12)
     assert r["per_snr"] == {"none": {"clean": {"float": 1.0, "int8": 1.0, "drop_pp": 0.0}},
                             "gaussian": {"0": {"float": 0.5, "int8": 0.0, "drop_pp": 50.0}}}
     assert r["max_cell_drop_pp"] == 50.0
@@ -71,6 +71,7 @@ def test_compare_figures_by_hand():
 
 
 def test_compare_curve_averages_noise_types_per_snr():
+    """gaussian at 5 and 10 dB, pink at 5 dB only: the 10 dB point averages gaussian alone; SNRs in order."""
     from drsn_edge.quantize.report import compare
 
     eye = np.eye(2, dtype=np.float32)
@@ -78,12 +79,29 @@ def test_compare_curve_averages_noise_types_per_snr():
     f = eye[[0, 0, 0, 1]]  # right, right, right, wrong
     q = eye[[0, 1, 1, 1]]  # right, wrong, wrong, wrong
     noise = np.array(["gaussian", "pink", "gaussian", "pink"])
-    snr = np.array([0.0, 0.0, 5.0, 5.0], dtype=np.float32)
+    snr = np.array([5.0, 5.0, 10.0, 5.0], dtype=np.float32)
     r = compare(f, q, y, noise, snr, ["a", "b"])
-    assert r["snr_curve"] == {"0": {"float": 1.0, "int8": 0.5, "drop_pp": 50.0},
-                              "5": {"float": 0.5, "int8": 0.0, "drop_pp": 50.0}}
-    assert r["max_cell_drop_pp"] == 100.0  # pink at 0 dB: right in float, wrong in int8
-    assert r["grid_drop_pp"] == 50.0
+    assert list(r["snr_curve"]) == ["5", "10"]
+    # each noise type weighs the same at an SNR: 5 dB is (gaussian 1.0 + pink 0.5) / 2 in float, (1.0 + 0) / 2 in int8
+    assert r["snr_curve"] == {"5": {"float": 0.75, "int8": 0.5, "drop_pp": 25.0},
+                              "10": {"float": 1.0, "int8": 0.0, "drop_pp": 100.0}}
+    assert r["max_cell_drop_pp"] == 100.0  # gaussian at 10 dB: right in float, wrong in int8
+    # grid: the three cells weigh the same: float (1 + 1 + 0.5) / 3, int8 (1 + 0 + 0) / 3
+    assert r["grid_drop_pp"] == pytest.approx(100 * (2.5 - 1) / 3, abs=1e-12)
+
+
+def test_compare_without_any_loss():
+    """Identical outputs: no drop anywhere (0, not a made-up floor), infinite SQNR, full agreement."""
+    from drsn_edge.comparison import compare, output_stats
+
+    f = np.array([[1, 0], [0, 1], [1, 0]], dtype=np.float32)
+    c = compare(f, f.copy(), np.array([0, 0, 0]), np.array(["none", "gaussian", "gaussian"]),
+                np.array([np.nan, 0.0, 0.0], dtype=np.float32), ["a", "b"])
+    assert (c.drop_pp, c.max_cell_drop_pp, c.grid_drop_pp, c.agreement, c.sqnr_db, c.max_abs_diff) == (
+        0.0, 0.0, 0.0, 1.0, float("inf"), 0.0)
+    assert output_stats(f, f) == {"max_abs_diff": 0.0, "top1_agreement": 1.0, "sqnr_db": float("inf"), "n": 3}
+    empty = np.zeros((0, 2), dtype=np.float32)
+    assert output_stats(empty, empty) == {"max_abs_diff": 0.0, "top1_agreement": 1.0, "sqnr_db": float("inf"), "n": 0}
 
 
 def test_drop_is_exact_so_a_tie_with_the_threshold_passes():
@@ -97,7 +115,7 @@ def test_drop_is_exact_so_a_tie_with_the_threshold_passes():
     none = np.full(100, "none")
     assert compare(f, q, y, none, np.full(100, np.nan), ["a", "b"])["accuracy_drop_pp"] == 1.0
     assert drop_pp(y, f.argmax(1), q.argmax(1)) == 1.0 and drop_pp(y, q.argmax(1), f.argmax(1)) == -1.0
-    with pytest.raises(InputError, match="no windows"):
+    with pytest.raises(InputError, match="^no windows to compare$"):
         drop_pp(y[:0], y[:0], y[:0])
 
 
