@@ -176,6 +176,16 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _save(out: Path, row: dict) -> None:
+    """Replace this module's row in the results file, keeping the other modules' rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in (json.loads(out.read_text()) if out.exists() else []) if r.get("module") != row["module"]]
+    rows.append(row)
+    order = list(MODULES)
+    rows.sort(key=lambda r: order.index(r["module"]) if r["module"] in order else len(order))
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)} (default: all)")
@@ -192,11 +202,10 @@ def main(argv=None) -> int:
     unknown = [m for m in a.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
-    rows = []
+    out = Path(a.out)
     print(f"{'module':10s} {'generated':>9s} {'killed':>7s} {'survived':>8s} {'other':>6s} {'wall s':>7s}")
     for name in a.modules or list(MODULES):
         r = run_module(name, a.max_children, a.show, a.keep)
-        rows.append(r)
         print(f"{name:10s} {r['generated']:9d} {r['killed']:7d} {r['survived']:8d} {len(r['other']):6d} "
               f"{r['wall_s']:7.0f}", flush=True)
         for m in r["survivors"]:
@@ -205,14 +214,7 @@ def main(argv=None) -> int:
                 print("      " + r["diffs"][m].replace("\n", "\n      "))
         for m, s in r["other"].items():
             print(f"    {s}: {m}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # keep the earlier results of modules not run this time
-    old = json.loads(out.read_text()) if out.exists() else []
-    done = {r["module"] for r in rows}
-    rows = [r for r in old if r.get("module") not in done] + rows
-    out.write_text(json.dumps(sorted(rows, key=lambda r: list(MODULES).index(r["module"])
-                                     if r["module"] in MODULES else len(MODULES)), indent=2) + "\n")
+        _save(out, r)  # after each module: a long run stopped early keeps what it finished
     return 0
 
 
