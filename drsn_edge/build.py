@@ -106,8 +106,24 @@ def resolve_target(target_name: str, targets_dirs=None, device=None):
     return get_target(target_name, targets_dirs)
 
 
+def with_engine(target, engine: str | None):
+    """The target with another backend of its family (`--engine c|tflm` for microcontrollers)."""
+    import dataclasses
+
+    from .targets import FAMILY_BACKENDS
+
+    if engine is None:
+        return target
+    choices = FAMILY_BACKENDS[target.family]
+    if target.family != "mcu" or engine not in choices:
+        raise InputError(f"--engine {engine} does not apply to {target.name}"
+                         + (f"; choose {' or '.join(choices)}" if target.family == "mcu" else
+                            " (--engine chooses the microcontroller engine: c or tflm)"))
+    return dataclasses.replace(target, backend=engine)
+
+
 def build(target_name: str, model=None, targets_dirs=None, *, out_dir=None, device: str | None = None,
-          device_options=None, spec=None, force: bool = False, progress=None, **given):
+          device_options=None, spec=None, force: bool = False, progress=None, engine: str | None = None, **given):
     """Build `model` (default: the shipped one) for a target. `given` holds only the options the user set;
     the target's backend refuses any it does not take."""
     from .backends import get_backend
@@ -125,7 +141,8 @@ def build(target_name: str, model=None, targets_dirs=None, *, out_dir=None, devi
         with open_device(device, **(device_options or {})) as dev:
             target = resolve_target(target_name, targets_dirs, dev)
             return _build(target, model, dev, {**given, "device": device}, spec, out_dir, force, progress)
-    return _build(resolve_target(target_name, targets_dirs), model, None, given, spec, out_dir, force, progress)
+    target = with_engine(resolve_target(target_name, targets_dirs), engine)
+    return _build(target, model, None, given, spec, out_dir, force, progress)
 
 
 def _build(target, model, dev, given, spec, out_dir, force, progress):

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import CheckFailedError, DeviceError, InputError
 
 
@@ -92,7 +94,8 @@ class CheckResult:
     accuracy: float
     reference_accuracy: float
     accuracy_drop_pp: float
-    agreement_with_reference: float
+    agreement_with_reference: float  # bit-exact share vs TFLite Micro for .tflite builds, else top-1 vs float
+    agreement_with_float: float
     max_abs_diff: float
     sqnr_db: float
     latency_ms: dict
@@ -104,11 +107,23 @@ class CheckResult:
     failures: list[str]
     device_facts: dict
     comparison: dict = field(default_factory=dict)
+    reference: str = "float model (PyTorch)"
+    bit_exact_with_tflm: float | None = None  # int8 .tflite builds: windows whose int8 outputs equal TFLM's
+    device_counts: dict | None = None  # cycles or instructions per inference, where the device counts them
+    latency_is_estimate: bool = False
     wall_s: float = 0.0
     report: dict | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Every field; microcontroller runs also carry their counts and measured memory at the top level."""
+        d = asdict(self)
+        c, m = self.device_counts or {}, self.memory or {}
+        if c:
+            d[f"{c['unit']}_per_inference"] = c["per_inference"]
+            d[f"{c['unit']}_per_mac"] = c["per_mac"]
+        if "activation_bytes" in m:
+            d["flash_bytes"], d["ram_bytes"] = m.get("flash_bytes"), m.get("ram_bytes")
+        return d
 
 
 def check_build_matches(build, target, model=None, calib=None) -> None:
@@ -157,16 +172,24 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
     spec = spec or EvalSpec()
     target_hint = _target_without_device(target_name, targets_dirs)
     url = device or (default_device(target_hint) if target_hint else "local")
-    with open_device(url, **(device_opts or {})) as dev:
-        from .build import resolve_target
+    build_args = {"model": model, "targets_dirs": targets_dirs, "spec": spec, **({"calib": calib} if calib else {})}
+    if _is_mcu_link(url):  # a board or an emulated one: the build's runner opens the link itself
+        if target_hint is None or target_hint.family != "mcu":
+            raise InputError(f"--device {url} is for microcontroller targets, not {target_name}")
+        build = locate_build(target_name, build_dir, build_first, build_args)
+        check_build_matches(build, target_hint, model, calib)
+        step("run on the microcontroller")
+        res = _run(build, target_hint, url, url, spec, 0)
+    else:
+        with open_device(url, **(device_opts or {})) as dev:
+            from .build import resolve_target
 
-        target = resolve_target(target_name, targets_dirs, dev)
-        build = locate_build(target.name if target_name == "jetson" and not build_dir else target_name, build_dir,
-                             build_first, {"model": model, "targets_dirs": targets_dirs, "spec": spec,
-                                           **({"calib": calib} if calib else {})})
-        check_build_matches(build, target, model, calib)
-        step("run on device")
-        res = _run(build, target, dev, url, spec, warmup)
+            target = resolve_target(target_name, targets_dirs, dev)
+            build = locate_build(target.name if target_name == "jetson" and not build_dir else target_name,
+                                 build_dir, build_first, build_args)
+            check_build_matches(build, target, model, calib)
+            step("run on device")
+            res = _run(build, target, dev, url, spec, warmup)
     res.wall_s = time.perf_counter() - t0
     if report:
         from .report import write_report
@@ -175,6 +198,15 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
     else:
         res.latency_ms.pop("_all")
     return res
+
+
+MCU_LINKS = ("qemu", "serial")
+
+
+def _is_mcu_link(url: str) -> bool:
+    from .devices.base import device_scheme
+
+    return device_scheme(url) in MCU_LINKS
 
 
 def _target_without_device(target_name, targets_dirs):
@@ -192,7 +224,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
 
     bundle, model_path = resolve_model(_source_model(build))
     ev = spec.windows(bundle.meta)
-    facts = dev.info()
+    facts = dev.info() if hasattr(dev, "info") else {"device": url}
     runner = build.runner(dev)
     try:
         runner.activate()
@@ -208,17 +240,45 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     lat = latency_summary(timing.latencies_ms)
     th = Thresholds.of(target)
     failures = verdict(cmp.accuracy, cmp.drop_pp, lat["p99"], th)
+    exact = _bit_exact(build, ev.x, runner.last_raw)
+    if exact is not None and build.backend == "c" and exact < 1.0:
+        failures.append(f"int8 outputs differ from TFLite Micro's on {100 * (1 - exact):.2f} % of the windows")
     lat["_all"] = timing.latencies_ms
-    return CheckResult(
+    extra = {"bit_exact_with_tflm": exact, "device_counts": _counts(timing, build),
+             "latency_is_estimate": "estimate" in timing.source,
+             "reference": "TFLite Micro (int8 outputs, bit for bit); accuracy against the float model (PyTorch)"
+             if exact is not None else "float model (PyTorch)"}
+    return CheckResult(**extra,
         target=target.name, device=url, runtime=runner.name, artifact=str(build.artifact), build_dir=str(build.folder),
         model=model_path, data=ev.description, eval_spec=spec.to_json(), n=len(ev), accuracy=cmp.accuracy,
         reference_accuracy=cmp.reference_accuracy, accuracy_drop_pp=cmp.drop_pp,
-        agreement_with_reference=cmp.agreement, max_abs_diff=cmp.max_abs_diff, sqnr_db=cmp.sqnr_db, latency_ms=lat,
+        agreement_with_reference=cmp.agreement if exact is None else exact, agreement_with_float=cmp.agreement,
+        max_abs_diff=cmp.max_abs_diff, sqnr_db=cmp.sqnr_db, latency_ms=lat,
         timing_source=timing.source,
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
         device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
         comparison=cmp.to_json())
+
+
+def _bit_exact(build, x, raw) -> float | None:
+    """Share of windows whose int8 outputs equal TFLite Micro's (the reference of the .tflite backends)."""
+    if raw is None or build.artifact.suffix != ".tflite":
+        return None
+    from .backends.tflm import tflm_run
+
+    ref = tflm_run(build.artifact.read_bytes(), x, raw=True)
+    return float((np.asarray(raw) == ref).all(axis=1).mean())
+
+
+def _counts(timing, build) -> dict | None:
+    """Cycles or instructions per inference (median) and per MAC, where the device counts them."""
+    if not timing.counts:
+        return None
+    per = float(np.median(timing.counts))
+    macs = (build.sidecar.get("engine") or {}).get("macs")
+    return {"unit": timing.count_unit, "per_inference": per, "per_mac": per / macs if macs else None, "macs": macs,
+            "n": len(timing.counts)}
 
 
 def _source_model(build) -> str:

@@ -495,6 +495,8 @@ def _device_options(f):
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder (default: build/<target>). Replaced only when the build succeeds.")
 @click.option("--force", is_flag=True, help="Replace an output folder that is not a previous drsn-edge build.")
+@click.option("--engine", type=click.Choice(["c", "tflm"]), default=None,
+              help="Microcontroller engine: c (generated C, bit-exact with TFLite Micro; the default) or tflm.")
 @click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
@@ -510,7 +512,7 @@ def _device_options(f):
 @_device_options
 @_json_option
 @click.pass_context
-def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib, method, max_drop, dla_core,
+def build_cmd(ctx, model, target_name, out_dir, force, engine, device, precision, calib, method, max_drop, dla_core,
               workspace_mb, opt_level, strongly_typed, data, noise, snr, windows_per_class, seed, targets_dir,
               ssh_config, ssh_identity, remote_python, as_json):
     """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
@@ -523,7 +525,7 @@ def build_cmd(ctx, model, target_name, out_dir, force, device, precision, calib,
     with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
         res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
                     device_options=device_options(ssh_config, ssh_identity, remote_python),
-                    spec=_spec(data, noise, snr, windows_per_class, seed), force=force,
+                    spec=_spec(data, noise, snr, windows_per_class, seed), force=force, engine=engine,
                     progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage), **given)
     if as_json:
         ui.emit_json(res)

@@ -19,13 +19,13 @@ from .errors import InputError
 ENV_DIRS = "DRSN_EDGE_TARGETS_DIR"
 
 FAMILIES = ("jetson", "mcu", "host")
-BACKENDS = ("tflm", "tensorrt", "litert", "onnxruntime")
-FAMILY_BACKENDS = {"mcu": ("tflm",), "jetson": ("tensorrt",), "host": ("litert", "onnxruntime")}
+BACKENDS = ("tflm", "c", "tensorrt", "litert", "onnxruntime")
+FAMILY_BACKENDS = {"mcu": ("c", "tflm"), "jetson": ("tensorrt",), "host": ("litert", "onnxruntime")}
 FAMILY_TRANSPORTS = {"mcu": ("serial", "qemu"), "jetson": ("ssh", "local"), "host": ("local", "ssh")}
 DEFAULT_TRANSPORT = {"mcu": "serial", "jetson": "ssh", "host": "local"}
 TRANSPORTS = ("serial", "ssh", "qemu", "local")
 
-MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "xtensa-lx7")
+MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "xtensa-lx7")
 MCU_FPUS = ("none", "fpv4-sp-d16", "fpv5-d16", "fpv5-sp-d16")
 DEFAULT_RAM_SHARE = 0.5
 

@@ -80,6 +80,8 @@ def print_build(res) -> None:
         rows += [["float accuracy %", ui.pct(acc["reference_accuracy"])], ["int8 accuracy %", ui.pct(acc["accuracy"])],
                  ["drop pp", f"{acc['drop_pp']:.2f}"], ["worst noise cell drop pp", f"{acc['max_cell_drop_pp']:.2f}"],
                  ["top-1 agreement with float %", ui.pct(acc["agreement"])]]
+    if d.get("bit_exact_with_tflm") is not None:
+        rows.append(["C engine bit-exact with TFLite Micro %", ui.pct(d["bit_exact_with_tflm"])])
     if "litert_tflm_agreement" in d:
         rows += [["int8 accuracy (LiteRT) %", ui.pct(d["int8_litert"])],
                  ["LiteRT vs TFLM top-1 agreement %", ui.pct(d["litert_tflm_agreement"])],
@@ -88,7 +90,13 @@ def print_build(res) -> None:
     rows += [["measured on", res.evaluation["description"]], ["wall time s", f"{res.wall_s:.1f}"]]
     con.print(ui.table(f"build → {res.out_dir}", ["field", "value"], rows))
     mem = res.memory
-    if mem:
+    if mem and "activation_bytes" in mem:
+        con.print(ui.table(f"memory on {res.target} ({'fits' if mem['fits'] else 'DOES NOT FIT'}; {mem['source']})",
+                           ["", "bytes", "budget"], [
+            ["flash (code + weights)", mem["flash_bytes"], mem["flash_budget_bytes"]],
+            ["RAM (activations + buffers + stack)", mem["ram_bytes"], mem["ram_budget_bytes"]],
+            ["int8 weights", mem["weight_bytes"], ""], ["activation plan", mem["activation_bytes"], ""]]))
+    elif mem:
         con.print(ui.table(f"memory on {res.target} ({'fits' if mem['fits'] else 'DOES NOT FIT'})",
                            ["", "bytes", "budget"], [
             ["model (.tflite)", mem["model_bytes"], ""], ["runtime code (estimate)", mem["runtime_code_bytes"], ""],
@@ -108,8 +116,17 @@ def print_check(res) -> None:
     lat = res.latency_ms
     rows = [["runtime", res.runtime], ["artifact", res.artifact], ["windows", f"{res.n} ({res.data})"],
             ["accuracy %", ui.pct(res.accuracy)], ["reference (float) accuracy %", ui.pct(res.reference_accuracy)],
-            ["drop pp", f"{res.accuracy_drop_pp:.2f}"], ["agreement %", ui.pct(res.agreement_with_reference)],
+            ["drop pp", f"{res.accuracy_drop_pp:.2f}"], ["top-1 agreement with float %", ui.pct(res.agreement_with_float)],
             ["max abs diff", f"{res.max_abs_diff:.4g}"], ["SQNR dB", ui.fmt(res.sqnr_db)]]
+    if res.bit_exact_with_tflm is not None:
+        rows.append(["int8 outputs bit-exact with TFLite Micro %", ui.pct(res.bit_exact_with_tflm)])
+    if res.device_counts:
+        c = res.device_counts
+        rows.append([f"{c['unit']} per inference", f"{c['per_inference']:,.0f}"])
+        if c.get("per_mac"):
+            rows.append([f"{c['unit']} per MAC", f"{c['per_mac']:.2f}"])
+    if res.memory and res.memory.get("flash_bytes") is not None:
+        rows.append(["flash / RAM bytes", f"{res.memory['flash_bytes']:,} / {res.memory['ram_bytes']:,}"])
     if lat["p50"] is not None:
         rows.append([f"latency p50/p90/p99/max ms ({res.timing_source})",
                      f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} / {lat['max']:.3f}"])

@@ -10,7 +10,7 @@ from drsn_edge.targets import (Target, all_targets, builtin_targets_dir, get_tar
 from .conftest import run_cli
 
 SHIPPED = sorted(builtin_targets_dir().glob("*.toml"))
-EXPECTED = {"stm32h743", "stm32f746", "nrf52840", "esp32s3", "rp2040", "qemu-m4", "qemu-m7", "host", "jetson-nano",
+EXPECTED = {"stm32h743", "stm32f746", "nrf52840", "esp32s3", "rp2040", "qemu-m4", "qemu-m7", "qemu-m33", "qemu-m55", "host", "jetson-nano",
             "jetson-xavier-nx", "jetson-orin-nano", "jetson-agx-orin", "jetson-thor"}
 
 MCU = """name = "{name}"

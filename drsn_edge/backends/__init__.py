@@ -13,6 +13,7 @@ BACKENDS = {
     "litert": "litert",
     "tflm": "tflm",
     "tensorrt": "tensorrt",
+    "c": "cengine",
 }
 
 

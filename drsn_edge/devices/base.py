@@ -109,8 +109,26 @@ def _open_ssh(url: str, **options) -> Device:
     return SshDevice(host, user=user, port=port, **options)
 
 
-# scheme -> factory(url, **options) returning an unopened device; serial / qemu plug in here.
-DEVICES: dict[str, Callable[..., Device]] = {"local": _open_local, "ssh": _open_ssh}
+def _open_serial(url: str, **options):
+    from .serial import SerialDevice, parse_serial_url
+
+    path, baud = parse_serial_url(url)
+    return SerialDevice(path, baud=options.pop("baud", baud), **options)
+
+
+def _open_qemu(url: str, machine: str | None = None, **options):
+    from .qemu import QemuDevice, parse_qemu_url
+
+    machine = parse_qemu_url(url) or machine
+    if not machine:
+        raise InputError("the QEMU device needs a machine: use qemu://mps2-an500 or a target with [device] machine")
+    return QemuDevice(machine, **options)
+
+
+# scheme -> factory(url, **options) returning an unopened device. `serial` and `qemu` give microcontroller
+# links (no work dir, no agent): they carry the serial protocol for devices.mcu.McuRunner.
+DEVICES: dict[str, Callable[..., Device]] = {"local": _open_local, "ssh": _open_ssh, "serial": _open_serial,
+                                             "qemu": _open_qemu}
 
 
 def device_scheme(url: str) -> str:
@@ -119,15 +137,16 @@ def device_scheme(url: str) -> str:
 
 
 def open_device(url: str, **options) -> Device:
-    """Open a device from its URL: `local` or `ssh://[user@]host[:port]` (IPv6 as `ssh://user@[::1]:2222`).
-    Keyword options go to the device kind's constructor (e.g. python=, identity_file= for ssh)."""
+    """Open a device from its URL: `local`, `ssh://[user@]host[:port]` (IPv6 as `ssh://user@[::1]:2222`),
+    `serial://PATH[?baud=N]` or `qemu[://MACHINE]`. Keyword options go to the device kind's constructor
+    (e.g. python=, identity_file= for ssh; machine=, elf= for qemu)."""
     scheme = device_scheme(url)
     factory = DEVICES.get(scheme)
     if factory is None:
         known = ", ".join(sorted(DEVICES))
         hint = f"; did you mean 'ssh://{url}'?" if "@" in url and "://" not in url else ""
-        raise InputError(f"unknown device '{url}': use one of {known} "
-                         f"(local, ssh://[user@]host[:port]){hint}")
+        raise InputError(f"unknown device '{url}': use one of {known} (local, ssh://[user@]host[:port], "
+                         f"serial:///dev/ttyACM0, qemu://mps2-an500){hint}")
     device = factory(str(url).strip(), **options)
     try:
         return device.open()

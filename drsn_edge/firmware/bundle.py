@@ -31,6 +31,7 @@ CPU = {
     "cortex-m7": ("-mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16", "board_dwt.c"),
     "cortex-m4": ("-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16", "board_dwt.c"),
     "cortex-m33": ("-mcpu=cortex-m33 -mthumb -mfloat-abi=hard -mfpu=fpv5-sp-d16", "board_dwt.c"),
+    "cortex-m55": ("-mcpu=cortex-m55 -mthumb -mfloat-abi=hard", "board_dwt.c"),  # FPU and MVE implied by the cpu
     "cortex-m0plus": ("-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft", "board_systick.c"),
     "xtensa-lx7": ("", "board_ccount.c"),
 }

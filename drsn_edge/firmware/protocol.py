@@ -11,12 +11,16 @@ Types:
   0x82 RESULT    device → host: status u8, counts u32 (cycles or instructions of the inference), int8 logits
   0x80 HELLO     device → host at boot (a device reset mid-session shows up as this frame)
   0xFF ERROR     device → host: code u16, message (UTF-8)
-The host resynchronizes on the 0xA5 0x5A marker, drops frames with a bad CRC or a stale sequence
-number, and turns timeouts, resets and device errors into one-line DeviceErrors.
+The host resynchronizes on the 0xA5 0x5A marker, drops frames with a bad CRC, an impossible length or a
+stale sequence number, resends a request whose answer never came (bounded retries: a frame lost on the
+line), and turns silence, resets, device errors and a foreign protocol version into one-line DeviceErrors
+that name the port.
 """
 
 from __future__ import annotations
 
+import binascii
+import select
 import struct
 import time
 from dataclasses import dataclass
@@ -35,11 +39,8 @@ _INFO = struct.Struct("<BIHfbfbIIBI")
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: the standard library's CRC-CCITT (poly 0x1021, MSB first) from 0xFFFF."""
+    return binascii.crc_hqx(data, crc)
 
 
 def encode(ftype: int, seq: int, payload: bytes = b"") -> bytes:
@@ -54,44 +55,22 @@ class Frame:
     type: int
     seq: int
     payload: bytes
+    ver: int = VERSION
 
 
 class Decoder:
     """Incremental frame decoder; skips noise and corrupt frames (counted in `dropped`).
 
-    A marker whose header cannot start a frame we accept (another version, a type outside `types`) is
-    dropped at once. A marker whose claimed frame has not fully arrived yet is also
-    dropped when a complete, valid frame starts later in the buffer: it was a truncated frame (a device reset
-    mid-frame) or noise, and waiting for its claimed length would hold back the good frame behind it."""
+    A frame with a good CRC is returned whatever its protocol version (Frame.ver), so that the caller can
+    name a version mismatch instead of timing out. A length above `max_payload` is taken as line noise at
+    once (the device-side parser does the same with its buffer size), so a corrupted header never makes the
+    decoder wait for bytes that will not come; nor does a frame cut short (a device reset mid-frame) when a
+    whole frame with a good CRC already follows it."""
 
-    def __init__(self, types: set[int] | None = None):
+    def __init__(self, max_payload: int = MAX_PAYLOAD):
         self.buf = bytearray()
         self.dropped = 0
-        self.types = types
-
-    def _frame_at(self, i: int) -> tuple[str, Frame | None, int]:
-        """('ok', frame, end) | ('short', None, 0) | ('bad', None, 0) for a marker at buf[i]."""
-        if len(self.buf) < i + 2 + _HEAD.size:
-            return "short", None, 0
-        ver, ftype, seq, n = _HEAD.unpack_from(self.buf, i + 2)
-        if ver != VERSION or (self.types is not None and ftype not in self.types):
-            return "bad", None, 0
-        end = i + 2 + _HEAD.size + n + 2
-        if len(self.buf) < end:
-            return "short", None, 0
-        body = bytes(self.buf[i + 2 : end - 2])
-        (crc,) = struct.unpack_from("<H", self.buf, end - 2)
-        if crc16(body) != crc:
-            return "bad", None, 0
-        return "ok", Frame(ftype, seq, body[_HEAD.size :]), end
-
-    def _valid_frame_after(self, i: int) -> bool:
-        j = self.buf.find(SYNC, i + 1)
-        while j >= 0:
-            if self._frame_at(j)[0] == "ok":
-                return True
-            j = self.buf.find(SYNC, j + 1)
-        return False
+        self.max_payload = int(max_payload)
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buf += data
@@ -99,19 +78,38 @@ class Decoder:
         while True:
             i = self.buf.find(SYNC)
             if i < 0:
-                del self.buf[: max(0, len(self.buf) - 1)]  # keep a last 0xA5: it may start a marker
+                del self.buf[: max(0, len(self.buf) - 1)]
                 return out
             if i:
                 del self.buf[:i]
-            status, frame, end = self._frame_at(0)
-            if status == "short" and not self._valid_frame_after(0):
+            if len(self.buf) < 2 + _HEAD.size:
                 return out
-            if status != "ok":
+            ver, ftype, seq, n = _HEAD.unpack_from(self.buf, 2)
+            total = 2 + _HEAD.size + n + 2
+            if n <= self.max_payload and len(self.buf) < total:
+                if not self._valid_frame_after(0):
+                    return out
+                total = 0  # a frame cut short (a device reset mid-frame): a whole frame follows it
+            body = bytes(self.buf[2 : total - 2]) if total else b""
+            if not total or n > self.max_payload or crc16(body) != struct.unpack_from("<H", self.buf, total - 2)[0]:
                 self.dropped += 1
                 del self.buf[:2]  # resync after this marker: a good frame may start inside what it claimed
                 continue
-            out.append(frame)
-            del self.buf[:end]
+            out.append(Frame(ftype, seq, body[_HEAD.size :], ver))
+            del self.buf[:total]
+
+    def _valid_frame_after(self, i: int) -> bool:
+        """Whether a complete frame with a good CRC starts at a later marker in the buffer."""
+        j = self.buf.find(SYNC, i + 1)
+        while j >= 0:
+            if len(self.buf) >= j + 2 + _HEAD.size:
+                n = _HEAD.unpack_from(self.buf, j + 2)[3]
+                end = j + 2 + _HEAD.size + n + 2
+                if n <= self.max_payload and len(self.buf) >= end and \
+                        crc16(bytes(self.buf[j + 2 : end - 2])) == struct.unpack_from("<H", self.buf, end - 2)[0]:
+                    return True
+            j = self.buf.find(SYNC, j + 1)
+        return False
 
 
 @dataclass
@@ -141,46 +139,81 @@ class DeviceInfo:
                    v[10], payload[_INFO.size :].decode(errors="replace"))
 
 
-class SerialClient:
-    """Host side over any pyserial-like port (read(n) with timeout, write(bytes))."""
+def port_name(port) -> str:
+    """What to call a pyserial-like port in messages: its device path or URL."""
+    return str(getattr(port, "name", None) or getattr(port, "port", None) or "the serial port")
 
-    def __init__(self, port, timeout_s: float = 5.0):
+
+class SerialClient:
+    """Host side over any pyserial-like port (read(n) with timeout, write(bytes)).
+
+    Each request waits `timeout_s` for its answer and is sent again up to `retries` times (a frame lost or
+    corrupted on the line is not answered); requests are idempotent, so a resend is safe."""
+
+    def __init__(self, port, timeout_s: float = 5.0, retries: int = 2, name: str | None = None,
+                 max_payload: int = 4096):
         self.port = port
-        self.timeout_s = timeout_s
-        # the host only ever receives these frames (an echo of its own request on the line is dropped)
-        self.dec = Decoder(types={HELLO, INFO_RSP, RESULT, ERROR})
+        self.timeout_s = float(timeout_s)
+        self.retries = max(0, int(retries))
+        self.name = name or port_name(port)
+        self.dec = Decoder(max_payload)
         self.seq = 0
         self.info: DeviceInfo | None = None
+        self.resends = 0
 
     def _request(self, ftype: int, payload: bytes, want: int) -> Frame:
-        self.seq = (self.seq + 1) & 0xFFFF
-        self.port.write(encode(ftype, self.seq, payload))
+        for attempt in range(self.retries + 1):
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.port.write(encode(ftype, self.seq, payload))
+            fr = self._await(want)
+            if fr is not None:
+                return fr
+            self.resends += attempt < self.retries
+        tries = f" (sent {self.retries + 1} times)" if self.retries else ""
+        raise DeviceError(f"no answer from the device on {self.name} within {self.timeout_s:g} s{tries}: is the "
+                          "firmware running and the port and baud rate right?")
+
+    def _read(self, wait_s: float) -> bytes:
+        """What has arrived. A port opened with timeout=0 (non-blocking) is waited on with select, so a read
+        returns as soon as bytes arrive; otherwise the port's own read timeout paces the loop."""
+        if getattr(self.port, "timeout", None) == 0 and hasattr(self.port, "fileno"):
+            select.select([self.port.fileno()], [], [], max(0.0, min(wait_s, 0.1)))
+        return self.port.read(4096) or b""
+
+    def _await(self, want: int) -> Frame | None:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            data = self.port.read(4096)
-            for fr in self.dec.feed(data or b""):
+            for fr in self.dec.feed(self._read(deadline - time.monotonic())):
+                if fr.ver != VERSION:
+                    raise DeviceError(f"the device on {self.name} speaks protocol version {fr.ver}, this drsn-edge "
+                                      f"speaks {VERSION}: flash firmware built by this drsn-edge")
+                if fr.type in (INFO, INFER):
+                    continue  # the line echoed the host's own request (some adapters do): not an answer
                 if fr.type == HELLO and self.info is None:
                     continue  # the boot frame of a device we just connected to
                 if fr.type == HELLO:
-                    raise DeviceError("the device reset during the session (it sent its boot frame); check power and "
-                                      "the firmware's stack/arena size, then retry")
+                    raise DeviceError(f"the device on {self.name} reset during the session (it sent its boot "
+                                      "frame): check power and the firmware's stack size, then retry")
                 if fr.type == ERROR:
                     code = struct.unpack_from("<H", fr.payload)[0] if len(fr.payload) >= 2 else 0
                     text = fr.payload[2:].decode(errors="replace").strip() or "no message"
-                    raise DeviceError(f"device error {code}: {text}")
+                    raise DeviceError(f"device error {code} on {self.name}: {text}")
                 if fr.seq != self.seq:
                     continue  # a late answer to an earlier request
                 if fr.type != want:
-                    raise DeviceError(f"device answered frame type 0x{fr.type:02x}, expected 0x{want:02x}")
+                    raise DeviceError(f"the device on {self.name} answered frame type 0x{fr.type:02x}, "
+                                      f"expected 0x{want:02x}")
                 return fr
-        raise DeviceError(f"no answer from the device within {self.timeout_s:g} s (is the firmware running and "
-                          "the port/baud right?)")
+        return None
 
     def get_info(self) -> DeviceInfo:
-        self.info = DeviceInfo.unpack(self._request(INFO, b"", INFO_RSP).payload)
+        fr = self._request(INFO, b"", INFO_RSP)
+        if len(fr.payload) < _INFO.size:
+            raise DeviceError(f"the device on {self.name} sent a short INFO answer ({len(fr.payload)} bytes)")
+        self.info = DeviceInfo.unpack(fr.payload)
         if self.info.proto != VERSION:
-            raise DeviceError(f"device speaks protocol {self.info.proto}, this drsn-edge speaks {VERSION}; "
-                              "rebuild the firmware bundle")
+            raise DeviceError(f"the device on {self.name} speaks protocol version {self.info.proto}, this "
+                              f"drsn-edge speaks {VERSION}: flash firmware built by this drsn-edge")
         return self.info
 
     def infer_int8(self, x_q: np.ndarray) -> tuple[np.ndarray, int]:
@@ -188,12 +221,14 @@ class SerialClient:
         info = self.info or self.get_info()
         x_q = np.asarray(x_q, dtype=np.int8).reshape(-1)
         if x_q.size != info.input_len:
-            raise DeviceError(f"device expects {info.input_len} input values, got {x_q.size}")
+            raise DeviceError(f"the device on {self.name} expects {info.input_len} input values, got {x_q.size}")
         fr = self._request(INFER, x_q.tobytes(), RESULT)
+        if len(fr.payload) < 5:
+            raise DeviceError(f"the device on {self.name} sent a short RESULT ({len(fr.payload)} bytes)")
         status, counts = struct.unpack_from("<BI", fr.payload)
         if status != 0:
-            raise DeviceError(f"inference failed on the device (status {status})")
+            raise DeviceError(f"inference failed on the device on {self.name} (status {status})")
         logits = np.frombuffer(fr.payload[5:], dtype=np.int8)
         if logits.size != info.output_len:
-            raise DeviceError(f"device returned {logits.size} outputs, expected {info.output_len}")
+            raise DeviceError(f"the device on {self.name} returned {logits.size} outputs, expected {info.output_len}")
         return logits.copy(), int(counts)

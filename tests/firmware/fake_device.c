@@ -18,7 +18,7 @@ void uart_write(const uint8_t *data, size_t n) {
   fwrite(data, 1, n, stdout);
   fflush(stdout);
 }
-int drsn_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
+int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
   long s = 0;
   for (int i = 0; i < N_IN; i++) s += input[i];
   for (int k = 0; k < N_OUT; k++) {

@@ -55,11 +55,12 @@ static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const ui
     memcpy(p + k, info->name, n);
     drsn_send(DRSN_INFO_RSP, seq, p, (uint16_t)(k + n));
   } else if (type == DRSN_INFER) {
-    if (len != info->input_len) { send_error(seq, 2, "bad input length"); return; }
     static int8_t logits[256];
-    uint8_t p[5 + 256];
+    static uint8_t p[5 + 256];
     uint32_t counts = 0;
-    int status = drsn_infer((const int8_t *)payload, logits, &counts);
+    if (len != info->input_len) { send_error(seq, 2, "bad input length"); return; }
+    if (info->output_len > sizeof(logits)) { send_error(seq, 3, "too many outputs"); return; }
+    int status = drsn_proto_infer((const int8_t *)payload, logits, &counts);
     p[0] = (uint8_t)status;
     put32(p + 1, counts);
     memcpy(p + 5, logits, info->output_len);
@@ -69,22 +70,62 @@ static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const ui
   }
 }
 
-/* Frame state machine: waits for the marker, reads the header, payload and CRC, then answers. */
+void drsn_rx_init(drsn_rx_t *rx, uint8_t *buf, size_t size) {
+  rx->buf = buf;
+  rx->size = size;
+  rx->have = 0;
+  rx->dropped = 0;
+}
+
+void drsn_rx_consume(drsn_rx_t *rx, size_t n) {
+  if (n >= rx->have) { rx->have = 0; return; }
+  memmove(rx->buf, rx->buf + n, rx->have - n);
+  rx->have -= n;
+}
+
+void drsn_rx_push(drsn_rx_t *rx, uint8_t c) {
+  if (rx->size == 0) return;
+  if (rx->have >= rx->size) drsn_rx_consume(rx, 1); /* only with a buffer under 10 bytes */
+  rx->buf[rx->have++] = c;
+}
+
+size_t drsn_rx_frame(drsn_rx_t *rx) {
+  for (;;) {
+    size_t i = 0;
+    while (i < rx->have && !(rx->buf[i] == 0xA5 && (i + 1 == rx->have || rx->buf[i + 1] == 0x5A))) i++;
+    if (i) drsn_rx_consume(rx, i);
+    if (rx->have < 8) return 0;
+    size_t total = (size_t)(rx->buf[6] | (rx->buf[7] << 8)) + 10;
+    if (total <= rx->size && rx->have < total) return 0;
+    if (total > rx->size ||
+        drsn_crc16(rx->buf + 2, total - 4, 0xFFFF) != (uint16_t)(rx->buf[total - 2] | (rx->buf[total - 1] << 8))) {
+      rx->dropped++;
+      drsn_rx_consume(rx, 2); /* resync after this marker */
+      continue;
+    }
+    return total;
+  }
+}
+
+void drsn_answer(const drsn_info_t *info, const uint8_t *frame, size_t n) {
+  uint16_t seq = (uint16_t)(frame[4] | (frame[5] << 8));
+  if (frame[2] != DRSN_PROTO_VERSION)
+    send_error(seq, 4, "unsupported protocol version");
+  else
+    answer(info, frame[3], seq, frame + 8, (uint16_t)(n - 10));
+}
+
+/* Feeds the UART's bytes to the receiver and answers each complete frame. */
 void drsn_poll(const drsn_info_t *info, uint8_t *buf, size_t buf_size) {
-  static size_t have = 0;
+  static drsn_rx_t rx;
   int c;
+  if (rx.buf != buf || rx.size != buf_size) drsn_rx_init(&rx, buf, buf_size);
   while ((c = uart_getc()) >= 0) {
-    if (have == 0 && c != 0xA5) continue;
-    if (have == 1 && c != 0x5A) { have = (c == 0xA5) ? 1 : 0; continue; }
-    if (have >= buf_size) { have = 0; continue; }
-    buf[have++] = (uint8_t)c;
-    if (have < 8) continue;
-    uint16_t len = (uint16_t)(buf[6] | (buf[7] << 8));
-    if ((size_t)len + 10 > buf_size) { have = 0; continue; }
-    if (have < (size_t)len + 10) continue;
-    uint16_t crc = (uint16_t)(buf[8 + len] | (buf[9 + len] << 8));
-    uint16_t seq = (uint16_t)(buf[4] | (buf[5] << 8));
-    if (buf[2] == DRSN_PROTO_VERSION && drsn_crc16(buf + 2, 6 + len, 0xFFFF) == crc) answer(info, buf[3], seq, buf + 8, len);
-    have = 0;
+    size_t n;
+    drsn_rx_push(&rx, (uint8_t)c);
+    while ((n = drsn_rx_frame(&rx)) != 0) {
+      drsn_answer(info, buf, n);
+      drsn_rx_consume(&rx, n);
+    }
   }
 }

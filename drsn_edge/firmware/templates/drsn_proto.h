@@ -1,5 +1,5 @@
 /* drsn-edge serial protocol, device side (see drsn_edge/firmware/protocol.py for the frame format).
- * Portable C99: the board provides uart_getc/uart_write and the inference callback. */
+ * Portable C99: the board provides uart_getc/uart_write and the inference callback drsn_proto_infer. */
 #ifndef DRSN_PROTO_H
 #define DRSN_PROTO_H
 #include <stddef.h>
@@ -28,10 +28,29 @@ int uart_getc(void);
 void uart_write(const uint8_t *data, size_t n);
 /* Run one inference: input int8[input_len] → logits int8[output_len]; *counts = cycles or instructions.
  * Returns 0 on success. */
-int drsn_infer(const int8_t *input, int8_t *logits, uint32_t *counts);
+int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts);
 
 uint16_t drsn_crc16(const uint8_t *data, size_t n, uint16_t crc);
 void drsn_send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len);
-/* Feed received bytes; answers complete requests. `buf` must hold input_len + 16 bytes. */
+
+/* Frame receiver: bytes go in with drsn_rx_push; drsn_rx_frame returns the length of a complete frame with a
+ * good CRC (any protocol version) at buf[0], or 0. Noise, bad CRCs and lengths that cannot fit the buffer
+ * are skipped by resynchronizing on the next 0xA5 0x5A marker, as the host's Decoder does. */
+typedef struct {
+  uint8_t *buf;
+  size_t size; /* at least 10 + the largest payload to accept */
+  size_t have;
+  uint32_t dropped;
+} drsn_rx_t;
+void drsn_rx_init(drsn_rx_t *rx, uint8_t *buf, size_t size);
+void drsn_rx_push(drsn_rx_t *rx, uint8_t c);
+size_t drsn_rx_frame(drsn_rx_t *rx);
+void drsn_rx_consume(drsn_rx_t *rx, size_t n);
+/* Answer one complete frame of n bytes (as drsn_rx_frame found it): INFO, INFER, or an ERROR frame for an
+ * unknown request, a wrong input length or another protocol version. */
+void drsn_answer(const drsn_info_t *info, const uint8_t *frame, size_t n);
+
+/* Read what the UART has and answer complete requests. `buf` must hold input_len + 16 bytes; pass the same
+ * buffer on every call. */
 void drsn_poll(const drsn_info_t *info, uint8_t *buf, size_t buf_size);
 #endif

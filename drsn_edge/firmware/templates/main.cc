@@ -25,7 +25,7 @@ static const drsn_info_t kInfo = {
     {{INPUT_LEN}}u, {{OUTPUT_LEN}}u, {{INPUT_SCALE}}f, {{INPUT_ZP}}, {{OUTPUT_SCALE}}f, {{OUTPUT_ZP}},
     (uint32_t)kArenaSize, {{CLOCK_HZ}}u, BOARD_COUNTER_IS_INSTRUCTIONS, 0x{{MODEL_CRC}}u, "{{NAME}}"};
 
-extern "C" int drsn_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
+extern "C" int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
   TfLiteTensor *in = interpreter->input(0);
   for (uint32_t i = 0; i < kInfo.input_len; i++) in->data.int8[i] = input[i];
   uint32_t t0 = board_counter();
