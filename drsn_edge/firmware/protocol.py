@@ -64,8 +64,7 @@ class Decoder:
     A frame with a good CRC is returned whatever its protocol version (Frame.ver), so that the caller can
     name a version mismatch instead of timing out. A length above `max_payload` is taken as line noise at
     once (the device-side parser does the same with its buffer size), so a corrupted header never makes the
-    decoder wait for bytes that will not come; nor does a frame cut short (a device reset mid-frame) when a
-    whole frame with a good CRC already follows it."""
+    decoder wait for bytes that will not come."""
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
         self.buf = bytearray()
@@ -87,29 +86,14 @@ class Decoder:
             ver, ftype, seq, n = _HEAD.unpack_from(self.buf, 2)
             total = 2 + _HEAD.size + n + 2
             if n <= self.max_payload and len(self.buf) < total:
-                if not self._valid_frame_after(0):
-                    return out
-                total = 0  # a frame cut short (a device reset mid-frame): a whole frame follows it
-            body = bytes(self.buf[2 : total - 2]) if total else b""
-            if not total or n > self.max_payload or crc16(body) != struct.unpack_from("<H", self.buf, total - 2)[0]:
+                return out
+            body = bytes(self.buf[2 : total - 2])
+            if n > self.max_payload or crc16(body) != struct.unpack_from("<H", self.buf, total - 2)[0]:
                 self.dropped += 1
                 del self.buf[:2]  # resync after this marker: a good frame may start inside what it claimed
                 continue
             out.append(Frame(ftype, seq, body[_HEAD.size :], ver))
             del self.buf[:total]
-
-    def _valid_frame_after(self, i: int) -> bool:
-        """Whether a complete frame with a good CRC starts at a later marker in the buffer."""
-        j = self.buf.find(SYNC, i + 1)
-        while j >= 0:
-            if len(self.buf) >= j + 2 + _HEAD.size:
-                n = _HEAD.unpack_from(self.buf, j + 2)[3]
-                end = j + 2 + _HEAD.size + n + 2
-                if n <= self.max_payload and len(self.buf) >= end and \
-                        crc16(bytes(self.buf[j + 2 : end - 2])) == struct.unpack_from("<H", self.buf, end - 2)[0]:
-                    return True
-            j = self.buf.find(SYNC, j + 1)
-        return False
 
 
 @dataclass

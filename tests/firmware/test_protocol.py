@@ -182,14 +182,6 @@ def test_bad_crc_skips_only_the_marker_not_the_frame_it_claimed():
         assert frames == [(RESULT, 4, good[8:-2])] and d.dropped == 1
 
 
-def test_a_marker_claiming_more_than_arrived_does_not_hold_back_the_next_frame():
-    """A frame cut short by a device reset, followed by the boot frame: nothing more comes, the boot frame
-    must be delivered now rather than after 60000 more bytes."""
-    truncated = _head(RESULT, 9, 600) + b"\x01" * 20
-    d, frames = _feed_all(truncated + encode(HELLO, 0))
-    assert frames == [(HELLO, 0, b"")] and d.dropped == 1
-
-
 def test_a_frame_arriving_in_pieces_is_waited_for():
     good = _result(2, logits=(5, 6, 7))
     d, frames = _feed_all(good, step=1)
@@ -221,18 +213,6 @@ def test_every_drop_is_counted_and_back_to_back_markers_resync():
     bad[-2] ^= 0x40
     frames = d.feed(b"\xa5\x5a" + good + bytes(bad) + bytes(bad) + good)
     assert [f.seq for f in frames] == [6, 6] and d.dropped == 3
-
-
-def test_look_ahead_skips_to_the_first_complete_frame_among_several_markers():
-    """A truncated frame, a corrupt one, the boot frame, then the start of the next answer: the boot frame
-    is delivered now and the partial answer is kept for the next read."""
-    bad = bytearray(encode(ERROR, 2, b"\x00\x00oops"))
-    bad[-1] ^= 0x01
-    nxt = _result(3)
-    d = Decoder()
-    frames = d.feed(_head(RESULT, 9, 600) + b"\x01" * 20 + bytes(bad) + encode(HELLO, 0) + nxt[:6])
-    assert [(f.type, f.seq) for f in frames] == [(HELLO, 0)] and d.dropped == 2
-    assert [(f.type, f.seq) for f in d.feed(nxt[6:])] == [(RESULT, 3)]
 
 
 def test_encode_limits_and_layout():
