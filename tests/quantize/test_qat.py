@@ -23,6 +23,8 @@ def test_activation_fake_quant_by_hand():
     assert fq(x).tolist() == [0.0, 1.0, -2.0, 127.0, -128.0]
     fq.amax = torch.tensor(12.75)  # scale 0.1
     assert fq(torch.tensor([0.26, -0.34, 50.0])).tolist() == pytest.approx([0.3, -0.3, 12.7], abs=1e-6)
+    fq.amax = torch.tensor(0.51)  # a range under 1 is quantized too: scale 0.004
+    assert fq(torch.tensor([0.0061, 1.0])).tolist() == pytest.approx([0.008, 0.508], abs=1e-6)
 
 
 def test_calibrating_records_the_running_max_and_passes_values_through():
