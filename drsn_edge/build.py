@@ -150,6 +150,8 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
     from .backends.base import BUILD_MANIFEST, BuildContext, BuildResult, make_options
     from .calibration import model_and_calibration
     from .evalspec import EvalSpec
+    from .quantize.auto import worst_snr_drop_pp
+    from .quantize.run import gate_error
 
     backend = get_backend(target.backend)
     opts = make_options(backend, target, given)
@@ -171,15 +173,16 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
         if out.accuracy is not None:
             manifest["accuracy"] = out.accuracy.to_json()
             _write_manifest(tmp, manifest)
-            if out.accuracy.drop_pp > opts.max_drop:  # exact (from window counts): a tie passes
-                raise CheckFailedError(f"int8 accuracy drop {out.accuracy.drop_pp:.2f} pp on {target.name} "
-                                       f"({backend.name}) exceeds --max-drop {opts.max_drop:g} pp")
+            err = gate_error(out.accuracy.drop_pp, worst_snr_drop_pp(out.accuracy.to_json()), opts.max_drop,
+                             opts.max_cell_drop)
+            if err:
+                raise CheckFailedError(f"{target.name} ({backend.name}): {err}")
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     return BuildResult(
         target=target.name, family=target.family, backend=backend.name,
         precision=getattr(opts, "precision", "int8"), out_dir=str(out_dir), artifact=str(out_dir / out.artifact),
         sidecar=str(out_dir / Path(out.artifact).with_suffix(".json").name), files=files,
-        evaluation={"spec": spec.to_json(), "description": spec.describe()},
+        evaluation={"spec": spec.to_json(), "description": spec.describe_for(bundle.meta)},
         accuracy=manifest.get("accuracy"), memory=out.memory, details=out.details, warnings=ctx.warnings,
         wall_s=time.perf_counter() - t0)
 
@@ -198,8 +201,9 @@ def _manifest(ctx, backend, out) -> dict:
         "window": ctx.bundle.window, "normalization": ctx.bundle.normalization,
         "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
                         "windows": len(ctx.calibration)},
-        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe(),
-        "memory": out.memory, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe_for(ctx.bundle.meta),
+        "memory": out.memory, **({"choice": out.details["choice"]} if out.details.get("choice") else {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 

@@ -42,7 +42,7 @@ def check_against_model(meta: dict, cal: Dataset) -> list[str]:
     from .evaluate import check_compatible
 
     try:
-        check_compatible(meta, cal)
+        cal = check_compatible(meta, cal)
     except InputError as exc:
         raise InputError(f"calibration set does not match the model: {exc}") from None
     warnings = []

@@ -111,6 +111,7 @@ class CheckResult:
     bit_exact_with_tflm: float | None = None  # int8 .tflite builds: windows whose int8 outputs equal TFLM's
     device_counts: dict | None = None  # cycles or instructions per inference, where the device counts them
     latency_is_estimate: bool = False
+    domain: dict | None = None  # the model's domain guard on the same windows (host, float features)
     wall_s: float = 0.0
     report: dict | None = None
 
@@ -219,7 +220,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     from .backends.base import warm_up
     from .build import reference_logits
     from .comparison import compare
-    from .evaluate import resolve_model
+    from .evaluate import domain_report, resolve_model
     from .report import latency_summary
 
     bundle, model_path = resolve_model(_source_model(build))
@@ -258,7 +259,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
         device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
-        comparison=cmp.to_json())
+        comparison=cmp.to_json(), domain=domain_report(bundle, ev.x, ev.noise, ev.snr_db))
 
 
 def _bit_exact(build, x, raw) -> float | None:

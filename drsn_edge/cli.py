@@ -115,10 +115,13 @@ def data_synth(out, windows_per_class, recordings_per_class, classes, seed, cond
 @click.option("--classes", default=None, help="Comma-separated class order (default: sorted labels).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--split-by", type=click.Choice(["recording", "time"]), default="recording", show_default=True,
+              help="recording: whole recordings per split; time: cut every recording into contiguous "
+                   "train/val/test segments (one recording per class).")
 @_noise_options
 @_json_option
 def data_import(sources, out, fs, target_fs, window, hop, channel, column, label_map, classes, seed, split,
-                noise, snr, noise_mode, as_json):
+                split_by, noise, snr, noise_mode, as_json):
     """Import CWRU .mat, CSV, NPY/NPZ or WAV recordings (one file = one recording)."""
     from .data.build import import_files
     from .data.noise import parse_noise, parse_snr
@@ -129,8 +132,22 @@ def data_import(sources, out, fs, target_fs, window, hop, channel, column, label
         res = import_files(
             out, sources, fs=fs, target_fs=target_fs, window=window, hop=hop, channel=channel, column=column,
             label_map=label_map, class_names=[c.strip() for c in classes.split(",")] if classes else None,
-            split=_split(split), seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
+            split=_split(split), split_by=split_by, seed=seed, noise=kinds, snr=snrs, noise_mode=noise_mode,
             progress=lambda i, n: adv(i, n))
+    for w in res["params"].get("warnings", []):
+        print(f"drsn-edge: warning: {w}", file=sys.stderr)
+    views.print_dataset(res, as_json, f"wrote {res['out']}")
+
+
+@data.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output dataset (.npz).")
+@_json_option
+def data_merge(inputs, out, as_json):
+    """Merge datasets (same rate and window); recording ids get their source's name, classes are the union."""
+    from .data.build import merge_files
+
+    res = merge_files(out, inputs)
     views.print_dataset(res, as_json, f"wrote {res['out']}")
 
 
@@ -185,9 +202,17 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt.")
 @click.option("--nproc", default=1, show_default=True, type=int,
               help="Train with N processes (PyTorch DDP over gloo, launched through torchrun).")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="CPU threads per process (default: all cores / processes); lower it on a shared machine.")
+@click.option("--val-data", default=None, type=click.Path(dir_okay=False),
+              help="Validation windows from another dataset (its val split, else all of it) instead of --data's val split.")
+@click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
+              help="Fine-tune from this .drsn (same architecture; a new head when the classes differ). "
+                   "Default recipe then: 15 epochs at LR 0.01.")
 @_json_option
-def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
-              seed, resume, nproc, as_json):
+@click.pass_context
+def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, depth, noise, snr_range, clean_fraction,
+              seed, resume, nproc, threads, val_data, init, as_json):
     """Train a model with the paper's recipe and on-the-fly noise augmentation."""
     from .data.noise import parse_noise
     from .errors import InputError
@@ -201,11 +226,15 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
         snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
     except (ValueError, IndexError):
         raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-    from .train import TrainConfig, train
+    from .train import FINETUNE_EPOCHS, FINETUNE_LR, TrainConfig, train
 
+    if init is not None:  # fine-tuning: a short recipe unless the user set one
+        given = _given(ctx, epochs=epochs, lr=lr)
+        epochs, lr = given.get("epochs", FINETUNE_EPOCHS), given.get("lr", FINETUNE_LR)
     cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
                       weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
-                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume)
+                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume,
+                      threads=threads, val_data=val_data, init=init)
     rank0 = int(os.environ.get("RANK", 0)) == 0
     with ui.progress_bar(_show_progress(as_json) and rank0, f"training {arch}") as adv:
         state = {}
@@ -231,6 +260,7 @@ def train_cmd(data, arch, out, epochs, batch, lr, weight_decay, width, depth, no
         con = ui.console()
         con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
             ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+            ["kept", summary["selection"]], ["validation", summary["validation"]],
             ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
             ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
             ["processes", summary["world_size"]]]))
@@ -265,6 +295,34 @@ def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, s
         ui.emit_json(rep)
         return
     views.print_evaluation(rep)
+
+
+@main.group()
+def guard():
+    """The domain guard: flags windows unlike the model's training data (stored in the bundle)."""
+
+
+@guard.command("fit")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The model's training data (.npz): train split for the class means, val split for the threshold.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Bundle to write (may be MODEL).")
+@click.option("--quantile", default=0.995, show_default=True, type=float,
+              help="Threshold: this quantile of held-out in-domain scores (per noise × SNR cell, the largest).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@_json_option
+def guard_fit(model, data, out, quantile, seed, as_json):
+    """Fit the guard for an existing model without retraining it (its tensors are unchanged)."""
+    from .guard import fit_bundle
+
+    res = fit_bundle(model, data, out, seed=seed, quantile=quantile)
+    if as_json:
+        ui.emit_json(res)
+        return
+    ui.console().print(ui.table(f"domain guard → {res['out']}", ["field", "value"], [
+        ["threshold (squared Mahalanobis)", f"{res['threshold']:.2f}"], ["quantile", res["quantile"]],
+        ["training windows", res["train_windows"]], ["held-out windows", res["held_out_windows"]],
+        ["tensors sha256 (unchanged)", res["tensors_sha256"]]]))
 
 
 # ---------------------------------------------------------------- export, calibration, quantize, lint
@@ -393,11 +451,14 @@ def _given(ctx, **values) -> dict:
 @main.command("quantize")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: calibration/default.npz).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
-              show_default=True, help="Calibration method (percentile: 99.999 %, measured best here).")
+@click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
+              show_default=True, help="Calibration method; auto: each one measured on validation windows, the one "
+                                      "with the smallest worst-SNR drop kept.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output INT8 QDQ ONNX.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this accuracy drop in pp.")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+              help="Fail (exit 1) above this drop (pp) at the worst SNR level (mean over noise types).")
 @_eval_options
 @click.option("--sensitivity", is_flag=True, help="Rank layer groups by quantization sensitivity.")
 @click.option("--auto-mixed", is_flag=True, help="Keep the fewest layer groups in float needed to meet --max-drop.")
@@ -406,14 +467,15 @@ def _given(ctx, **values) -> dict:
 @click.option("--qat-data", default=None, type=click.Path(dir_okay=False),
               help="Labelled windows for --qat (default: fresh simulated recordings).")
 @_json_option
-def quantize_cmd(model, calib, method, out, batch, max_drop, data, noise, snr, windows_per_class, seed,
+def quantize_cmd(model, calib, method, out, batch, max_drop, max_cell_drop, data, noise, snr, windows_per_class, seed,
                  sensitivity, auto_mixed, qat_epochs, qat_data, as_json):
     """INT8 post-training quantization to TensorRT-ready QDQ ONNX, with an accuracy report."""
     from .quantize.run import quantize_model, raise_if_failed
 
     spec = _spec(data, noise, snr, windows_per_class, seed)
     with ui.progress_bar(_show_progress(as_json), "quantizing") as adv:
-        res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop, spec=spec,
+        res = quantize_model(model, calib, out, method=method, batch=batch, max_drop=max_drop,
+                             max_cell_drop=max_cell_drop, spec=spec,
                              sensitivity=sensitivity, auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
                              progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     res.pop("comparison", None)
@@ -500,9 +562,11 @@ def _device_options(f):
 @click.option("--device", default=None, help="Build on the device: ssh://[user@]host[:port] (Jetson).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
-              show_default=True, help="Calibration method for QDQ ONNX targets (percentile: measured best here).")
+@click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
+              show_default=True, help="Calibration method for QDQ ONNX targets (auto: the best on validation windows).")
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Fail (exit 1) above this INT8 accuracy drop (pp).")
+@click.option("--max-cell-drop", default=0.5, show_default=True, type=float,
+              help="Fail (exit 1) above this drop (pp) at the worst SNR level.")
 @click.option("--dla-core", default=None, type=int, help="Run on this DLA core with GPU fallback (Xavier, AGX Orin).")
 @click.option("--workspace-mb", default=256, show_default=True, type=int, help="TensorRT builder workspace limit.")
 @click.option("--opt-level", default=None, type=int, help="TensorRT builder optimization level (0-5, TensorRT ≥ 8.6).")
@@ -512,15 +576,16 @@ def _device_options(f):
 @_device_options
 @_json_option
 @click.pass_context
-def build_cmd(ctx, model, target_name, out_dir, force, engine, device, precision, calib, method, max_drop, dla_core,
-              workspace_mb, opt_level, strongly_typed, data, noise, snr, windows_per_class, seed, targets_dir,
+def build_cmd(ctx, model, target_name, out_dir, force, engine, device, precision, calib, method, max_drop, max_cell_drop,
+              dla_core, workspace_mb, opt_level, strongly_typed, data, noise, snr, windows_per_class, seed, targets_dir,
               ssh_config, ssh_identity, remote_python, as_json):
     """Build MODEL (default: the shipped model) for a target: TensorRT engine (plan) for Jetsons,
     int8 .tflite + TFLite Micro firmware for microcontrollers, int8 for this machine (host)."""
     from .build import build
     from .check import device_options
 
-    given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop, dla_core=dla_core,
+    given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop,
+                   max_cell_drop=max_cell_drop, dla_core=dla_core,
                    workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed)
     with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
         res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
@@ -564,6 +629,53 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
     else:
         views.print_check(res)
     raise_if_failed(res)
+
+
+@main.command("profile")
+@click.argument("build_dir", required=False, type=click.Path())
+@click.option("--target", "target_name", default=None, help="Target of the build (default folder: build/<target>).")
+@click.option("--repeats", default=100, show_default=True, type=int, help="Timed runs per op.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs first.")
+@click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
+@click.option("--report", default=None, type=click.Path(file_okay=False),
+              help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
+@_json_option
+def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, report, as_json):
+    """Per-layer latency of what `build` produced (BUILD_DIR or the artifact in it; default build/<target>):
+    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches."""
+    from .profile import profile
+
+    with ui.progress_bar(_show_progress(as_json), "profiling") as adv:
+        res = profile(build_dir, target_name, repeats=repeats, warmup=warmup, sweep=not no_sweep, report=report,
+                      progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_profile(res)
+
+
+@main.command("benchmark")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for the per-format builds (default: build/benchmark); reused when they match the model.")
+@click.option("--format", "formats", multiple=True, help="Only this format (repeatable; see the table's names).")
+@click.option("--rebuild", is_flag=True, help="Rebuild every format even when the work folder has it.")
+@_eval_options
+@click.option("--report", default=None, type=click.Path(file_okay=False), help="Write benchmark.json, .md and .png here.")
+@_json_option
+def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_per_class, seed, report, as_json):
+    """Every format this machine can run for MODEL (default: the shipped model), on the same evaluation
+    windows: status, artifact size, accuracy, agreement with float, batch-1 p50/p99, throughput, peak memory."""
+    from .benchmark import benchmark
+
+    with ui.progress_bar(_show_progress(as_json), "benchmarking") as adv:
+        res = benchmark(model, work_dir=work_dir, spec=_spec(data, noise, snr, windows_per_class, seed),
+                        formats=list(formats) or None, force_build=rebuild, report=report,
+                        progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+    if as_json:
+        ui.emit_json(res)
+    else:
+        views.print_benchmark(res)
 
 
 # ---------------------------------------------------------------- monitor

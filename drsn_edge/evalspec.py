@@ -14,14 +14,16 @@ DEFAULT_NOISE = ("gaussian", "laplacian", "pink")
 DEFAULT_SNRS = (-5.0, 0.0, 5.0)
 DEFAULT_WINDOWS_PER_CLASS = 10
 SIMULATED_SEED_OFFSET = 100_000  # evaluation recordings never share a seed with training data
+SELECTION_SEED_OFFSET = 50_000  # simulated windows for choosing among candidates, never the test windows
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     """Where the evaluation windows come from and which noise grid they are swept over.
 
-    data: a labelled dataset (.npz; its test split when it has one) or None for fresh simulated
-    recordings of the model's classes. Every window is kept clean and copied once per (noise, SNR) cell."""
+    data: a labelled dataset (.npz; its test split when it has one) or None: fresh simulated recordings of
+    the model's classes when the simulator makes them, else the labelled test split recorded in the model's
+    bundle at training time. Every window is kept clean and copied once per (noise, SNR) cell."""
 
     data: str | None = None
     windows_per_class: int = DEFAULT_WINDOWS_PER_CLASS
@@ -58,22 +60,59 @@ class EvalSpec:
                 if self.noise and self.snrs else "clean")
         return f"{src}; {grid}"
 
-    def windows(self, meta: dict) -> "EvalWindows":
-        """The evaluation windows for a model (its metadata: classes, fs, window, normalization)."""
+    def describe_for(self, meta: dict) -> str:
+        """What the test windows for this model are, without loading them (for reports and manifests)."""
+        from .evaluate import simulated_classes
+
+        if self.data is not None or simulated_classes(meta):
+            return self.describe()
+        tr = meta.get("training") or {}
+        return (f"test split of {tr.get('data')} recorded in the model ({len(tr.get('test_recordings') or [])} "
+                f"recording(s)); {self.describe().split('; ', 1)[1]}")
+
+    def windows(self, meta: dict, split: str = "test") -> "EvalWindows":
+        """The evaluation windows for a model (its metadata: classes, fs, window, normalization).
+
+        split "val": windows for choosing among candidates (e.g. calibration methods), disjoint from the
+        test windows: the val split of the data (or of the model's recorded training data), or simulated
+        recordings with another seed."""
         from .data.dataset import normalize
         from .data.noise import noise_sweep
-        from .evaluate import fresh_test_set, load_test_windows
 
-        if self.data is not None:
-            ds, _ = load_test_windows(meta, self.data)
-        else:
-            ds = fresh_test_set(meta, self.windows_per_class, seed=SIMULATED_SEED_OFFSET + self.seed)
+        ds, description = self._source(meta, split)
         if len(ds) == 0:
             raise InputError(f"no evaluation windows in {self.data or 'the simulated set'}")
         if self.noise and self.snrs:
             ds = noise_sweep(ds, list(self.noise), list(self.snrs), seed=self.seed + 1)
         x = normalize(ds.x, meta["normalization"])
-        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=self.describe())
+        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=description)
+
+    def _source(self, meta: dict, split: str):
+        from .evaluate import fresh_test_set, load_test_windows, recorded_test_windows, simulated_classes, val_windows
+
+        grid = self.describe().split("; ", 1)[1]
+        if split not in ("test", "val"):
+            raise InputError(f"unknown evaluation split '{split}'; use test or val")
+        simulated = simulated_classes(meta)
+        if split == "val" and self.data is not None:
+            try:
+                ds, src = val_windows(meta, self.data)
+                return ds, f"{src}; {grid}"
+            except InputError:
+                if not simulated:
+                    raise  # else: no val split anywhere, simulated recordings of the model's classes below
+        if simulated:
+            seed = SIMULATED_SEED_OFFSET + self.seed + (SELECTION_SEED_OFFSET if split == "val" else 0)
+            return (fresh_test_set(meta, self.windows_per_class, seed=seed),
+                    f"simulated recordings ({self.windows_per_class} windows/class, seed {seed}); {grid}")
+        if split == "val":
+            ds, src = val_windows(meta)
+            return ds, f"{src}; {grid}"
+        if self.data is not None:
+            return load_test_windows(meta, self.data)[0], self.describe()
+        # not the simulator's classes: never simulated windows of other classes, the recorded test split
+        ds, src = recorded_test_windows(meta)
+        return ds, f"{src}; {grid}"
 
 
 @dataclass

@@ -78,8 +78,9 @@ def drop_pp(y_true: np.ndarray, ref_pred: np.ndarray, pred: np.ndarray) -> float
 
 def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: list[float] | None = None,
              seed: int = 0, include_clean: bool = True, splits: tuple[str, ...] | None = ("test",)) -> dict:
-    """Evaluate a loaded bundle on a dataset. With noise kinds + SNRs, every window is swept over the grid."""
-    check_compatible(bundle.meta, ds)
+    """Evaluate a loaded bundle on a dataset (it may hold a subset of the model's classes: per-class figures for
+    those present, accuracy over them, argmax over all outputs). With noise kinds + SNRs, every window is swept."""
+    ds = check_compatible(bundle.meta, ds)
     if splits:
         if not set(splits) & set(np.unique(ds.split)):
             raise InputError(f"dataset has no {'/'.join(splits)} windows; choose --split from "
@@ -87,25 +88,38 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
         ds = ds.select_split(*splits)
     if noise_kinds and snrs:
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
-    logits = predict_logits(bundle.model, normalize(ds.x, bundle.normalization))
+    xn = normalize(ds.x, bundle.normalization)
+    logits = predict_logits(bundle.model, xn)
     report = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
     report["model"] = {"arch": bundle.arch, "classes": len(bundle.class_names)}
+    report["classes_present"] = [bundle.class_names[k] for k in sorted(set(ds.y.tolist()))]
+    report["domain"] = domain_report(bundle, xn, ds.noise, ds.snr_db)
     return report
 
 
-def check_compatible(meta: dict, ds: Dataset) -> None:
-    """Refuse a dataset whose classes, sample rate or window differ from the model's."""
-    if list(ds.class_names) != list(meta["class_names"]):
-        raise InputError(
-            f"dataset classes {ds.class_names} differ from the model's {meta['class_names']}; "
-            "re-import the data with the model's label map"
-        )
+def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
+    """Share of windows the model's domain guard flags as unlike its training data (None without a guard)."""
+    from .guard import from_meta, guard_scores, summary
+
+    g = from_meta(bundle.meta)
+    if g is None:
+        return None
+    _, ind = guard_scores(bundle, xn)
+    return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile}
+
+
+def check_compatible(meta: dict, ds: Dataset) -> Dataset:
+    """Refuse a dataset whose sample rate, window or normalization differ from the model's, or that holds a class
+    the model does not know; return it labelled in the model's class order (a subset of classes is fine)."""
+    from .data.dataset import align_classes
+
     if abs(float(ds.fs) - float(meta["fs"])) > 1e-6:
         raise InputError(f"dataset sample rate {ds.fs:g} Hz differs from the model's {meta['fs']:g} Hz; resample on import")
     if int(ds.window) != int(meta["window"]):
         raise InputError(f"dataset window {ds.window} differs from the model's {meta['window']}")
     if ds.normalization != meta["normalization"]:
         raise InputError(f"dataset normalization {ds.normalization} differs from the model's {meta['normalization']}")
+    return align_classes(ds, list(meta["class_names"]), what=f"dataset (classes {ds.class_names})")
 
 
 def grid_mean(report: dict) -> float | None:
@@ -145,7 +159,9 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
 
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model)
-    if data is None:
+    if data is None and not simulated_classes(bundle.meta):
+        ds, source = recorded_test_windows(bundle.meta)
+    elif data is None:
         ds = fresh_test_set(bundle.meta, windows_per_class, seed=100_000 + seed, condition=condition)
         source = f"simulated ({condition}, {windows_per_class} windows/class, seed {100_000 + seed})"
     else:
@@ -168,8 +184,68 @@ def load_test_windows(meta: dict, data) -> tuple[Dataset, str]:
     """A user's dataset checked against the model, reduced to its test split when it has one."""
     from .data.dataset import load_dataset
 
-    ds = load_dataset(data)
-    check_compatible(meta, ds)
+    ds = check_compatible(meta, load_dataset(data))
     if (ds.split == "test").any():
         ds = ds.select_split("test")
     return ds, str(data)
+
+
+def simulated_classes(meta: dict) -> bool:
+    from .data.simulator import CLASS_NAMES
+
+    return all(c in CLASS_NAMES for c in meta["class_names"])
+
+
+def recorded_data(meta: dict) -> str:
+    """Path of the model's training data as recorded in its bundle, checked to be the same file (sha256)."""
+    from pathlib import Path
+
+    from .fileio import sha256_file
+
+    tr = meta.get("training") or {}
+    path, sha = tr.get("data"), tr.get("data_sha256")
+    if not path:
+        raise InputError(f"the model's classes {meta['class_names']} are not simulated and its bundle records no "
+                         "labelled data; pass --data with labelled windows of its classes")
+    if not Path(path).is_file():
+        raise InputError(f"the model's training data '{path}' (whose test split it is evaluated on) is gone; "
+                         "pass --data with labelled windows of its classes")
+    if sha and sha256_file(path) != sha:
+        raise InputError(f"'{path}' changed since the model was trained (sha256 differs), so its test split is not "
+                         "the recorded one; pass --data with labelled windows of its classes")
+    return path
+
+
+def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
+    """The labelled test split recorded in the bundle at training time (the training file's path, sha256 and
+    test recording ids), for models whose classes the simulator cannot make. Refuses a missing or changed file."""
+    from .data.dataset import load_dataset
+
+    ids = (meta.get("training") or {}).get("test_recordings")
+    if not ids:
+        raise InputError(f"the model's classes {meta['class_names']} are not simulated and its bundle records no "
+                         "labelled test split; pass --data with labelled windows of its classes")
+    path = recorded_data(meta)
+    ds = check_compatible(meta, load_dataset(path))
+    keep = np.isin(ds.recording, np.asarray(ids, dtype=str))
+    if not keep.any():
+        raise InputError(f"'{path}' holds none of the model's recorded test recordings; pass --data")
+    return ds.subset(keep), f"test split of {path} recorded in the model ({len(ids)} recording(s))"
+
+
+def val_windows(meta: dict, data=None) -> tuple[Dataset, str]:
+    """Windows for choosing among candidates without touching the test split: the val split of `data`, else of
+    the model's recorded training data."""
+    from .data.dataset import load_dataset
+
+    if data is not None:
+        ds = check_compatible(meta, load_dataset(data))
+        if (ds.split == "val").any():
+            return ds.select_split("val"), f"val split of {data}"
+    if (meta.get("training") or {}).get("data"):
+        path = recorded_data(meta)
+        ds = check_compatible(meta, load_dataset(path))
+        if (ds.split == "val").any():
+            return ds.select_split("val"), f"val split of {path} (the model's training data)"
+    raise InputError("no validation windows to choose the calibration method with (no val split in --data or in "
+                     "the model's training data); pass --data with a val split or choose --method")

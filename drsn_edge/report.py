@@ -84,3 +84,15 @@ def write_report(res: dict, folder: str | Path, latencies) -> dict:
     write_bytes(folder / "check.md", markdown(res).encode())
     latency_plot(latencies, folder / "latency.png", f"{res['target']} · {res['runtime']}")
     return {"json": str(folder / "check.json"), "markdown": str(folder / "check.md"), "plot": str(folder / "latency.png")}
+
+
+def write_report_files(folder, stem: str, doc: dict, markdown_text: str, figure) -> dict:
+    """`<stem>.json`, `<stem>.md` and `<stem>.png` (drawn by `figure(path)`) in `folder`; their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(folder / f"{stem}.json"), "markdown": str(folder / f"{stem}.md"),
+             "plot": str(folder / f"{stem}.png")}
+    write_json(files["json"], doc)
+    write_bytes(files["markdown"], markdown_text.encode())
+    figure(Path(files["plot"]))
+    return files

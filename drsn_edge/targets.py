@@ -14,16 +14,20 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import BACKENDS as _BACKEND_REGISTRY
+from .backends import family_backends
+from .devices.base import TRANSPORT_SCHEMA
 from .errors import InputError
 
 ENV_DIRS = "DRSN_EDGE_TARGETS_DIR"
 
 FAMILIES = ("jetson", "mcu", "host")
-BACKENDS = ("tflm", "c", "tensorrt", "litert", "onnxruntime")
-FAMILY_BACKENDS = {"mcu": ("c", "tflm"), "jetson": ("tensorrt",), "host": ("litert", "onnxruntime")}
-FAMILY_TRANSPORTS = {"mcu": ("serial", "qemu"), "jetson": ("ssh", "local"), "host": ("local", "ssh")}
+# what a profile may name comes from the registries: a new backend or transport is one module + one line there
+BACKENDS = tuple(_BACKEND_REGISTRY)
+FAMILY_BACKENDS = {f: family_backends(f) for f in FAMILIES}
+FAMILY_TRANSPORTS = {f: tuple(t for t, (fams, _) in TRANSPORT_SCHEMA.items() if f in fams) for f in FAMILIES}
 DEFAULT_TRANSPORT = {"mcu": "serial", "jetson": "ssh", "host": "local"}
-TRANSPORTS = ("serial", "ssh", "qemu", "local")
+TRANSPORTS = tuple(TRANSPORT_SCHEMA)
 
 MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "xtensa-lx7")
 MCU_FPUS = ("none", "fpv4-sp-d16", "fpv5-d16", "fpv5-sp-d16")
@@ -95,7 +99,7 @@ DEVICE = {
     "user": _f("str"),
     "machine": _f("str"),
 }
-TRANSPORT_KEYS = {"serial": {"port", "baud"}, "ssh": {"host", "user", "port"}, "qemu": {"machine"}, "local": set()}
+TRANSPORT_KEYS = {t: set(keys) for t, (_, keys) in TRANSPORT_SCHEMA.items()}
 
 CHECK = {
     "min_accuracy": _f("float", default=0.90, check=(0, 1, True)),

@@ -44,7 +44,32 @@ class TrainConfig:
     max_train_windows: int | None = None
     val_windows: int = 1500
     threads: int | None = None
+    val_data: str | None = None
+    init: str | None = None
     extra_meta: dict = field(default_factory=dict)
+
+
+SELECTION_RULE = "highest validation accuracy; ties broken by lower validation loss, then the later epoch"
+# fine-tuning from a bundle (train --init): a short recipe at a tenth of the paper's learning rate
+FINETUNE_EPOCHS = 15
+FINETUNE_LR = 0.01
+
+
+def is_better(rec: dict, best: dict | None) -> bool:
+    """Does epoch record `rec` beat `best` under SELECTION_RULE? (Equal loss too: the later epoch wins.)"""
+    if best is None:
+        return True
+    if rec["val_acc"] != best["val_acc"]:
+        return rec["val_acc"] > best["val_acc"]
+    return rec.get("val_loss", math.inf) <= best.get("val_loss", math.inf)
+
+
+def best_record(history: list[dict]) -> dict | None:
+    best = None
+    for rec in history:
+        if is_better(rec, best):
+            best = rec
+    return best
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, kinds, snr_min: float, snr_max: float,
@@ -94,17 +119,58 @@ def _validate_config(cfg: TrainConfig) -> None:
         raise InputError(f"model bundles end in .drsn, got '{cfg.out}'")
 
 
-def keep_best(val_acc: float, best_acc: float, best_state: dict | None, model) -> tuple[float, dict | None]:
-    """(best accuracy, best weights) after an epoch: this epoch's weights only when strictly better, so the
-    first epoch that reaches the highest validation accuracy is the one kept."""
-    if val_acc > best_acc:
-        return val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return best_acc, best_state
+def load_training_data(cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset, str]:
+    """(whole dataset, train split, validation windows, where the validation windows come from)."""
+    from .data.dataset import align_classes
+
+    ds = load_dataset(cfg.data)
+    train_ds = ds.select_split("train")
+    if len(train_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'train' split")
+    if len(np.unique(train_ds.y)) < len(ds.class_names):
+        raise InputError("the train split lacks some classes; every class needs training windows")
+    if cfg.val_data is not None:
+        vds = load_dataset(cfg.val_data)
+        if (vds.split == "val").any():
+            vds = vds.select_split("val")
+        _check_same_signal(ds, vds, cfg.val_data)
+        val_ds, val_src = align_classes(vds, ds.class_names, what=f"--val-data '{cfg.val_data}'"), str(cfg.val_data)
+    else:
+        val_ds, val_src = ds.select_split("val"), f"{cfg.data} (val split)"
+    if len(val_ds) == 0:
+        raise InputError(f"'{cfg.data}' has no 'val' split (needed to pick the best epoch); add one or pass --val-data")
+    if cfg.max_train_windows and len(train_ds) > cfg.max_train_windows:
+        pick = np.random.default_rng(cfg.seed).choice(len(train_ds), cfg.max_train_windows, replace=False)
+        train_ds = train_ds.subset(np.sort(pick))
+    return ds, train_ds, val_ds, val_src
 
 
-def best_epoch(history: list[dict]) -> int | None:
-    """The (1-based) epoch whose weights `keep_best` kept: the first with the highest validation accuracy."""
-    return int(max(history, key=lambda r: r["val_acc"])["epoch"]) if history else None
+def _check_same_signal(ds: Dataset, other: Dataset, where: str) -> None:
+    if abs(ds.fs - other.fs) > 1e-6 or ds.window != other.window or ds.normalization != other.normalization:
+        raise InputError(f"'{where}' ({other.fs:g} Hz, window {other.window}) does not match the training data "
+                         f"({ds.fs:g} Hz, window {ds.window}); import both with the same --target-fs and --window")
+
+
+def initial_model(cfg: TrainConfig, ds: Dataset):
+    """A fresh model, or (cfg.init) the bundle's weights; a new classifier head when its classes differ."""
+    from .models import create_model
+
+    if cfg.init is None:
+        return create_model(cfg.arch, classes=len(ds.class_names), width=cfg.width, depth=cfg.depth), None
+    from .bundle import load_bundle
+
+    src = load_bundle(cfg.init)
+    if abs(src.fs - ds.fs) > 1e-6 or src.window != ds.window or src.normalization != ds.normalization:
+        raise InputError(f"--init model '{cfg.init}' takes {src.window}-point windows at {src.fs:g} Hz; "
+                         f"the data has {ds.window} at {ds.fs:g} Hz; re-import the data at the model's rate and window")
+    config = dict(src.meta["config"], classes=len(ds.class_names))
+    model = create_model(src.arch, **config)
+    same_head = src.class_names == list(ds.class_names)
+    state = {k: v for k, v in src.model.state_dict().items() if same_head or not k.startswith("fc.")}
+    model.load_state_dict(state, strict=same_head)
+    info = {"model": str(cfg.init), "arch": src.arch, "head": "kept" if same_head else "new",
+            "source_classes": src.class_names}
+    return model, info
 
 
 def fixed_validation_set(val: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +186,8 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     """Train and write the best model as a .drsn bundle. `progress(event, **info)` receives updates."""
     import torch
     import torch.distributed as dist
-    from torch.nn import functional as F
 
-    from .bundle import make_meta, save_bundle
-    from .evaluate import predict_logits
-    from .fileio import sha256_file
-    from .models import count_parameters, create_model
+    from .models import count_parameters
 
     _validate_config(cfg)
     rank, world = _dist_info()
@@ -135,34 +197,14 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     torch.set_num_threads(threads)
     progress = progress if (progress and rank == 0) else (lambda *a, **k: None)
 
-    ds = load_dataset(cfg.data)
-    train_ds = ds.select_split("train")
-    val_ds = ds.select_split("val")
-    if len(train_ds) == 0:
-        raise InputError(f"'{cfg.data}' has no 'train' split")
-    if len(np.unique(train_ds.y)) < len(ds.class_names):
-        raise InputError("the train split lacks some classes; every class needs training windows")
-    if len(val_ds) == 0:
-        raise InputError(f"'{cfg.data}' has no 'val' split (needed to pick the best epoch)")
-    if cfg.max_train_windows and len(train_ds) > cfg.max_train_windows:
-        pick = np.random.default_rng(cfg.seed).choice(len(train_ds), cfg.max_train_windows, replace=False)
-        train_ds = train_ds.subset(np.sort(pick))
-
+    ds, train_ds, val_ds, val_src = load_training_data(cfg)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, classes=len(ds.class_names), width=cfg.width, depth=cfg.depth)
+    model, init_info = initial_model(cfg, ds)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ckpt_path = Path(cfg.out).with_suffix(".resume.pt")
-    start_epoch, best_acc, best_state, history = 0, -1.0, None, []
+    start_epoch, best_state, history = 0, None, []
     if cfg.resume:
-        if not ckpt_path.exists():
-            raise InputError(f"cannot resume: no checkpoint '{ckpt_path}' (train without --resume first)")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck.get("arch") != cfg.arch:
-            raise InputError(f"checkpoint is for {ck.get('arch')}, not {cfg.arch}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, best_acc, best_state = int(ck["epoch"]), float(ck["best_acc"]), ck["best_state"]
-        history = json.loads(ck["history"])
+        start_epoch, best_state, history = _load_checkpoint(ckpt_path, model.arch, model, opt)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     xv, yv = fixed_validation_set(val_ds, cfg)
@@ -176,66 +218,31 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     t0 = time.perf_counter()
     seen = 0
     for epoch in range(start_epoch, cfg.epochs):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(epoch, cfg)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(n)[: steps * local_batch * world]
-        mine = order.reshape(steps, world, local_batch)[:, rank, :]
-        # each rank augments only its own windows, with its own stream
-        rrng = np.random.default_rng([cfg.seed, epoch, rank])
-        flat = mine.reshape(-1)
-        xa, _, _ = augment(train_ds.x[flat], rrng, list(cfg.noise), cfg.snr_min, cfg.snr_max, cfg.clean_fraction)
-        xa = torch.from_numpy(normalize(xa, train_ds.normalization)).view(steps, local_batch, 1, -1)
-        ya = torch.from_numpy(train_ds.y[flat]).view(steps, local_batch)
-        net.train()
-        loss_sum, correct, count = 0.0, 0, 0
-        for s in range(steps):
-            logits = net(xa[s])
-            loss = F.cross_entropy(logits, ya[s])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(ya[s])
-            correct += int((logits.detach().argmax(1) == ya[s]).sum())
-            count += len(ya[s])
-            progress("step", epoch=epoch, step=s + 1, loss=loss_sum / count, acc=correct / count)
+        rec, count = _run_epoch(cfg, epoch, net, opt, train_ds, steps, local_batch, rank, world, progress)
         seen += count * world
-        val_acc = float((predict_logits(model, xv).argmax(1) == yv).mean())
-        rec = {"epoch": epoch + 1, "lr": _lr_at(epoch, cfg), "loss": loss_sum / count,
-               "train_acc": correct / count, "val_acc": val_acc}
+        rec.update(_validation(model, xv, yv))
+        improved = is_better(rec, best_record(history))
         history.append(rec)
-        best_acc, best_state = keep_best(val_acc, best_acc, best_state, model)
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0:
-            _save_checkpoint(ckpt_path, cfg, model, opt, epoch + 1, best_acc, best_state, history)
-        progress("epoch", **rec, best_val_acc=best_acc)
+            _save_checkpoint(ckpt_path, cfg, model, opt, epoch + 1, best_record(history)["val_acc"], best_state, history)
+        progress("epoch", **rec, best_val_acc=best_record(history)["val_acc"])
     elapsed = time.perf_counter() - t0
     if best_state is None:  # resumed a finished run
         best_state = model.state_dict()
     model.load_state_dict(best_state)
     model.eval()
+    best = best_record(history) or {}
     summary = {
-        "arch": cfg.arch,
-        "out": str(cfg.out),
-        "epochs": cfg.epochs,
-        "best_val_acc": best_acc,
-        "best_epoch": best_epoch(history),
-        "train_windows": n,
-        "wall_s": elapsed,
-        "windows_per_s": seen / elapsed if elapsed > 0 else None,
-        "world_size": world,
-        "params": count_parameters(model),
+        "arch": model.arch, "out": str(cfg.out), "epochs": cfg.epochs, "best_val_acc": best.get("val_acc"),
+        "best_val_loss": best.get("val_loss"), "best_epoch": best.get("epoch"), "selection": SELECTION_RULE,
+        "train_windows": n, "validation": val_src, "init": init_info, "wall_s": elapsed,
+        "windows_per_s": seen / elapsed if elapsed > 0 else None, "world_size": world,
+        "params": count_parameters(model), "threads": threads,
     }
     if rank == 0:
-        recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_meta", "threads")}
-        meta = make_meta(
-            model, ds.class_names, ds.fs, ds.window, ds.normalization,
-            training={"recipe": recipe, "data_sha256": sha256_file(cfg.data),
-                      "data_content_sha256": ds.content_hash(), "data_source": ds.source,
-                      "history": history, "world_size": world},
-            metrics={"best_val_acc": best_acc},
-            **cfg.extra_meta,
-        )
-        save_bundle(model, meta, cfg.out)
+        _write_bundle(cfg, model, ds, train_ds, val_ds, history, best, val_src, init_info, world, progress)
         if ckpt_path.exists():
             ckpt_path.unlink()
     if world > 1 and dist.is_initialized():
@@ -244,11 +251,87 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     return summary
 
 
+def _run_epoch(cfg, epoch, net, opt, train_ds, steps, local_batch, rank, world, progress) -> tuple[dict, int]:
+    """One pass over freshly augmented training windows; returns the epoch record and the windows seen here."""
+    import torch
+    from torch.nn import functional as F
+
+    for g in opt.param_groups:
+        g["lr"] = _lr_at(epoch, cfg)
+    n = len(train_ds)
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = rng.permutation(n)[: steps * local_batch * world]
+    mine = order.reshape(steps, world, local_batch)[:, rank, :]
+    # each rank augments only its own windows, with its own stream
+    rrng = np.random.default_rng([cfg.seed, epoch, rank])
+    flat = mine.reshape(-1)
+    xa, _, _ = augment(train_ds.x[flat], rrng, list(cfg.noise), cfg.snr_min, cfg.snr_max, cfg.clean_fraction)
+    xa = torch.from_numpy(normalize(xa, train_ds.normalization)).view(steps, local_batch, 1, -1)
+    ya = torch.from_numpy(train_ds.y[flat]).view(steps, local_batch)
+    net.train()
+    loss_sum, correct, count = 0.0, 0, 0
+    for s in range(steps):
+        logits = net(xa[s])
+        loss = F.cross_entropy(logits, ya[s])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(ya[s])
+        correct += int((logits.detach().argmax(1) == ya[s]).sum())
+        count += len(ya[s])
+        progress("step", epoch=epoch, step=s + 1, loss=loss_sum / count, acc=correct / count)
+    return {"epoch": epoch + 1, "lr": _lr_at(epoch, cfg), "loss": loss_sum / count, "train_acc": correct / count}, count
+
+
+def _validation(model, xv: np.ndarray, yv: np.ndarray) -> dict:
+    """Accuracy and mean cross-entropy on the fixed validation windows."""
+    from .evaluate import predict_logits
+
+    logits = predict_logits(model, xv).astype(np.float64)
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return {"val_acc": float((logits.argmax(1) == yv).mean()), "val_loss": float(-logp[np.arange(len(yv)), yv].mean())}
+
+
+def _write_bundle(cfg, model, ds, train_ds, val_ds, history, best, val_src, init_info, world, progress) -> None:
+    from .bundle import make_meta, save_bundle
+    from .fileio import sha256_file
+    from .guard import fit_on_data
+
+    progress("guard")
+    guard = fit_on_data(model, train_ds, val_ds, cfg.noise, cfg.snr_min, cfg.snr_max, cfg.clean_fraction, cfg.seed)
+    recipe = {k: v for k, v in asdict(cfg).items()
+              if k not in ("data", "out", "resume", "extra_meta", "threads", "val_data", "init")}
+    test_ids = sorted({str(r) for r in ds.recording[ds.split == "test"]})
+    training = {"recipe": recipe, "data": str(Path(cfg.data).resolve()), "data_sha256": sha256_file(cfg.data),
+                "data_content_sha256": ds.content_hash(), "data_source": ds.source,
+                "test_recordings": test_ids, "validation": val_src, "init": init_info,
+                "selection": SELECTION_RULE, "best_epoch": best.get("epoch"), "history": history,
+                "world_size": world}
+    meta = make_meta(model, ds.class_names, ds.fs, ds.window, ds.normalization, training=training,
+                     metrics={"best_val_acc": best.get("val_acc"), "best_val_loss": best.get("val_loss")},
+                     guard=guard.to_json(), **cfg.extra_meta)
+    save_bundle(model, meta, cfg.out)
+
+
+def _load_checkpoint(path, arch, model, opt):
+    import torch
+
+    if not path.exists():
+        raise InputError(f"cannot resume: no checkpoint '{path}' (train without --resume first)")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if ck.get("arch") != arch:
+        raise InputError(f"checkpoint is for {ck.get('arch')}, not {arch}")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    return int(ck["epoch"]), ck["best_state"], json.loads(ck["history"])
+
+
 def _save_checkpoint(path, cfg, model, opt, epoch, best_acc, best_state, history) -> None:
     import torch
 
     from .fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"arch": cfg.arch, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        torch.save({"arch": model.arch, "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                     "best_acc": best_acc, "best_state": best_state, "history": json.dumps(history)}, tmp)

@@ -39,6 +39,10 @@ def print_evaluation(rep: dict) -> None:
         if "none" in rep["per_snr"]:
             con.print(f"clean: {ui.pct(rep['per_snr']['none']['clean'])} %   "
                       f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
+    dom = rep.get("domain")
+    if dom:
+        con.print(f"domain guard: [bold]{ui.pct(dom['out_of_domain_share'])} %[/bold] of the windows are out of domain "
+                  f"(unlike the training data; score > {dom['threshold']:.1f})")
     names = rep["class_names"]
     con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
                        [[n] + row for n, row in zip(names, rep["confusion"])]))
@@ -51,6 +55,7 @@ def print_quantize(res: dict) -> None:
     con.print(ui.table(f"INT8 ({res['method']}) vs float on {res['n']} windows of {res['evaluation']}", ["metric", "value"], [
         ["float accuracy %", ui.pct(res["float_accuracy"])], ["int8 accuracy %", ui.pct(res["int8_accuracy"])],
         ["drop pp", f"{res['accuracy_drop_pp']:.2f}"], ["drop over noise grid pp", ui.fmt(res["grid_drop_pp"])],
+        ["worst SNR drop pp", f"{res['worst_snr_drop_pp']:.2f} (limit {res['max_cell_drop_pp_limit']:g})"],
         ["worst cell drop pp", f"{res['max_cell_drop_pp']:.2f}"], ["top-1 agreement %", ui.pct(res["agreement"])],
         ["output SQNR dB", f"{res['sqnr_db']:.1f}"], ["float groups (FP16)", ", ".join(res["float_groups"]) or "none"],
         ["quantization-aware fine-tuning", f"{res['qat']['epochs']} epochs on {res['qat']['data']}" if res["qat"] else "no"],
@@ -61,6 +66,15 @@ def print_quantize(res: dict) -> None:
                            [[s, ui.pct(c["float"]), ui.pct(c["int8"]), f"{c['drop_pp']:.2f}"] for s, c in curve.items()]))
     con.print(ui.table("per class", ["class", "float %", "int8 %"],
                        [[k, ui.pct(v["float"]), ui.pct(v["int8"])] for k, v in res["per_class"].items()]))
+    sel = res.get("method_selection")
+    if sel:
+        con.print(ui.table(f"--method auto on {sel['n']} windows of {sel['windows']}",
+                           ["method", "worst SNR drop pp", "worst cell drop pp", "drop pp", "int8 %", ""],
+                           [[r["method"], f"{r['worst_snr_drop_pp']:.2f}", f"{r['max_cell_drop_pp']:.2f}",
+                             f"{r['drop_pp']:.2f}", ui.pct(r["int8_accuracy"]), "chosen" if r["chosen"] else ""]
+                            for r in sel["table"]]))
+    if res.get("error"):
+        con.print(f"[red]{res['error']}[/red]")
     if res.get("sensitivity"):
         con.print(ui.table("sensitivity (accuracy drop pp)", ["group", "nodes", "only this int8", "all but this int8", "gain if float"],
                            [[r["group"], r["nodes"], f"{r['only_this_int8_drop_pp']:.2f}", f"{r['all_but_this_int8_drop_pp']:.2f}",
@@ -87,6 +101,8 @@ def print_build(res) -> None:
                  ["LiteRT vs TFLM top-1 agreement %", ui.pct(d["litert_tflm_agreement"])],
                  ["LiteRT vs TFLM max difference (LSB)", d["litert_tflm_max_lsb"]]]
     rows += [[k, d[k]] for k in ("method", "tensorrt", "jetpack", "sm") if d.get(k) is not None]
+    if d.get("choice"):
+        rows += [["runtime chosen", f"{d['choice']['candidate']}"], ["why", d["choice"]["reason"]]]
     rows += [["measured on", res.evaluation["description"]], ["wall time s", f"{res.wall_s:.1f}"]]
     con.print(ui.table(f"build → {res.out_dir}", ["field", "value"], rows))
     mem = res.memory
@@ -133,10 +149,45 @@ def print_check(res) -> None:
     if res.throughput.get("batch1_per_s"):
         rows.append(["throughput 1/mean latency /s", f"{res.throughput['batch1_per_s']:.1f}"])
     rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res.throughput.get("sweep", {}).items()]
+    if res.domain:
+        rows.append(["out of domain % (domain guard)", ui.pct(res.domain["out_of_domain_share"])])
     rows.append(["verdict", "PASSED" if res.passed else "FAILED: " + "; ".join(res.failures)])
     ui.console().print(ui.table(f"check {res.target} on {res.device}", ["metric", "value"], rows))
     if res.report:
         ui.console().print(f"report: {res.report['markdown']}")
+
+
+def print_profile(res) -> None:
+    """A ProfileResult: the slowest layers, the blocks, the totals."""
+    con = ui.console()
+    con.print(f"[bold]{res.target}[/bold]: {res.runtime} — {res.method}; {res.warmup} warm-up, {res.repeats} runs")
+    con.print(ui.table("slowest layers", ["layer", "block", "ops", "MACs", "µs", "share %", "MMAC/s"], [
+        [r["module"], r["block"], ", ".join(r["op_types"]), r["macs"], f"{r['time_us']:.1f}", ui.pct(r["share"]),
+         f"{r['macs_per_s'] / 1e6:.0f}" if r["macs_per_s"] else ""] for r in res.top(15)]))
+    con.print(ui.table("per block", ["block", "µs", "share %", "of it shrinkage µs"], [
+        [g["block"], f"{g['time_us']:.1f}", ui.pct(g["share"]), f"{g['shrinkage_us']:.1f}"] for g in res.blocks]))
+    con.print(f"wall-clock p50 {res.wall_p50_us:.1f} µs (no profiler); op rows {res.rows_total_us:.1f} µs; "
+              f"profiled run {res.profiled_total_us:.1f} µs; shrinkage branches {ui.pct(res.shrinkage_share)} % "
+              f"of the op time; {res.total_macs} MACs")
+    if res.sweep:
+        con.print("throughput by batch: " + ", ".join(f"b{k}: {v:.0f}/s" for k, v in res.sweep.items()))
+    if res.report:
+        con.print(f"report: {res.report['markdown']}")
+
+
+def print_benchmark(res) -> None:
+    from .benchmark_report import COLUMNS, matrix_rows, timing_notes
+
+    con = ui.console()
+    con.print(ui.table(f"formats on this machine — {res.windows} windows ({res.evaluation})", COLUMNS, matrix_rows(res)))
+    for note in timing_notes(res):
+        con.print(f"timing of {note}")
+    best, torch_row = res.best(), res.row("pytorch fp32")
+    if best and torch_row and torch_row.p50_us:
+        con.print(f"fastest: [bold]{best.format}[/bold] ({best.runtime}) {best.p50_us:.1f} µs p50 — "
+                  f"{torch_row.p50_us / best.p50_us:.1f}× PyTorch eager")
+    if res.report:
+        con.print(f"report: {res.report['markdown']}")
 
 
 def print_run_to_failure(res: dict) -> None:

@@ -61,7 +61,7 @@ def test_staged_output_keeps_old_folder_on_failure(tmp_path):
 def test_build_jetson_without_tensorrt(tiny_model, tiny_calib, tmp_path):
     out = tmp_path / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "-o", out,
-                "--max-drop", "100", "--json")
+                "--max-drop", "100", "--max-cell-drop", "100", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["engine"] is None and "build_engine.sh" in res["next_step"]
@@ -111,7 +111,7 @@ def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path
     if cuda_sm() is None:
         pytest.skip("no CUDA GPU on this machine")
     onnx_path = tmp_path / "m.int8.onnx"
-    quantize_model(tiny_model, tiny_calib, onnx_path, max_drop=100, noise_kinds=[], snrs=[])
+    quantize_model(tiny_model, tiny_calib, onnx_path, max_drop=100, max_cell_drop=100, noise_kinds=[], snrs=[])
     info = build(str(onnx_path), str(tmp_path / "m.engine"), "int8", timing_cache=str(tmp_path / "t.cache"))
     assert info["sm"] == cuda_sm() and (tmp_path / "t.cache").exists()
     x = np.random.default_rng(0).standard_normal((8, 1, 2048)).astype(np.float32)

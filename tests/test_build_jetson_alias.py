@@ -21,7 +21,7 @@ PORTABLE_FILES = ["build.json", "build_engine.sh", "model.int8.b32.onnx", "model
 
 
 def _build(tiny_model, tiny_calib, out, *extra, env=None):
-    return run_cli("build", tiny_model, "--target", "jetson", "--calib", tiny_calib, "-o", out, "--max-drop", "100",
+    return run_cli("build", tiny_model, "--target", "jetson", "--calib", tiny_calib, "-o", out, "--max-drop", "100", "--max-cell-drop", "100",
                    "--json", *extra, env=env)
 
 

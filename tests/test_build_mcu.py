@@ -16,7 +16,7 @@ from .conftest import run_cli  # noqa: E402
 def mcu_build(tiny_model, tiny_calib, tmp_path_factory):
     out = tmp_path_factory.mktemp("mcu") / "h743"
     r = run_cli("build", tiny_model, "--target", "stm32h743", "--engine", "tflm", "--calib", tiny_calib, "-o", out,
-                "--max-drop", "100", "--json", timeout=600)
+                "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=600)
     assert r.returncode == 0, r.stderr
     return out, json.loads(r.stdout)
 
@@ -74,7 +74,7 @@ def test_model_that_does_not_fit_is_refused_with_numbers(tiny_model, tiny_calib,
     (out / "keep.txt").write_text("previous build")
     (out / "build.json").write_text("{}")  # marks the folder as an earlier build: it may be replaced
     r = run_cli("build", tiny_model, "--target", "tiny-mcu", "--engine", "tflm", "--targets-dir", boards, "--calib",
-                tiny_calib, "-o", out, "--max-drop", "100", timeout=600)
+                tiny_calib, "-o", out, "--max-drop", "100", "--max-cell-drop", "100", timeout=600)
     assert r.returncode == 1, r.stderr
     assert "does not fit tiny-mcu" in r.stderr and "RAM" in r.stderr and "flash" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["build.json", "keep.txt"]

@@ -106,12 +106,20 @@ def test_train_and_evaluate_cli(tiny_data, tiny_model, tmp_path):
     assert r.returncode == 0 and "confusion matrix" in r.stdout
 
 
-def test_evaluate_refuses_mismatched_data(tiny_model, tmp_path):
+def test_evaluate_takes_a_subset_of_classes_and_refuses_unknown_ones(tiny_model, tmp_path):
+    from drsn_edge.data.dataset import load_dataset, save_dataset
+
     out = tmp_path / "two.npz"
     run_cli("data", "synth", "-o", out, "--windows-per-class", "3", "--recordings-per-class", "3",
-            "--classes", "normal,IR007")
-    r = run_cli("evaluate", tiny_model, "--data", out)
-    assert r.returncode == 2 and "classes" in r.stderr
+            "--classes", "IR007,normal")
+    r = run_cli("evaluate", tiny_model, "--data", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["classes_present"] == ["normal", "IR007"]  # in the model's order
+    ds = load_dataset(out)
+    ds.class_names = ["pump", "normal"]
+    save_dataset(ds, tmp_path / "pump.npz")
+    r = run_cli("evaluate", tiny_model, "--data", tmp_path / "pump.npz")
+    assert r.returncode == 2 and "class(es) ['pump'] that the model does not know" in r.stderr
 
 
 def test_evaluate_refuses_non_bundle(tmp_path):

@@ -20,10 +20,10 @@ def test_registry_names_every_backend_a_target_uses():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with tflm"),
+    (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with c"),
     (["--target", "stm32h743", "--method", "entropy"],
-     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with tflm"),
-    (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with litert"),
+     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with c"),
+    (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with host"),
     (["--target", "stm32h743", "--device", "ssh://u@127.0.0.1:1"], "--device applies to tensorrt targets"),
     (["--target", "jetson-nano", "--strongly-typed"], "--strongly-typed needs TensorRT ≥ 10"),
     (["--target", "jetson-orin-nano", "--opt-level", "9"], "--opt-level must be ≤ 5"),
@@ -43,18 +43,26 @@ def host_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
     pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
     out = tmp_path_factory.mktemp("host") / "host"
     r = run_cli("build", tiny_model, "--target", "host", "--calib", tiny_calib, "--data", tiny_data, "-o", out,
-                "--max-drop", "100", "--json", timeout=600)
+                "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=600)
     assert r.returncode == 0, r.stderr
     return out, json.loads(r.stdout)
 
 
 def test_build_host_then_check_it(host_build, tiny_data):
     out, built = host_build
-    assert built["backend"] == "litert" and sorted(p.name for p in out.iterdir()) == [
-        "build.json", "model.int8.json", "model.int8.tflite"]
+    choice = json.loads((out / "build.json").read_text())["choice"]
+    stem = {"litert": ".tflite", "onnxruntime": ".onnx"}[choice["runtime"]]
+    files = sorted(p.name for p in out.iterdir())
+    assert built["backend"] == "host" and len(files) == 3 and "build.json" in files
+    artifact = next(f for f in files if f.endswith(stem))
+    assert artifact[: -len(stem)] + ".json" in files
+    # the choice is the fastest measured candidate within the gate, and says so
+    kept = [c for c in choice["candidates"] if c["within_gate"]]
+    assert choice["candidate"] == min(kept, key=lambda c: c["p50_us"])["candidate"]
+    assert choice["reason"].startswith(f"fastest of {len(kept)} candidates within the 100 pp accuracy gate")
     r = run_cli("check", out, "--target", "host", "--data", tiny_data, "--json")
     res = json.loads(r.stdout)
-    assert res["runtime"] == "litert (int8)" and r.returncode == (0 if res["passed"] else 1)
+    assert res["runtime"].startswith(choice["runtime"]) and r.returncode == (0 if res["passed"] else 1)
     # the check ran the very file the build measured: identical figures
     assert res["accuracy"] == built["accuracy"]["accuracy"]
     assert res["reference_accuracy"] == built["accuracy"]["reference_accuracy"]
@@ -63,7 +71,7 @@ def test_build_host_then_check_it(host_build, tiny_data):
 def test_check_on_a_non_default_method_build_reports_that_build(tiny_model, tiny_calib, tiny_data, tmp_path):
     out = tmp_path / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "--data", tiny_data,
-                "-o", out, "--method", "minmax", "--max-drop", "100", "--json")
+                "-o", out, "--method", "minmax", "--max-drop", "100", "--max-cell-drop", "100", "--json")
     assert r.returncode == 0, r.stderr
     built = json.loads(r.stdout)
     side = json.loads((out / "model.int8.json").read_text())
@@ -101,7 +109,7 @@ def test_check_without_a_build_says_how_to_make_one(tmp_path):
 def test_same_float_accuracy_everywhere_on_the_default_spec(tiny_model, tiny_calib, tiny_data, tmp_path, host_build):
     """quantize, build (QDQ and TFLite) and check measure the same float model on the same spec."""
     q = run_cli("quantize", tiny_model, "--calib", tiny_calib, "--data", tiny_data, "-o", tmp_path / "q.onnx",
-                "--max-drop", "100", "--json")
+                "--max-drop", "100", "--max-cell-drop", "100", "--json")
     qf = json.loads(q.stdout)["float_accuracy"]
     _, built = host_build
     assert built["accuracy"]["reference_accuracy"] == qf

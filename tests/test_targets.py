@@ -56,8 +56,8 @@ def test_every_shipped_file_loads_and_names_equal_stems():
 def test_family_backend_and_transport_of_shipped_profiles():
     ts = all_targets()
     for t in ts.values():
-        assert {"mcu": "tflm", "jetson": "tensorrt"}.get(t.family, t.backend) == t.backend
-    assert ts["host"].family == "host" and ts["host"].backend == "litert" and ts["host"].transport == "local"
+        assert {"mcu": "c", "jetson": "tensorrt"}.get(t.family, t.backend) == t.backend
+    assert ts["host"].family == "host" and ts["host"].backend == "host" and ts["host"].transport == "local"
     assert all(t.transport == "ssh" for t in jetson_targets())
     assert ts["qemu-m4"].device == {"transport": "qemu", "machine": "mps2-an386"}
     assert ts["qemu-m7"].device == {"transport": "qemu", "machine": "mps2-an500"}

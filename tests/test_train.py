@@ -138,10 +138,13 @@ def _assert_bundle_holds(out, state):
 def test_the_best_validation_epoch_is_kept_not_the_last(four_class_data, tmp_path):
     out = tmp_path / "m.drsn"
     s, states = _train_recording_epochs(four_class_data, out)
-    val = [h["val_acc"] for h in load_bundle(out).meta["training"]["history"]]
-    best = int(np.argmax(val)) + 1  # first epoch with the highest validation accuracy
+    from drsn_edge.train import best_record
+
+    hist = load_bundle(out).meta["training"]["history"]
+    val = [h["val_acc"] for h in hist]
+    best = best_record(hist)["epoch"]
     # this seed's run peaks before its last epoch, so keeping the last epoch cannot pass
-    assert val[-1] < max(val), val
+    assert val[-1] < max(val) and val[best - 1] == max(val), val
     assert s["best_epoch"] == best and s["best_val_acc"] == max(val)
     assert load_bundle(out).meta["metrics"]["best_val_acc"] == max(val)
     _assert_bundle_holds(out, states[best])
@@ -155,12 +158,13 @@ def test_the_best_validation_epoch_is_kept_not_the_last(four_class_data, tmp_pat
     assert float((predict_logits(load_bundle(out).model, xv).argmax(1) == yv).mean()) == max(val)
 
 
-def test_a_tied_best_keeps_the_first_epoch_that_reached_it(four_class_data, tmp_path):
+def test_a_tie_at_the_top_is_broken_by_validation_loss(four_class_data, tmp_path):
     out = tmp_path / "m.drsn"
     s, states = _train_recording_epochs(four_class_data, out, epochs=6, val_windows=4)
-    val = [h["val_acc"] for h in load_bundle(out).meta["training"]["history"]]
-    best = int(np.argmax(val)) + 1
-    assert val.count(max(val)) > 1 and val[-1] < max(val), val  # 4 validation windows: a tie at the top
+    hist = load_bundle(out).meta["training"]["history"]
+    top = [h for h in hist if h["val_acc"] == max(r["val_acc"] for r in hist)]
+    assert len(top) > 1, hist  # 4 validation windows: a tie at the top
+    best = min(top, key=lambda h: (h["val_loss"], -h["epoch"]))["epoch"]  # lowest loss, then the later epoch
     assert s["best_epoch"] == best
     _assert_bundle_holds(out, states[best])
 
@@ -220,21 +224,14 @@ def test_train_split_missing_a_class_and_too_few_windows_are_refused(tmp_path):
         train(_cfg(data, tmp_path / "m.drsn"))
 
 
-def test_keep_best_and_best_epoch_by_hand():
-    from drsn_edge.train import best_epoch, keep_best
+def test_epoch_selection_by_hand():
+    from drsn_edge.train import best_record, is_better
 
-    lin = torch.nn.Linear(1, 1)
-    with torch.no_grad():
-        lin.weight.fill_(2.0)
-    acc, state = keep_best(0.5, -1.0, None, lin)
-    assert acc == 0.5 and state["weight"].item() == 2.0
-    with torch.no_grad():
-        lin.weight.fill_(3.0)
-    assert state["weight"].item() == 2.0  # a copy, not the live tensor
-    assert keep_best(0.5, acc, state, lin) == (0.5, state)  # a tie keeps the earlier weights
-    assert keep_best(0.4, acc, state, lin) == (0.5, state)
-    acc2, state2 = keep_best(0.75, acc, state, lin)
-    assert acc2 == 0.75 and state2["weight"].item() == 3.0
-    hist = [{"epoch": 1, "val_acc": 0.2}, {"epoch": 2, "val_acc": 0.6}, {"epoch": 3, "val_acc": 0.6},
-            {"epoch": 4, "val_acc": 0.5}]
-    assert best_epoch(hist) == 2 and best_epoch([]) is None
+    hist = [{"epoch": 1, "val_acc": 0.2, "val_loss": 1.0}, {"epoch": 2, "val_acc": 0.6, "val_loss": 0.9},
+            {"epoch": 3, "val_acc": 0.6, "val_loss": 0.8}, {"epoch": 4, "val_acc": 0.6, "val_loss": 0.8},
+            {"epoch": 5, "val_acc": 0.5, "val_loss": 0.1}]
+    # highest accuracy; among equals the lower loss; among equal losses the later epoch
+    assert best_record(hist)["epoch"] == 4 and best_record(hist[:3])["epoch"] == 3
+    assert best_record(hist[:2])["epoch"] == 2 and best_record([]) is None
+    assert is_better(hist[0], None) and not is_better(hist[4], hist[3]) and is_better(hist[3], hist[2])
+    assert not is_better(hist[1], hist[2]) and is_better(hist[2], hist[1])

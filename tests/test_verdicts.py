@@ -199,7 +199,7 @@ def test_build_gate_fails_one_window_over_and_keeps_the_previous_build(four, bui
         build("pin-host", four["model"], [_profile(tmp_path / "p")], out_dir=out, spec=_spec(four),
               calib=str(four["calib1x32"]), method="minmax", max_drop=limit)
     assert str(ei.value) == (f"INT8 accuracy drop {built['D']:.2f} pp exceeds --max-drop {limit:g} pp; "
-                             "try another --method, --auto-mixed or --sensitivity")
+                             "try --method auto, --auto-mixed or --sensitivity")
     assert sorted(p.name for p in out.iterdir()) == ["build.json", "keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "p"]
 

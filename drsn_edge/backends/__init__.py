@@ -7,18 +7,24 @@ from importlib import import_module
 
 from ..errors import InputError
 
-# backend name → module that defines BACKEND
+# backend name → (module that defines BACKEND, target families it builds for)
 BACKENDS = {
-    "onnxruntime": "onnxrt",
-    "litert": "litert",
-    "tflm": "tflm",
-    "tensorrt": "tensorrt",
-    "c": "cengine",
+    "onnxruntime": ("onnxrt", ("host",)),
+    "litert": ("litert", ("host",)),
+    "tflm": ("tflm", ("mcu",)),
+    "tensorrt": ("tensorrt", ("jetson",)),
+    "c": ("cengine", ("mcu",)),
+    "host": ("host", ("host",)),
 }
 
 
+def family_backends(family: str) -> tuple[str, ...]:
+    """The backends a target family may name (the target schema reads this)."""
+    return tuple(name for name, (_, families) in BACKENDS.items() if family in families)
+
+
 def get_backend(name: str):
-    mod = BACKENDS.get(name)
+    mod = BACKENDS.get(name, (None,))[0]
     if mod is None:
         raise InputError(f"unknown backend '{name}'; registered: {', '.join(sorted(BACKENDS))}")
     return import_module(f".{mod}", __name__).BACKEND

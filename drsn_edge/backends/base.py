@@ -136,11 +136,13 @@ class CommonOptions:
 
     calib: str | None = None
     max_drop: float = 1.0
+    max_cell_drop: float = 0.5  # pp at the worst SNR level (mean over noise types)
 
     def validate(self, target) -> None:
         from ..validate import finite
 
         finite("--max-drop", self.max_drop, lo=0.0, hi=100.0)
+        finite("--max-cell-drop", self.max_cell_drop, lo=0.0, hi=100.0)
 
 
 def option_fields(cls) -> set[str]:

@@ -21,11 +21,13 @@ def build(ctx: BuildContext) -> BuildOutput:
 class LiteRTRunner(Int8RunnerBase, RunnerBase):
     """LiteRT in this process (XNNPACK where it takes the graph, LiteRT's own kernels otherwise)."""
 
-    def __init__(self, tflite_bytes: bytes, name: str = "litert (int8)"):
+    def __init__(self, tflite_bytes: bytes, name: str = "litert (int8)", op_modules: list[str] | None = None):
         RunnerBase.__init__(self)
         from .tflite import _interpreter
 
         self.name = name
+        self.model = bytes(tflite_bytes)
+        self.op_modules = op_modules  # layer name of each op (the build's sidecar), for profile_ops
         self.interp = _interpreter(tflite_bytes)
         self.inp, self.out = self.interp.get_input_details()[0], self.interp.get_output_details()[0]
         self.batch = int(self.inp["shape"][0])
@@ -38,10 +40,51 @@ class LiteRTRunner(Int8RunnerBase, RunnerBase):
         return self._dequantize(np.array(self.interp.get_tensor(self.out["index"])).reshape(self.batch, -1))
 
 
+    def profile_ops(self, x: np.ndarray, repeats: int = 100, warmup: int = 20) -> dict:
+        return profile_isolated(self.model, repeats, warmup, self.op_modules)
+
+
+def _median_invoke_us(model: bytes, repeats: int, warmup: int) -> float:
+    import time
+
+    from .tflite import _interpreter
+
+    interp = _interpreter(model)
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    for _ in range(warmup):
+        interp.invoke()
+    t = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        interp.invoke()
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t)) * 1e6
+
+
+def profile_isolated(model: bytes, repeats: int = 100, warmup: int = 20, modules: list[str] | None = None) -> dict:
+    """Per-op times of a .tflite, each op run alone as a one-op model by the same LiteRT kernels (the
+    Python LiteRT interpreter has no op profiler). The cheapest op's time stands for the cost of one
+    invoke() and is taken off every op. Isolation loses what XNNPACK gains across ops in the whole graph
+    (fusion, cache reuse), so the rows are the ops' relative weight; the whole graph's own time is the
+    measured total."""
+    from .tflite import op_table, single_op_model
+
+    table = op_table(model)
+    times = [_median_invoke_us(single_op_model(model, r["index"]), repeats, warmup) for r in table]
+    floor = min(times) if times else 0.0
+    mods = modules if modules and len(modules) == len(table) else [f"op {r['index']}" for r in table]
+    rows = [{"name": f"{r['index']}:{r['op_type']}", "module": m, "op_type": r["op_type"], "macs": r["macs"],
+             "time_us": max(t - floor, 0.0)} for r, t, m in zip(table, times, mods)]
+    return {"rows": rows, "total_us": _median_invoke_us(model, repeats, warmup), "runs": repeats,
+            "invoke_floor_us": floor,
+            "method": "LiteRT, each op timed alone (median over runs, less the cheapest op's invoke cost)"}
+
+
 def runner(build, device=None):
     if device is not None and getattr(device, "transport", "local") != "local":
         raise InputError(f"{build.target} builds run with LiteRT on this machine; check them with --device local")
-    return LiteRTRunner(build.artifact.read_bytes())
+    return LiteRTRunner(build.artifact.read_bytes(), op_modules=build.sidecar.get("op_modules"))
 
 
 BACKEND = Backend(name="litert", description="LiteRT (TensorFlow Lite) int8 on this machine", Options=Options,

@@ -4,6 +4,7 @@ has no TensorRT (ONNX Runtime stands in)."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +19,15 @@ SWEEP_BATCHES = (8, 32)  # besides batch 1; the deploy graph has a static batch,
 
 @dataclass
 class Options(CommonOptions):
-    method: str = "percentile"
+    method: str = "auto"  # every calibration method measured on validation windows, the best kept
     precision: str = "int8"
 
     def validate(self, target) -> None:
         from ..quantize.ptq import METHODS
 
         super().validate(target)
-        if self.method not in METHODS:
-            raise InputError(f"unknown --method '{self.method}'; choose one of {', '.join(METHODS)}")
+        if self.method not in ("auto", *METHODS):
+            raise InputError(f"unknown --method '{self.method}'; choose one of auto, {', '.join(METHODS)}")
         if self.precision not in ("int8", "fp32"):
             raise InputError(f"{target.name} runs ONNX Runtime in int8 or fp32, got --precision {self.precision}")
 
@@ -53,17 +54,18 @@ def write_onnx(ctx: BuildContext, method: str, precision: str) -> BuildOutput:
     ctx.progress("quantize" if precision == "int8" else "export")
     if precision == "int8":
         q = quantize_model(ctx.model_path, ctx.calibration_path, path, method=method, max_drop=ctx.options.max_drop,
-                           spec=ctx.spec)
+                           max_cell_drop=ctx.options.max_cell_drop, spec=ctx.spec)
         raise_if_failed(q)
-        accuracy = q["comparison"]
+        accuracy, method, selection = q["comparison"], q["method"], q["method_selection"]
     else:
         export(ctx.model_path, path)
-        accuracy = None
+        accuracy, selection = None, None
     ctx.progress("sweep variants")
     for b in SWEEP_BATCHES:
         fb = to_onnx_bytes(ctx.bundle.model, b, ctx.bundle.window)
         write_bytes(ctx.out / sweep_name(name, b), quantize_onnx(fb, ctx.calib_x, b, method) if precision == "int8" else fb)
     return BuildOutput(artifact=name, accuracy=accuracy, details={"method": method if precision == "int8" else None,
+                                                                 "method_selection": selection,
                                                                  "sweep_batches": [1, *SWEEP_BATCHES]})
 
 
@@ -102,6 +104,9 @@ class OrtRunner(RunnerBase):
 
     def _infer_one(self, x):
         return self.session.run(None, {self.input_name: x})[0]
+
+    def profile_ops(self, x: np.ndarray, repeats: int = 100, warmup: int = 20) -> dict:
+        return profile_ort_runner(self, x, repeats, warmup)
 
     def sweep(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
         import time
@@ -182,3 +187,98 @@ def runner(build, device=None):
 
 BACKEND = Backend(name="onnxruntime", description="ONNX Runtime, float or QDQ int8 ONNX (CPU)", Options=Options,
                   build=build, runner=runner, suffixes=(".onnx",))
+
+
+# ---------------------------------------------------------------------------------------------- profiling
+CONV_OPS = ("Conv", "QLinearConv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "QGemm", "MatMul")
+
+
+def onnx_conv_layers(model_bytes: bytes) -> tuple[dict[str, int], dict[str, str]]:
+    """(module path → MACs of its convolution or Gemm, tensor name → module of the convolution that
+    feeds it through element-wise ops), from the graph's own shapes."""
+    from ..deps import onnx
+    from ..layers import onnx_node_module
+
+    m = onnx().shape_inference.infer_shapes(onnx().load_from_string(model_bytes))
+    shapes = {t.name: [d.dim_value for d in t.type.tensor_type.shape.dim]
+              for t in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)}
+    shapes.update({t.name: list(t.dims) for t in m.graph.initializer})
+    macs, feeder = {}, {}
+    for n in m.graph.node:  # topological order: a tensor's feeder is known before its users
+        mod = onnx_node_module(n.name)
+        if n.op_type in ("Conv", "Gemm", "QLinearConv"):
+            w = shapes.get(n.input[3 if n.op_type == "QLinearConv" else 1]) or []
+            y = shapes.get(n.output[0]) or []
+            if w and y:
+                k = int(w[1] if len(w) > 1 else 1) if n.op_type == "Gemm" else int(np.prod(w[1:]))
+                macs[mod] = int(np.prod(y)) * k
+            feeder[n.output[0]] = mod
+        elif n.input and n.input[0] in feeder:
+            feeder[n.output[0]] = feeder[n.input[0]]
+    return macs, feeder
+
+
+def ort_profile(path: Path, x: np.ndarray, threads: int, repeats: int, warmup: int) -> dict:
+    """Per-node kernel times from ONNX Runtime's own profiler (SessionOptions.enable_profiling) over
+    `repeats` batch-1 runs after `warmup` untimed ones. Node names are the optimized graph's; a node that
+    ONNX Runtime inserted without a scope (layout reorders) is charged to the node before it."""
+    import json
+    import os
+
+    from ..deps import onnxruntime
+    from ..layers import onnx_node_module
+
+    ort = onnxruntime()
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+        opts.enable_profiling, opts.profile_file_prefix = True, os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(Path(path).read_bytes(), opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)}
+        for _ in range(warmup + repeats):  # the warm-up runs' events are dropped below
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][warmup:]
+    t_first = runs[0]["ts"] if runs else 0
+    rows: dict[str, dict] = {}
+    last_module = ""
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < t_first:
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        weight = re.match(r"^([A-Za-z_][\w.]*)\.(weight|bias)_", name)  # a weight's DequantizeLinear
+        module = onnx_node_module(name) if name.startswith("/") else weight.group(1) if weight else last_module
+        last_module = module or last_module
+        r = rows.setdefault(name, {"name": name, "module": module, "op_type": e["args"].get("op_name", "?"), "_d": []})
+        r["_d"].append(float(e["dur"]))
+    for r in rows.values():
+        r["time_us"] = float(np.median(r.pop("_d")))
+    kernel_sum = sum(r["time_us"] for r in rows.values())
+    floor = min((r["time_us"] for r in rows.values()), default=0.0)
+    for r in rows.values():
+        r["time_us"] = max(r["time_us"] - floor, 0.0)
+    return {"rows": list(rows.values()), "total_us": float(np.median([r["dur"] for r in runs])) if runs else 0.0,
+            "kernel_sum_us": kernel_sum, "invoke_floor_us": floor, "runs": len(runs),
+            "method": "ONNX Runtime profiler (per-node kernel time, median over runs, less the cheapest node's time: "
+                      "the profiler's own cost per node)"}
+
+
+def profile_ort_runner(self, x: np.ndarray, repeats: int = 100, warmup: int = 20) -> dict:
+    """OrtRunner's profiler hook: per-node rows (module, op type, MACs, µs per run) for a batch-1 window.
+    A convolution that ONNX Runtime fused with its activation is named after the activation's output
+    (`/units/units.0/Relu_output_0_nchwc`): it is traced back to the convolution feeding that tensor."""
+    res = ort_profile(self.path, x[: self.batch], self.threads, repeats, warmup)
+    macs, feeder = onnx_conv_layers(self.path.read_bytes())
+    charged = set()
+    for r in res["rows"]:
+        if r["op_type"] in CONV_OPS:
+            hit = feeder.get(r["name"].replace("_nchwc", ""))  # named after the tensor it writes
+            if r["module"] not in macs and hit:
+                r["module"] = hit
+        r["macs"] = 0
+        if r["op_type"] in CONV_OPS and r["module"] in macs and r["module"] not in charged:
+            r["macs"] = macs[r["module"]]
+            charged.add(r["module"])
+        if not r["module"]:
+            r["module"] = "stem" if r["name"].startswith("/Unsqueeze") or r["name"] == "vibration_q" else "head"
+    return res

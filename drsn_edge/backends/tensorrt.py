@@ -297,8 +297,8 @@ class Options(_OnnxOptions):
 
         if self.precision not in ("int8", "fp16", "fp32"):
             raise InputError(f"unknown precision '{self.precision}'; use int8, fp16 or fp32")
-        if self.method not in METHODS:
-            raise InputError(f"unknown --method '{self.method}'; choose one of {', '.join(METHODS)}")
+        if self.method not in ("auto", *METHODS):
+            raise InputError(f"unknown --method '{self.method}'; choose one of auto, {', '.join(METHODS)}")
         from .base import CommonOptions
 
         CommonOptions.validate(self, target)

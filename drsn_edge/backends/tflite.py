@@ -514,8 +514,12 @@ def int8_tflite(ctx) -> tuple[bytes, dict]:
     ctx.progress("convert")
     float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window)
     ctx.progress("quantize")
-    q = strip_names(quantize_int8(float_bytes, ctx.calib_x))
-    return q, check_integer_only(q)
+    named = quantize_int8(float_bytes, ctx.calib_x)
+    q = strip_names(named)
+    graph = check_integer_only(q)
+    graph["op_modules"] = op_modules(named)  # the profiler's layer names (the artifact's are stripped)
+    graph["float_bytes"] = float_bytes
+    return q, graph
 
 
 def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.int8.tflite", **extra) -> str:
@@ -533,6 +537,7 @@ def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.in
                         "windows": len(ctx.calibration), "method": "global min/max (ai-edge-quantizer static_wi8_ai8)"},
         "input": {**graph["input"], "normalization": b.normalization}, "output": graph["output"],
         "class_names": b.class_names, "fs": b.fs, "window": b.window, "op_counts": graph["op_counts"],
+        "op_modules": graph.get("op_modules"),
         "tools": tool_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "tflite-micro"),
         **extra,
     })
@@ -570,3 +575,55 @@ class Int8RunnerBase:
             self._raw = y.copy()
             return (y.astype(np.float32) - self.out_zp) * self.out_scale
         return y.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-op tables for the profiler: module names (recorded before the names are stripped), MACs, and
+# single-op models that time each op in isolation
+
+
+def op_modules(tflite_bytes: bytes) -> list[str]:
+    """The module path of each op of the main subgraph, from litert-torch's tensor names (call this on
+    the named model, before strip_names); an op without a scope gets the block it sits in."""
+    from ..layers import assign_modules, tflite_tensor_module
+
+    model = read_model(tflite_bytes)
+    sg = model.subgraphs[0]
+    return assign_modules([tflite_tensor_module(_tname(sg.tensors[op.outputs[0]])) for op in sg.operators or []])
+
+
+def op_table(tflite_bytes: bytes) -> list[dict]:
+    """Per op of the main subgraph: index, op type and MACs (convolutions and fully connected layers)."""
+    model = read_model(tflite_bytes)
+    sg = model.subgraphs[0]
+    rows = []
+    for i, op in enumerate(sg.operators or []):
+        kind = _op_name(model, op)
+        out = [int(v) for v in sg.tensors[op.outputs[0]].shape]
+        w = [int(v) for v in sg.tensors[op.inputs[1]].shape] if len(op.inputs) > 1 and op.inputs[1] >= 0 else []
+        macs = 0
+        if kind == "CONV_2D" and len(w) == 4:
+            macs = int(np.prod(out)) * w[1] * w[2] * w[3]
+        elif kind == "DEPTHWISE_CONV_2D" and len(w) == 4:
+            macs = int(np.prod(out)) * w[1] * w[2]
+        elif kind == "FULLY_CONNECTED" and len(w) == 2:
+            macs = int(np.prod(out)) * w[1]
+        rows.append({"index": i, "op_type": kind, "macs": macs})
+    return rows
+
+
+def single_op_model(tflite_bytes: bytes, index: int) -> bytes:
+    """A model holding only op `index` of the main subgraph: its non-constant inputs become the model's
+    inputs, its outputs the model's outputs (weights and quantization parameters are kept)."""
+    model = read_model(tflite_bytes)
+    sg = model.subgraphs[0]
+    op = sg.operators[index]
+
+    def constant(t: int) -> bool:
+        buf = model.buffers[sg.tensors[t].buffer]
+        return buf.data is not None and len(buf.data) > 0
+    sg.operators = [op]
+    sg.inputs = np.array([t for t in op.inputs if t >= 0 and not constant(t)], dtype=np.int32)
+    sg.outputs = np.array(list(op.outputs), dtype=np.int32)
+    model.signatureDefs = []
+    return write_model(model)

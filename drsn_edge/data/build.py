@@ -58,6 +58,22 @@ def import_files(out, sources, *, noise=(), snr=None, noise_mode="assign", seed=
     return {"out": str(out), **man}
 
 
+def merge_files(out, inputs) -> dict:
+    """`data merge A.npz B.npz -o C.npz`: recording ids become '<file stem>:<id>' (the file's path when stems clash)."""
+    from .dataset import merge
+
+    out = _check_out(out)
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise InputError("data merge needs at least one dataset")
+    stems = [p.stem for p in inputs]
+    names = stems if len(set(stems)) == len(stems) else [p.as_posix() for p in inputs]
+    ds = merge([load_dataset(p) for p in inputs], names)
+    ds.params["sources"] = [str(p) for p in inputs]
+    man = save_dataset(ds, out)
+    return {"out": str(out), **man}
+
+
 def info(path) -> dict:
     ds = load_dataset(path)
     man = ds.manifest()

@@ -14,6 +14,7 @@ Manifest (also stored inside the npz as `manifest_json`, so the npz alone is com
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +174,53 @@ def concat(parts: list[Dataset]) -> Dataset:
         recording=np.concatenate([p.recording for p in parts]), split=np.concatenate([p.split for p in parts]),
         normalization=first.normalization, source=first.source, generator=first.generator, params=first.params,
     )
+
+
+def merge(parts: list[Dataset], names: list[str]) -> Dataset:
+    """One dataset from several with the same rate, window and normalization. Classes are the union in order
+    of first appearance; every recording id is prefixed with its source's name (`name:id`) so ids stay unique."""
+    if len(parts) != len(names) or not parts:
+        raise InputError("merge needs at least one dataset and one name per dataset")
+    if len(set(names)) != len(names):
+        raise InputError(f"merged sources need distinct names, got {names}")
+    first = parts[0]
+    for name, p in zip(names, parts):
+        if not math.isclose(p.fs, first.fs, rel_tol=1e-9) or p.window != first.window:
+            raise InputError(f"cannot merge '{name}' ({p.fs:g} Hz, window {p.window}) with '{names[0]}' "
+                             f"({first.fs:g} Hz, window {first.window}); re-import with the same --target-fs and --window")
+        if p.normalization != first.normalization:
+            raise InputError(f"cannot merge '{name}': normalization {p.normalization} differs from {first.normalization}")
+    classes: list[str] = []
+    for p in parts:
+        classes += [c for c in p.class_names if c not in classes]
+    ys = [np.array([classes.index(c) for c in p.class_names], dtype=np.int64)[p.y] for p in parts]
+    return Dataset(
+        x=np.concatenate([p.x for p in parts]), y=np.concatenate(ys), class_names=classes, fs=first.fs,
+        window=first.window, noise=np.concatenate([p.noise for p in parts]),
+        snr_db=np.concatenate([p.snr_db for p in parts]),
+        recording=np.concatenate([np.char.add(f"{n}:", p.recording.astype(str)) for n, p in zip(names, parts)]),
+        split=np.concatenate([p.split for p in parts]), normalization=first.normalization, source="merge",
+        generator=f"merge of {', '.join(names)}",
+        params={"merged": [{"name": n, "source": p.source, "content_sha256": p.content_hash(), "windows": len(p)}
+                           for n, p in zip(names, parts)]},
+    )
+
+
+def align_classes(ds: Dataset, class_names: list[str], what: str = "dataset") -> Dataset:
+    """The same windows labelled in the order of `class_names` (e.g. a model's). The dataset may hold a subset
+    of those classes; a class outside them is refused."""
+    names = list(class_names)
+    if list(ds.class_names) == names:
+        return ds
+    unknown = [c for c in ds.class_names if c not in names]
+    if unknown:
+        raise InputError(f"{what} has class(es) {unknown} that the model does not know (its classes: {names}); "
+                         "evaluate on data of the model's classes or train/fine-tune a model that has them")
+    lut = np.array([names.index(c) for c in ds.class_names], dtype=np.int64)
+    out = ds.subset(np.arange(len(ds)))
+    out.y = lut[ds.y] if len(ds) else ds.y
+    out.class_names = names
+    return out
 
 
 def normalize(x: np.ndarray, method: str = "zscore", eps: float = 1e-8) -> np.ndarray:

@@ -30,6 +30,7 @@ from .windowing import resample, window_signal
 SUPPORTED_SUFFIXES = (".mat", ".csv", ".npy", ".npz", ".wav")
 CHANNELS = ("DE", "FE", "BA")
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_BY = ("recording", "time")
 MIN_WINDOW = 64
 _HEADER_LABEL_CELLS = {"label", "class", "class_name", "classname"}
 
@@ -194,6 +195,38 @@ def assign_splits(
         rec_split = np.repeat(np.arange(3), counts)[rng.permutation(len(rids))]
         out.update({rid: SPLIT_NAMES[int(s)] for rid, s in zip(rids, rec_split)})
     return out
+
+
+def time_cuts(n_samples: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """Sample indices where a recording of `n_samples` is cut into train | val | test (rounded)."""
+    c1 = int(round(fractions[0] * n_samples))
+    c2 = int(round((fractions[0] + fractions[1]) * n_samples))
+    return c1, c2
+
+
+def time_segments(n_samples: int, fractions: Sequence[float], window: int, rid: str) -> list[tuple[str, int, int]]:
+    """(split, start, stop) of the contiguous segments of one recording; every split with a non-zero fraction
+    must hold at least one whole window (windows never cross a cut)."""
+    c1, c2 = time_cuts(n_samples, fractions)
+    out = []
+    for name, start, stop, fr in zip(SPLIT_NAMES, (0, c1, c2), (c1, c2, n_samples), fractions):
+        if fr <= 0:
+            continue
+        if stop - start < window:
+            raise InputError(
+                f"'{rid}': its {name} segment ({stop - start} samples, {100 * fr:g} % of {n_samples}) is shorter "
+                f"than one window of {window} points; use a longer recording, a smaller window or other fractions"
+            )
+        out.append((name, start, stop))
+    return out
+
+
+def single_class_warning(classes: list[str], patterns) -> list[str]:
+    """Without a label map, a folder of files all gets the folder's name as its class: say so."""
+    if patterns is None and len(classes) == 1:
+        return [f"every file got the class '{classes[0]}' (its folder's name); to import several classes, put each "
+                "class in its own sub-folder or pass a label map (--labels)"]
+    return []
 
 
 # -------------------------------------------------------------------------------------------- readers
@@ -456,22 +489,34 @@ def import_dataset(
     label_map: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     split: Sequence[float] = (0.7, 0.15, 0.15),
+    split_by: str = "recording",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
-    """Read recordings, resample to `target_fs` (None: keep the common rate), window them and split by recording."""
+    """Read recordings, resample to `target_fs` (None: keep the common rate), window them and split them:
+    by recording (default), or by time (`split_by="time"`: every recording cut into contiguous
+    train/val/test segments, no window crossing a cut)."""
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     window, hop, channel = _check_args(window, hop, channel)
     fs = _check_rate(fs, "fs")
     target_fs = _check_rate(target_fs, "target_fs")
     fractions = _check_split(split)
+    if split_by not in SPLIT_BY:
+        raise InputError(f"unknown split mode '{split_by}'; use {' or '.join(SPLIT_BY)}")
     paths, root = find_files(sources)
     patterns = load_label_map(label_map) if label_map is not None else None
     recs = [_Source(rid=_recording_id(p.resolve(), root), path=p) for p in paths]
     for r in recs:
         r.label = label_for(r.rid, r.path, patterns, str(label_map))
     classes = _resolve_classes([r.label for r in recs], [r.rid for r in recs], class_names)
-    rec_split = assign_splits({r.rid: r.label for r in recs}, classes, fractions, seed)
+    notes = single_class_warning(classes, patterns)
+    if split_by == "time":
+        rec_split = {r.rid: "time" for r in recs}
+    else:
+        try:
+            rec_split = assign_splits({r.rid: r.label for r in recs}, classes, fractions, seed)
+        except InputError as exc:
+            raise InputError(f"{exc}; with one long recording per class, cut each in time with --split-by time") from None
 
     xs, ys, rids, splits = [], [], [], []
     common_fs: tuple[float, str] | None = None
@@ -495,15 +540,22 @@ def import_dataset(
                 f"'{r.rid}' has {sig.shape[0]} samples{where} but one window is {window} points; "
                 "use a smaller window or a longer recording"
             )
-        w = window_signal(sig, window, hop)
-        xs.append(w)
-        ys.append(np.full(len(w), classes.index(r.label), dtype=np.int64))
-        rids += [r.rid] * len(w)
-        splits += [rec_split[r.rid]] * len(w)
+        segments = (time_segments(sig.shape[0], fractions, window, r.rid) if split_by == "time"
+                    else [(rec_split[r.rid], 0, sig.shape[0])])
+        n_win = 0
+        for name, start, stop in segments:
+            w = window_signal(sig[start:stop], window, hop)
+            xs.append(w)
+            ys.append(np.full(len(w), classes.index(r.label), dtype=np.int64))
+            rids += [r.rid if split_by != "time" else f"{r.rid}#{name}"] * len(w)
+            splits += [name] * len(w)
+            n_win += len(w)
         r.info = {
             "label": r.label, "split": rec_split[r.rid], "source_fs": rate, "resample": [up, down],
-            "samples": int(sig.shape[0]), "windows": int(len(w)), **info,
+            "samples": int(sig.shape[0]), "windows": n_win, **info,
         }
+        if split_by == "time":
+            r.info["segments"] = {name: [int(a), int(b)] for name, a, b in segments}
         if progress:
             progress(i, len(recs))
 
@@ -523,7 +575,8 @@ def import_dataset(
             "sources": [str(s) for s in sources], "root": str(root), "channel": channel,
             "column": column if column is None or isinstance(column, str) else int(column),
             "window": window, "hop": hop, "fs": fs, "target_fs": target_fs,
-            "label_map": None if label_map is None else str(label_map), "split": list(fractions), "seed": int(seed),
+            "label_map": None if label_map is None else str(label_map), "split": list(fractions),
+            "split_by": split_by, "seed": int(seed), "warnings": notes,
             "recordings": {r.rid: r.info for r in recs},
         },
     )

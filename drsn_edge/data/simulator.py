@@ -296,3 +296,15 @@ def synthesize(
             "bearing": {"n": N_BALLS, "d_in": BALL_D_IN, "D_in": PITCH_D_IN, "orders": bearing_orders()},
         },
     )
+
+
+def long_recording(class_name: str, seconds: float, seed: int = 0, condition: str = "nominal",
+                   fs: float = FS) -> np.ndarray:
+    """One continuous recording of a class (float64, in g), e.g. to write as a file that `data import` reads."""
+    if class_name not in CLASS_NAMES:
+        raise InputError(f"unknown class '{class_name}'; the simulator makes {', '.join(CLASS_NAMES)}")
+    if condition not in CONDITIONS:
+        raise InputError(f"unknown condition '{condition}'; use {', '.join(CONDITIONS)}")
+    rng = np.random.default_rng([seed, CLASS_NAMES.index(class_name)])
+    p = _draw_params(CLASS_NAMES.index(class_name), condition, rng)
+    return simulate_recording(p, int(round(seconds * fs)), fs, rng)

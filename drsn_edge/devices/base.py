@@ -127,8 +127,13 @@ def _open_qemu(url: str, machine: str | None = None, **options):
 
 # scheme -> factory(url, **options) returning an unopened device. `serial` and `qemu` give microcontroller
 # links (no work dir, no agent): they carry the serial protocol for devices.mcu.McuRunner.
+# scheme -> factory(url, **options) returning an unopened device; one line plugs in a transport
 DEVICES: dict[str, Callable[..., Device]] = {"local": _open_local, "ssh": _open_ssh, "serial": _open_serial,
                                              "qemu": _open_qemu}
+# scheme -> (target families it reaches, the keys a target's [device] table may set for it)
+TRANSPORT_SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "local": (("jetson", "host"), ()), "ssh": (("jetson", "host"), ("host", "user", "port")),
+    "serial": (("mcu",), ("port", "baud")), "qemu": (("mcu",), ("machine",))}
 
 
 def device_scheme(url: str) -> str:

@@ -14,7 +14,7 @@ from ..conftest import run_cli
 def orin_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("check") / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "--data", tiny_data,
-                "-o", out, "--max-drop", "100", "--json")
+                "-o", out, "--max-drop", "100", "--max-cell-drop", "100", "--json")
     assert r.returncode == 0, r.stderr
     return out, json.loads(r.stdout)
 
@@ -105,7 +105,7 @@ def test_prebuilt_engine_needs_tensorrt_on_the_device(orin_build, tiny_data, tmp
 def test_build_on_a_device_without_tensorrt_exit_4(sshd, tiny_model, tiny_calib, tmp_path):
     out = tmp_path / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "-o", out,
-                "--max-drop", "100", "--device", sshd.url(), "--ssh-config", sshd.client_config,
+                "--max-drop", "100", "--max-cell-drop", "100", "--device", sshd.url(), "--ssh-config", sshd.client_config,
                 "--ssh-identity", sshd.user_key, "--remote-python", sys.executable)
     # the loopback device has no TensorRT: the remote build fails cleanly and nothing is left behind
     assert r.returncode == 4 and "tensorrt not available" in r.stderr, r.stderr

@@ -13,7 +13,7 @@ def onnx_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
     """A QDQ int8 ONNX build (the Jetson profile; ONNX Runtime runs it here) of the tiny model."""
     out = tmp_path_factory.mktemp("orin") / "orin"
     r = run_cli("build", tiny_model, "--target", "jetson-orin-nano", "--calib", tiny_calib, "--data", tiny_data,
-                "-o", out, "--max-drop", "100", "--json", timeout=900)
+                "-o", out, "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=900)
     assert r.returncode == 0, r.stderr
     return out
 

@@ -79,7 +79,7 @@ def test_a_drop_over_max_drop_fails_and_writes_nothing(four, clipped, tmp_path, 
     assert s["passed"] is False and s["artifact"] is None
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert s["error"] == (f"INT8 accuracy drop {2.0 * (kf - kq):.2f} pp exceeds --max-drop {limit:g} pp; "
-                          "try another --method, --auto-mixed or --sensitivity")
+                          "try --method auto, --auto-mixed or --sensitivity")
     with pytest.raises(CheckFailedError, match="exceeds --max-drop"):
         raise_if_failed(s)
 

@@ -19,6 +19,7 @@ from ..conftest import run_cli
 def _q(tiny_model, tiny_calib, tiny_data, out, **kw):
     kw.setdefault("noise_kinds", ["gaussian"])
     kw.setdefault("snrs", [0.0])
+    kw.setdefault("max_cell_drop", 100)
     return quantize_model(tiny_model, tiny_calib, out, data=str(tiny_data), **kw)
 
 

@@ -1,0 +1,237 @@
+"""The domain guard: is an input window like the ones the model was trained on?
+
+A class-conditional Mahalanobis score on the pooled features the classifier head sees (16 values for the
+paper model): score(f) = min_k (f − μ_k)ᵀ Σ⁻¹ (f − μ_k), with one covariance Σ shared by the classes.
+The threshold is a high quantile of the scores of held-out in-domain windows (clean and noisy; the largest
+per-noise-cell quantile, so no SNR level is flagged more often than the quantile allows). A window above the
+threshold is out of domain: the model's answer about it means little, whatever its softmax says.
+
+The guard is small (K means, a D×D matrix, a threshold) and lives in the bundle's metadata, so it adds no
+weights and leaves the model's tensors untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+
+KIND = "mahalanobis-shared-cov"
+DEFAULT_QUANTILE = 0.995
+RIDGE = 1e-6  # relative to the mean feature variance: keeps Σ invertible when a feature is (near) constant
+FIT_WINDOWS = 4000  # windows per fit (training side); more adds time, not accuracy, for 16-dim features
+
+
+@dataclass
+class Guard:
+    means: np.ndarray  # [K, D]
+    precision: np.ndarray  # [D, D] inverse of the shared covariance
+    threshold: float
+    quantile: float = DEFAULT_QUANTILE
+    info: dict = field(default_factory=dict)
+
+    def score(self, feats: np.ndarray) -> np.ndarray:
+        """Smallest squared Mahalanobis distance to a class mean, per row of `feats` [N, D]."""
+        f = np.asarray(feats, dtype=np.float64)
+        d = f[:, None, :] - self.means[None, :, :]  # [N, K, D]
+        return np.einsum("nkd,de,nke->nk", d, self.precision, d).min(axis=1)
+
+    def in_domain(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.score(feats)
+        return s, s <= self.threshold
+
+    def to_json(self) -> dict:
+        return {"kind": KIND, "feature": "pooled features before the classifier", "dim": int(self.means.shape[1]),
+                "means": self.means.tolist(), "precision": self.precision.tolist(), "threshold": float(self.threshold),
+                "quantile": float(self.quantile), "info": self.info}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Guard":
+        if not isinstance(d, dict) or d.get("kind") != KIND:
+            raise InputError(f"unknown domain guard {d.get('kind') if isinstance(d, dict) else d!r} in the bundle")
+        means, prec = np.asarray(d["means"], dtype=np.float64), np.asarray(d["precision"], dtype=np.float64)
+        if means.ndim != 2 or prec.shape != (means.shape[1], means.shape[1]) or not np.isfinite(prec).all():
+            raise InputError("the bundle's domain guard is malformed (means/precision shapes); fit it again")
+        return cls(means=means, precision=prec, threshold=float(d["threshold"]),
+                   quantile=float(d.get("quantile", DEFAULT_QUANTILE)), info=dict(d.get("info", {})))
+
+
+def fit(train_feats: np.ndarray, train_y: np.ndarray, held_feats: np.ndarray, held_cells: np.ndarray | None = None,
+        quantile: float = DEFAULT_QUANTILE, classes: int | None = None) -> Guard:
+    """Means and shared covariance from training features; the threshold from held-out in-domain features
+    (the largest `quantile` over the groups in `held_cells`, e.g. one group per noise × SNR cell)."""
+    x = np.asarray(train_feats, dtype=np.float64)
+    y = np.asarray(train_y)
+    k = int(classes if classes is not None else y.max() + 1)
+    present = [c for c in range(k) if (y == c).any()]
+    if not present or len(x) < 2:
+        raise InputError("the domain guard needs training features of at least one class")
+    means = np.zeros((k, x.shape[1]))
+    centered = np.empty_like(x)
+    for c in present:
+        m = y == c
+        means[c] = x[m].mean(axis=0)
+        centered[m] = x[m] - means[c]
+    cov = centered.T @ centered / max(1, len(x) - len(present))
+    cov += np.eye(x.shape[1]) * RIDGE * max(float(np.trace(cov)) / x.shape[1], 1e-12)
+    means = means[present] if len(present) < k else means
+    g = Guard(means=means, precision=np.linalg.inv(cov), threshold=np.inf, quantile=quantile)
+    held = g.score(held_feats)
+    cells = np.zeros(len(held), dtype=int) if held_cells is None else np.asarray(held_cells)
+    g.threshold = float(max(np.quantile(held[cells == c], quantile) for c in np.unique(cells)))
+    g.info = {"train_windows": int(len(x)), "held_out_windows": int(len(held)), "classes_fitted": len(present),
+              "held_out_cells": int(len(np.unique(cells)))}
+    return g
+
+
+def pooled_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The input of the model's classifier head (`fc`), captured with a forward hook, for normalized x [N,1,L]."""
+    import torch
+
+    head = getattr(model, "fc", None)
+    if head is None:
+        raise InputError(f"{type(model).__name__} has no classifier head 'fc' to take features from")
+    out: list[np.ndarray] = []
+    hook = head.register_forward_pre_hook(lambda mod, args: out.append(args[0].detach().numpy().copy()))
+    try:
+        model.eval()
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                model(torch.from_numpy(np.ascontiguousarray(x[i: i + batch], dtype=np.float32)))
+    finally:
+        hook.remove()
+    return np.concatenate(out) if out else np.zeros((0, head.in_features), dtype=np.float32)
+
+
+def fit_for_model(model, train_x: np.ndarray, train_y: np.ndarray, held_x: np.ndarray, held_cells: np.ndarray,
+                  classes: int, quantile: float = DEFAULT_QUANTILE) -> Guard:
+    """Fit on normalized training windows and held-out in-domain windows of a model."""
+    return fit(pooled_features(model, train_x), train_y, pooled_features(model, held_x), held_cells, quantile, classes)
+
+
+def from_meta(meta: dict) -> Guard | None:
+    d = meta.get("guard")
+    return Guard.from_json(d) if d else None
+
+
+FLAT_STD = 1e-3  # a z-scored window has std 1 unless the raw window was constant (then 0)
+RAIL_SHARE = 0.01  # share of samples sitting exactly on the window's max or min: a saturated (clipped) sensor
+
+
+def signal_flags(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, clipped) per normalized window [N,1,L]: checks on the signal itself, for inputs the features cannot
+    tell apart (a constant window normalizes to zeros; a saturated one has many samples exactly on its rails).
+    Exact repeats of the extreme value also appear in coarsely quantized data (≤ 8-bit ADCs)."""
+    x = np.asarray(x).reshape(len(x), -1)
+    flat = x.std(axis=1) < FLAT_STD
+    on_rails = (x == x.max(axis=1, keepdims=True)).sum(axis=1) + (x == x.min(axis=1, keepdims=True)).sum(axis=1)
+    clipped = ~flat & (on_rails >= max(3, RAIL_SHARE * x.shape[1]))
+    return flat, clipped
+
+
+def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, in_domain) per normalized window x [N,1,L]: in domain when the feature score is within the
+    threshold and the window is neither flat nor clipped. Takes a Bundle (or anything with `.model` and
+    `.meta`), or a runner that returns the guard itself (`infer_guard(x) -> (score, in_domain)`)."""
+    if hasattr(model_or_runner, "infer_guard"):
+        return model_or_runner.infer_guard(x)
+    meta = getattr(model_or_runner, "meta", None)
+    model = getattr(model_or_runner, "model", None)
+    if meta is None or model is None:
+        raise InputError("guard_scores needs a model bundle (with .model and .meta) or a runner with infer_guard")
+    g = from_meta(meta)
+    if g is None:
+        raise InputError("this model has no domain guard; fit one with `drsn-edge guard fit MODEL --data DATA`")
+    score, ok = g.in_domain(pooled_features(model, x))
+    flat, clipped = signal_flags(x)
+    return score, ok & ~flat & ~clipped
+
+
+def summary(in_domain: np.ndarray, noise: np.ndarray | None = None, snr_db: np.ndarray | None = None) -> dict:
+    """Share of out-of-domain windows, overall and per noise × SNR cell."""
+    ood = ~np.asarray(in_domain, dtype=bool)
+    out = {"out_of_domain_share": float(ood.mean()) if len(ood) else 0.0, "n": int(len(ood))}
+    if noise is not None and snr_db is not None and len(ood):
+        cells: dict = {}
+        for kind in sorted(set(np.asarray(noise).tolist())):
+            mk = np.asarray(noise) == kind
+            if kind == "none":
+                cells.setdefault("none", {})["clean"] = float(ood[mk].mean())
+                continue
+            for s in sorted({float(v) for v in np.asarray(snr_db)[mk]}):
+                cells.setdefault(kind, {})[f"{s:g}"] = float(ood[mk & (np.asarray(snr_db) == s)].mean())
+        out["per_snr"] = cells
+    return out
+
+
+HELD_OUT_WINDOWS = 400  # val windows per fit, each swept clean + every noise type at the recipe's SNR range
+
+
+def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"), snr_min: float = -5.0,
+                snr_max: float = 5.0, clean_fraction: float = 0.2, seed: int = 0,
+                quantile: float = DEFAULT_QUANTILE) -> Guard:
+    """Fit on a model's training windows (clean and noisy, as in training) and its held-out windows swept clean
+    and over every noise type at the low, middle and high SNR of the training range."""
+    from .data.dataset import normalize
+    from .data.noise import noise_sweep
+    from .train import augment
+
+    rng = np.random.default_rng([seed, 4099])
+    if len(train_ds) > FIT_WINDOWS:
+        train_ds = train_ds.subset(np.sort(rng.choice(len(train_ds), FIT_WINDOWS, replace=False)))
+    if len(held_ds) > HELD_OUT_WINDOWS:
+        held_ds = held_ds.subset(np.sort(rng.choice(len(held_ds), HELD_OUT_WINDOWS, replace=False)))
+    if len(train_ds) == 0 or len(held_ds) == 0:
+        raise InputError("the domain guard needs training windows and held-out (val) windows")
+    tx, _, _ = augment(train_ds.x, rng, list(noise), snr_min, snr_max, clean_fraction)
+    snrs = sorted({float(snr_min), float((snr_min + snr_max) / 2), float(snr_max)})
+    held = noise_sweep(held_ds, list(noise), snrs, seed=seed + 1) if noise else held_ds
+    cells = np.char.add(held.noise.astype(str), np.char.mod("%g", np.nan_to_num(held.snr_db, nan=0.0)))
+    g = fit_for_model(model, normalize(tx, train_ds.normalization), train_ds.y, normalize(held.x, held.normalization),
+                      cells, classes=len(train_ds.class_names), quantile=quantile)
+    g.info.update({"noise": list(noise), "snr_range": [float(snr_min), float(snr_max)], "held_out_snrs": snrs,
+                   "seed": int(seed)})
+    return g
+
+
+def tensors_sha256(path) -> str:
+    """sha256 over a bundle's tensors (names, dtypes, shapes, bytes), independent of its metadata."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    h = hashlib.sha256()
+    for name, arr in sorted(load_file(str(path)).items()):
+        h.update(f"{name}|{arr.dtype}|{list(arr.shape)}|".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE) -> dict:
+    """`guard fit`: fit a guard for an existing bundle on its training data (train split: means and covariance;
+    val split: threshold) with its recorded noise recipe, and write the bundle again with the same tensors."""
+    from .bundle import load_bundle, save_bundle
+    from .data.dataset import load_dataset
+    from .evaluate import check_compatible
+    from .validate import finite
+
+    finite("--quantile", quantile, lo=0.5, hi=1.0)
+    b = load_bundle(model_path)
+    ds = check_compatible(b.meta, load_dataset(data))
+    train_ds, val_ds = ds.select_split("train"), ds.select_split("val")
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise InputError(f"'{data}' needs a train split and a val split to fit the guard")
+    r = (b.meta.get("training") or {}).get("recipe") or {}
+    g = fit_on_data(b.model, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
+                    float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
+                    seed=seed, quantile=quantile)
+    g.info["data"] = str(data)
+    before = tensors_sha256(model_path)
+    save_bundle(b.model, {**b.meta, "guard": g.to_json()}, out)
+    after = tensors_sha256(out)
+    if after != before:  # never ship changed weights under an unchanged name
+        raise InputError(f"writing '{out}' changed the model's tensors; nothing else was meant to change")
+    return {"model": str(model_path), "out": str(out), "tensors_sha256": after, "threshold": g.threshold,
+            "quantile": g.quantile, **g.info}

@@ -1,0 +1,102 @@
+"""Layer names and MACs of the deploy graph, shared by every runtime's profiler hook.
+
+The deploy graph's ops are named after the torch module that produced them: ONNX node names carry the
+export scope (`/units/units.3/shrink/fc2/Conv`), litert-torch names each tensor after its module path
+(`…DeployNet/…Sequential_units/…DeployUnit_3/…Threshold_shrink/…Conv2d_fc2;2`). Both map back to the
+model's own dotted names (`units.3.shrink.fc2`). Blocks: `stem`, `units.N` (one per residual unit) and
+`head`; an op inside `units.N.shrink` belongs to the shrinkage (soft-threshold) branch."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT = re.compile(r"^units\.(\d+)")
+
+
+def onnx_node_module(node_name: str) -> str:
+    """`/units/units.3/shrink/fc2/Conv` → `units.3.shrink.fc2`; a root-level node → "" (no module)."""
+    segs = [s for s in node_name.split("/") if s][:-1]  # the last segment is the op's own name
+    path: list[str] = []
+    for seg in segs:
+        if "." in seg:  # a container child is named by its full dotted path
+            path = seg.split(".")
+        else:
+            path.append(seg)
+    return ".".join(path)
+
+
+_CONTAINERS = ("Sequential", "DeployUnit", "DeployNet")
+
+
+def _tflite_piece(piece: str) -> tuple[list[str], bool]:
+    """(module path, whether it ends in a layer rather than a container) of one scope."""
+    path, leaf = [], False
+    for seg in piece.split("/")[1:]:  # the first segment is the root module's class
+        cls_attr = seg.rsplit(".", 1)[-1]  # `torch.nn.modules.conv.Conv2d_fc2` → `Conv2d_fc2`
+        if "_" in cls_attr:
+            cls, attr = cls_attr.split("_", 1)
+            path.append(attr)
+            leaf = cls not in _CONTAINERS
+    return path, leaf
+
+
+def tflite_tensor_module(tensor_name: str) -> str:
+    """The module path in a litert-torch tensor name. A tensor that several scopes share is named by
+    all of them (`;`-joined): a scope ending in a layer wins over a container, then the deepest."""
+    best, best_key = [], (False, 0)
+    for piece in tensor_name.split(";"):
+        if "/" in piece:
+            p, leaf = _tflite_piece(piece)
+            if (leaf, len(p)) > best_key:
+                best, best_key = p, (leaf, len(p))
+    return ".".join(best)
+
+
+def block_of(module: str, after_units: bool = False) -> str:
+    """`stem`, `units.N` or `head` for a module path; a root-level op goes to the stem before the units
+    and to the head after them."""
+    m = _UNIT.match(module)
+    if m:
+        return f"units.{m.group(1)}"
+    if module.startswith("op "):  # a .tflite built before its sidecar named the layers
+        return "unmapped"
+    if module.startswith("stem"):
+        return "stem"
+    if module:
+        return "head"
+    return "head" if after_units else "stem"
+
+
+def in_shrinkage(module: str) -> bool:
+    parts = module.split(".")
+    return len(parts) >= 3 and parts[0] == "units" and parts[2] == "shrink"
+
+
+def _unit_index(module: str) -> int | None:
+    m = _UNIT.match(module)
+    return int(m.group(1)) if m else None
+
+
+def assign_modules(names: list[str]) -> list[str]:
+    """Give every op of an execution-ordered list a place: a root-level ("") op goes to the stem before
+    the first unit and to the head after; an op named after an earlier unit than the one already
+    running (a scope that a shared tensor's name kept) stays in the running block."""
+    out: list[str] = []
+    seen_unit, current, in_head = False, -1, False
+    for n in names:
+        idx = _unit_index(n)
+        if idx is not None and (idx < current or in_head):
+            n = out[-1] if out else n
+        elif idx is not None:
+            current, seen_unit = idx, True
+        elif n and not n.startswith("stem"):
+            in_head = True
+        if not n:
+            n = block_of("", seen_unit)
+            in_head = in_head or seen_unit
+        out.append(n)
+    return out
+
+
+def conv_macs(out_numel: int, in_channels_per_group: int, kernel_elems: int) -> int:
+    return int(out_numel) * int(in_channels_per_group) * int(kernel_elems)

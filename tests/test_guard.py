@@ -1,0 +1,94 @@
+"""The domain guard: hand-computable Mahalanobis scores, the threshold, and the guard stored in bundles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drsn_edge.bundle import load_bundle
+from drsn_edge.data.dataset import load_dataset, normalize
+from drsn_edge.evaluate import evaluate
+from drsn_edge.guard import Guard, fit, guard_scores, pooled_features, summary, tensors_sha256
+
+# Two classes of 2-D features: four points around (0, 0) and four around (10, 0), each at distance 1.
+# Shared covariance: Σ = diag(4, 4) / (8 − 2) = diag(2/3, 2/3), so Σ⁻¹ = 1.5 I (up to the 1e-6 ridge).
+TRAIN = np.array([[1, 0], [-1, 0], [0, 1], [0, -1], [11, 0], [9, 0], [10, 1], [10, -1]], dtype=float)
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+HELD = np.array([[0, 0.5], [10, 1], [1, 1]], dtype=float)  # scores 0.375, 1.5, 3.0
+
+
+def test_scores_and_threshold_by_hand():
+    g = fit(TRAIN, Y, HELD, quantile=1.0)
+    np.testing.assert_allclose(g.precision, 1.5 * np.eye(2), rtol=1e-5)
+    np.testing.assert_allclose(g.score(HELD), [0.375, 1.5, 3.0], rtol=1e-5)
+    assert g.threshold == pytest.approx(3.0, rel=1e-5)
+    score, ok = g.in_domain(np.array([[5.0, 30.0], [0.1, -0.2], [10.0, 0.5]]))
+    np.testing.assert_allclose(score, [1.5 * (25 + 900), 1.5 * 0.05, 1.5 * 0.25], rtol=1e-5)
+    assert ok.tolist() == [False, True, True]
+
+
+def test_threshold_is_the_largest_per_cell_quantile():
+    rng = np.random.default_rng(0)
+    held = np.concatenate([rng.normal(0, 0.2, (200, 2)), rng.normal(0, 1.0, (200, 2))])
+    cells = np.repeat(["clean", "noisy"], 200)
+    g = fit(TRAIN, Y, held, held_cells=cells, quantile=0.99)
+    noisy_q = np.quantile(g.score(held[200:]), 0.99)
+    assert g.threshold == pytest.approx(noisy_q)
+    _, ok = g.in_domain(held)
+    assert (~ok[:200]).mean() <= 0.01 and (~ok[200:]).mean() <= 0.01
+
+
+def test_json_round_trip_is_exact_and_malformed_guards_are_refused():
+    g = fit(TRAIN, Y, HELD, quantile=1.0)
+    back = Guard.from_json(g.to_json())
+    assert np.array_equal(back.means, g.means) and np.array_equal(back.precision, g.precision)
+    assert back.threshold == g.threshold
+    from drsn_edge.errors import InputError
+
+    bad = g.to_json()
+    bad["precision"] = [[1.0]]
+    with pytest.raises(InputError, match="malformed"):
+        Guard.from_json(bad)
+
+
+def test_summary_counts_out_of_domain_windows_per_cell():
+    s = summary(np.array([True, False, True, True]), np.array(["none", "none", "pink", "pink"]),
+                np.array([np.nan, np.nan, 0.0, 0.0]))
+    assert s["out_of_domain_share"] == 0.25 and s["per_snr"] == {"none": {"clean": 0.5}, "pink": {"0": 0.0}}
+
+
+def test_training_stores_a_guard_that_keeps_held_out_windows_in_domain(tiny_model, tiny_data):
+    b = load_bundle(tiny_model)
+    assert b.meta["guard"]["dim"] == b.model.fc.in_features
+    ds = load_dataset(tiny_data).select_split("val")
+    x = normalize(ds.x, "zscore")
+    score, ok = guard_scores(b, x)
+    assert score.shape == (len(ds),) and np.array_equal(ok, score <= b.meta["guard"]["threshold"])
+    f = pooled_features(b.model, x[:4])
+    torch_feats = b.model.features(__import__("torch").from_numpy(x[:4])).detach().numpy()
+    np.testing.assert_allclose(f, torch_feats, rtol=0, atol=0)  # the hook sees exactly the head's input
+    rep = evaluate(b, load_dataset(tiny_data))
+    assert 0 <= rep["domain"]["out_of_domain_share"] <= 1 and rep["domain"]["n"] == rep["n"]
+
+
+def test_guard_fit_keeps_the_tensors(tiny_model, tiny_data, tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "g.drsn"
+    r = run_cli("guard", "fit", tiny_model, "--data", tiny_data, "-o", out, "--quantile", "0.99", "--json")
+    assert r.returncode == 0, r.stderr
+    assert tensors_sha256(out) == tensors_sha256(tiny_model)
+    assert load_bundle(out).meta["guard"]["quantile"] == 0.99
+
+
+def test_signal_flags_catch_flat_and_clipped_windows():
+    from drsn_edge.guard import signal_flags
+
+    t = np.linspace(0, 20 * np.pi, 1000)
+    sine = np.sin(t)[None, None, :]
+    sine[0, 0, 100] = 1.5  # one peak, one trough: 2 samples on the rails < 3
+    clipped = np.clip(np.sin(t), -0.5, 0.5)[None, None, :]  # a third of the samples on each rail
+    flat = np.zeros((1, 1, 1000))
+    x = normalize(np.concatenate([sine, clipped, flat + 1.0]).astype(np.float32), "zscore")
+    f, c = signal_flags(x)
+    assert f.tolist() == [False, False, True] and c.tolist() == [False, True, False]
