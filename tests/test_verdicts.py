@@ -53,7 +53,7 @@ def built(four, tmp_path_factory):
     dirs = _profile(root / "profiles", max_latency_ms=1e6)
     out = root / "build"
     res = build("pin-host", four["model"], [dirs], out_dir=out, spec=_spec(four), calib=str(four["calib1x32"]),
-                method="minmax", max_drop=100.0)
+                method="minmax", max_drop=100.0, max_cell_drop=100.0)
     acc = res.accuracy
     assert acc["n"] == 50 and acc["drop_pp"] >= 4.0, "the clipping calibration must cost at least two windows"
     return {"root": root, "out": out, "A": acc["accuracy"], "R": acc["reference_accuracy"], "D": acc["drop_pp"]}
@@ -181,7 +181,7 @@ def test_build_gate_passes_a_tie_and_replaces_the_previous_build(four, built, tm
     (out / "build.json").write_text("{}")  # an earlier build
     (out / "stale.txt").write_text("from the earlier build")
     res = build("pin-host", four["model"], [_profile(tmp_path / "p")], out_dir=out, spec=_spec(four),
-                calib=str(four["calib1x32"]), method="minmax", max_drop=built["D"])
+                calib=str(four["calib1x32"]), method="minmax", max_drop=built["D"], max_cell_drop=100.0)
     assert res.accuracy["drop_pp"] == built["D"]
     assert not (out / "stale.txt").exists() and json.loads((out / "build.json").read_text())["target"] == "pin-host"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "p"]  # no staging or .b.old.* folder left
@@ -197,7 +197,7 @@ def test_build_gate_fails_one_window_over_and_keeps_the_previous_build(four, bui
     limit = built["D"] - 2.0
     with pytest.raises(CheckFailedError) as ei:
         build("pin-host", four["model"], [_profile(tmp_path / "p")], out_dir=out, spec=_spec(four),
-              calib=str(four["calib1x32"]), method="minmax", max_drop=limit)
+              calib=str(four["calib1x32"]), method="minmax", max_drop=limit, max_cell_drop=100.0)
     assert str(ei.value) == (f"INT8 accuracy drop {built['D']:.2f} pp exceeds --max-drop {limit:g} pp; "
                              "try --method auto, --auto-mixed or --sensitivity")
     assert sorted(p.name for p in out.iterdir()) == ["build.json", "keep.txt"]
@@ -209,7 +209,7 @@ def test_build_gate_exit_code(four, built, tmp_path):
     out = tmp_path / "b"
     r = run_cli("build", four["model"], "--target", "pin-host", "--targets-dir", _profile(tmp_path / "p"),
                 "--calib", four["calib1x32"], "--data", four["test50"], "--noise", "none", "--method", "minmax",
-                "--max-drop", f"{built['D'] - 2.0:g}", "-o", out, "--json")
+                "--max-cell-drop", "100", "--max-drop", f"{built['D'] - 2.0:g}", "-o", out, "--json")
     assert r.returncode == 1 and "exceeds --max-drop" in r.stderr and not out.exists()
 
 
