@@ -278,6 +278,7 @@ def test_an_impossible_length_is_dropped_as_soon_as_it_arrives():
     d = Decoder(max_payload=100)
     assert d.feed(_head(RESULT, 1, 101)) == [] and d.dropped == 1 and len(d.buf) <= 1
     assert Decoder(max_payload=100).feed(_head(RESULT, 1, 100)) == []  # a possible one is waited for
+    assert [len(f.payload) for f in Decoder(max_payload=100).feed(encode(RESULT, 1, bytes(100)))] == [100]
 
 
 def test_sequence_numbers_wrap_at_16_bits():
