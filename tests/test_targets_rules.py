@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drsn_edge.errors import InputError
-from drsn_edge.targets import MCU_CPUS, load_target_file, summary_row
+from drsn_edge.targets import FAMILY_TRANSPORTS, MCU_CPUS, load_target_file, summary_row
 
 MCU = """name = "board"
 family = "mcu"
@@ -153,7 +153,7 @@ def test_transport_defaults_and_fit(tmp_path):
     assert _mcu(tmp_path).device == {"transport": "serial"} and _mcu(tmp_path).transport == "serial"
     assert _jetson(tmp_path).transport == "ssh"
     assert _jetson(tmp_path, dev='transport = "local"').transport == "local"
-    _refused(tmp_path, "'device.transport' 'serial' does not fit family 'jetson' (use ssh or local)",
+    _refused(tmp_path, f"'device.transport' 'serial' does not fit family 'jetson' (use {' or '.join(FAMILY_TRANSPORTS['jetson'])})",
              jetson=True, dev='transport = "serial"')
     _refused(tmp_path, "key 'device.machine' does not apply to transport 'serial' (its keys: baud, port)",
              dev='machine = "mps2-an386"')
