@@ -68,11 +68,12 @@ class Thresholds:
 
 
 def verdict(accuracy: float, drop_pp: float, p99_ms: float | None, th: Thresholds) -> list[str]:
-    """The failures of a check (empty: passed). Exact ties pass (float rounding must not fail them)."""
+    """The failures of a check (empty: passed). A figure equal to its threshold passes: accuracy and drop
+    are exact (from window counts, drsn_edge.comparison), so a tie compares equal."""
     failures = []
-    if accuracy < th.min_accuracy - 1e-12:
+    if accuracy < th.min_accuracy:
         failures.append(f"accuracy {100 * accuracy:.2f} % < {100 * th.min_accuracy:.1f} %")
-    if drop_pp > th.max_drop_pp + 1e-9:
+    if drop_pp > th.max_drop_pp:
         failures.append(f"drop {drop_pp:.2f} pp > {th.max_drop_pp:g} pp")
     if p99_ms is not None and p99_ms > th.max_latency_ms:
         failures.append(f"p99 latency {p99_ms:.2f} ms > {th.max_latency_ms:g} ms")

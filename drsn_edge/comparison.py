@@ -45,18 +45,20 @@ def output_stats(ref: np.ndarray, got: np.ndarray) -> dict:
 
 def compare(ref_logits: np.ndarray, got_logits: np.ndarray, y: np.ndarray, noise: np.ndarray, snr_db: np.ndarray,
             class_names: list[str]) -> Comparison:
-    from .evaluate import accuracy_report, grid_mean
+    from .evaluate import accuracy_report, drop_pp, grid_mean
 
-    f = accuracy_report(y, ref_logits.argmax(1), class_names, noise, snr_db)
-    q = accuracy_report(y, got_logits.argmax(1), class_names, noise, snr_db)
+    fp, qp = ref_logits.argmax(1), got_logits.argmax(1)
+    f = accuracy_report(y, fp, class_names, noise, snr_db)
+    q = accuracy_report(y, qp, class_names, noise, snr_db)
     stats = output_stats(ref_logits, got_logits)
     per_snr, worst = {}, 0.0
     for kind, cells in f["per_snr"].items():
         per_snr[kind] = {}
         for snr, fa in cells.items():
             qa = q["per_snr"][kind][snr]
-            per_snr[kind][snr] = {"float": fa, "int8": qa, "drop_pp": 100 * (fa - qa)}
-            worst = max(worst, 100 * (fa - qa))
+            m = (noise == kind) if kind == "none" else (noise == kind) & (snr_db == float(snr))
+            per_snr[kind][snr] = {"float": fa, "int8": qa, "drop_pp": drop_pp(y[m], fp[m], qp[m])}
+            worst = max(worst, per_snr[kind][snr]["drop_pp"])
     # accuracy-vs-SNR averaged over noise types, the curve the drop targets are stated on
     snrs = sorted({s for k, c in per_snr.items() if k != "none" for s in c}, key=float)
     curve = {}
@@ -66,7 +68,7 @@ def compare(ref_logits: np.ndarray, got_logits: np.ndarray, y: np.ndarray, noise
         curve[s] = {"float": fm, "int8": qm, "drop_pp": 100 * (fm - qm)}
     fg, qg = grid_mean(f), grid_mean(q)
     return Comparison(
-        n=f["n"], reference_accuracy=f["accuracy"], accuracy=q["accuracy"], drop_pp=100 * (f["accuracy"] - q["accuracy"]),
+        n=f["n"], reference_accuracy=f["accuracy"], accuracy=q["accuracy"], drop_pp=drop_pp(y, fp, qp),
         agreement=stats["top1_agreement"], max_abs_diff=stats["max_abs_diff"], sqnr_db=stats["sqnr_db"],
         grid_reference_accuracy=fg, grid_accuracy=qg, grid_drop_pp=None if fg is None else 100 * (fg - qg),
         max_cell_drop_pp=worst,

@@ -129,7 +129,7 @@ class EvalSpec:
             except InputError:
                 if not simulated:
                     raise  # else: no val split anywhere, simulated recordings of the model's classes below
-        if simulated:
+        if simulated and (self.data is None or split == "val"):  # --data, when given, is the test set
             seed = SIMULATED_SEED_OFFSET + self.seed + (SELECTION_SEED_OFFSET if split == "val" else 0)
             return (fresh_test_set(meta, self.windows_per_class, seed=seed),
                     f"simulated recordings ({self.windows_per_class} windows/class, seed {seed}); {grid}")

@@ -96,7 +96,8 @@ def test_train_and_evaluate_cli(tiny_data, tiny_model, tmp_path):
                 "--plot", plot, "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert 0 <= rep["accuracy"] <= 1
+    conf = np.asarray(rep["confusion"])
+    assert rep["accuracy"] == np.trace(conf) / rep["n"]  # the right answers lie on the diagonal
     assert set(rep["per_snr"]) == {"none", "gaussian"} and set(rep["per_snr"]["gaussian"]) == {"0", "5"}
     assert rep["n"] == 3 * rep["per_snr_n"]["none"]["clean"]
     assert len(rep["per_class"]) == 10 and np.asarray(rep["confusion"]).sum() == rep["n"]

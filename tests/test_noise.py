@@ -163,3 +163,90 @@ def test_parse_noise():
 def test_parse_noise_rejects_unknown(text):
     with pytest.raises(InputError, match="unknown noise type"):
         parse_noise(text)
+
+
+# ---------------------------------------------------------------- assigning and sweeping a dataset
+
+from drsn_edge.data.dataset import Dataset  # noqa: E402
+from drsn_edge.data.noise import assign_noise, noise_sweep  # noqa: E402
+
+
+def _ds(n=18, length=2048):
+    x = _clean(n=n, length=length, seed=4)
+    return Dataset(x=x, y=np.arange(n) % 3, class_names=["a", "b", "c"], fs=FS, window=length,
+                   noise=np.full(n, "none"), snr_db=np.full(n, np.nan), recording=[f"r{i}" for i in range(n)],
+                   split=np.full(n, "test"))
+
+
+def _kind_of(w):
+    """Tell the three noise types apart from one 2048-point noise window.
+
+    pink: power below fs/8 is ~log(L/8)/log(4) = 4× the power above (white noise: 1/3×);
+    laplacian: excess kurtosis 3 (Gaussian 0; its standard error at 2048 points is about 0.1)."""
+    p = np.abs(np.fft.rfft(w)) ** 2
+    k = len(p) // 4
+    if p[1:k].sum() > p[k:].sum():
+        return "pink"
+    return "laplacian" if stats.kurtosis(w) > 1.5 else "gaussian"
+
+
+# Measured SNR vs its label: float32 storage of x + w changes each sample by ≤ 2^-24 relative, which moves
+# the SNR by far less than 1e-3 dB at these levels; a window noised at another grid SNR is ≥ 5 dB off.
+SNR_ATOL_DB = 1e-3
+
+
+def test_assign_gives_each_window_the_snr_and_kind_of_its_label():
+    ds = _ds()
+    out = assign_noise(ds, ["gaussian", "laplacian", "pink"], [-5.0, 0.0, 5.0], seed=3)
+    np.testing.assert_array_equal(out.y, ds.y)
+    got = measured_snr_db(ds.x[:, 0], out.x[:, 0])
+    np.testing.assert_allclose(got, out.snr_db, atol=SNR_ATOL_DB)
+    w = out.x[:, 0].astype(np.float64) - ds.x[:, 0]
+    assert [_kind_of(v) for v in w] == out.noise.tolist()
+
+
+def test_assign_is_balanced_over_the_grid_shuffled_and_seeded():
+    ds = _ds()
+    kinds, snrs = ["gaussian", "pink"], [-5.0, 0.0, 5.0]
+    out = assign_noise(ds, kinds, snrs, seed=0)
+    cells = list(zip(out.noise.tolist(), out.snr_db.tolist()))
+    assert {c: cells.count(c) for c in set(cells)} == {(k, s): 3 for k in kinds for s in snrs}  # 18 / 6 cells
+    grid_order = [(k, s) for k in kinds for s in snrs] * 3
+    assert cells != grid_order  # shuffled, not dealt in grid order
+    again = assign_noise(ds, kinds, snrs, seed=0)
+    np.testing.assert_array_equal(again.x, out.x)
+    other = assign_noise(ds, kinds, snrs, seed=1)
+    assert list(zip(other.noise.tolist(), other.snr_db.tolist())) != cells
+    assert (ds.noise == "none").all() and np.isnan(ds.snr_db).all()  # the input is left alone
+
+
+def test_assign_with_more_cells_than_windows_uses_distinct_cells():
+    ds = _ds(n=4)
+    out = assign_noise(ds, ["gaussian", "laplacian", "pink"], [-5.0, 5.0], seed=2)
+    cells = list(zip(out.noise.tolist(), out.snr_db.tolist()))
+    assert len(set(cells)) == 4
+    np.testing.assert_allclose(measured_snr_db(ds.x[:, 0], out.x[:, 0]), out.snr_db, atol=SNR_ATOL_DB)
+
+
+@pytest.mark.parametrize("kinds,snrs", [([], [0.0]), (["gaussian"], [])])
+def test_assign_needs_a_grid(kinds, snrs):
+    with pytest.raises(InputError, match="at least one noise type and one SNR"):
+        assign_noise(_ds(n=3), kinds, snrs)
+
+
+def test_sweep_replicates_every_window_in_every_cell():
+    ds = _ds(n=4)
+    out = noise_sweep(ds, ["laplacian", "pink"], [-5.0, 5.0], seed=1)
+    assert len(out) == 4 * (1 + 2 * 2)
+    np.testing.assert_array_equal(out.x[:4], ds.x)  # the clean copy first
+    assert out.noise[:4].tolist() == ["none"] * 4 and np.isnan(out.snr_db[:4]).all()
+    for j, (kind, snr) in enumerate([(k, s) for k in ["laplacian", "pink"] for s in [-5.0, 5.0]]):
+        part = slice(4 * (j + 1), 4 * (j + 2))
+        assert out.noise[part].tolist() == [kind] * 4 and out.snr_db[part].tolist() == [snr] * 4
+        np.testing.assert_array_equal(out.y[part], ds.y)
+        np.testing.assert_allclose(measured_snr_db(ds.x[:, 0], out.x[part, 0]), snr, atol=SNR_ATOL_DB)
+        assert [_kind_of(v) for v in out.x[part, 0].astype(np.float64) - ds.x[:, 0]] == [kind] * 4
+    no_clean = noise_sweep(ds, ["gaussian"], [0.0], include_clean=False)
+    assert len(no_clean) == 4 and (no_clean.noise == "gaussian").all()
+    with pytest.raises(InputError, match="nothing to evaluate"):
+        noise_sweep(ds, [], [0.0], include_clean=False)

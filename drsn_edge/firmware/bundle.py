@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 from .. import __version__
@@ -55,7 +56,10 @@ def c_array(data: bytes, name: str) -> str:
 
 
 def arena_with_margin(measured: int) -> int:
-    return int(math.ceil(measured * (1 + ARENA_MARGIN) / 16.0) * 16)
+    """The measured arena plus ARENA_MARGIN, rounded up to TFLM's 16-byte alignment, in exact arithmetic
+    (1600 B + 10 % is 1760 B; in floats it is 1760.0000000000002, which would round up to 1776 B)."""
+    need = math.ceil(int(measured) * (1 + Fraction(str(ARENA_MARGIN))))
+    return -(-need // 16) * 16
 
 
 def _fill(text: str, values: dict) -> str:

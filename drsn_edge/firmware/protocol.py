@@ -90,7 +90,7 @@ class Decoder:
             body = bytes(self.buf[2 : total - 2])
             if n > self.max_payload or crc16(body) != struct.unpack_from("<H", self.buf, total - 2)[0]:
                 self.dropped += 1
-                del self.buf[:2]  # resync after this marker
+                del self.buf[:2]  # resync after this marker: a good frame may start inside what it claimed
                 continue
             out.append(Frame(ftype, seq, body[_HEAD.size :], ver))
             del self.buf[:total]
@@ -171,6 +171,8 @@ class SerialClient:
                 if fr.ver != VERSION:
                     raise DeviceError(f"the device on {self.name} speaks protocol version {fr.ver}, this drsn-edge "
                                       f"speaks {VERSION}: flash firmware built by this drsn-edge")
+                if fr.type in (INFO, INFER):
+                    continue  # the line echoed the host's own request (some adapters do): not an answer
                 if fr.type == HELLO and self.info is None:
                     continue  # the boot frame of a device we just connected to
                 if fr.type == HELLO:
@@ -178,8 +180,8 @@ class SerialClient:
                                       "frame): check power and the firmware's stack size, then retry")
                 if fr.type == ERROR:
                     code = struct.unpack_from("<H", fr.payload)[0] if len(fr.payload) >= 2 else 0
-                    raise DeviceError(f"device error {code} on {self.name}: "
-                                      f"{fr.payload[2:].decode(errors='replace')}")
+                    text = fr.payload[2:].decode(errors="replace").strip() or "no message"
+                    raise DeviceError(f"device error {code} on {self.name}: {text}")
                 if fr.seq != self.seq:
                     continue  # a late answer to an earlier request
                 if fr.type != want:

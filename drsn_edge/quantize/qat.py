@@ -115,6 +115,11 @@ def calibrate(deploy, x: np.ndarray, batch: int = 64) -> None:
         m.calibrating = False
 
 
+def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
+    """Learning rate of fine-tuning epoch `epoch` (0-based): cosine decay from `lr` towards 0."""
+    return lr * 0.5 * (1 + np.cos(np.pi * epoch / max(1, epochs)))
+
+
 def finetune(model, window: int, calib_x: np.ndarray, train_x: np.ndarray, train_y: np.ndarray, epochs: int,
              normalization: str = "zscore", lr: float = 1e-3, batch: int = 128, seed: int = 0, progress=None):
     """Quantization-aware fine-tuning; returns the fine-tuned (fake quantizers removed) DeployNet."""
@@ -135,8 +140,8 @@ def finetune(model, window: int, calib_x: np.ndarray, train_x: np.ndarray, train
         xa, _, _ = augment(train_x[order], rng, list(NOISE_TYPES), -5.0, 5.0, 0.2)
         xa = torch.from_numpy(normalize(xa, normalization))
         ya = torch.from_numpy(train_y[order])
-        for g in opt.param_groups:  # cosine decay over the fine-tuning
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * epoch / max(1, epochs)))
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(lr, epoch, epochs)
         deploy.train()
         loss_sum = 0.0
         for s in range(steps):

@@ -144,8 +144,13 @@ def test_int8_agrees_with_float(tfl, float_model, int8_model):
     q = tfl.litert_run(int8_model, x)
     assert q.shape == f.shape == (40, 10) and q.dtype == np.float32
     sqnr = 10 * np.log10((f ** 2).sum() / ((f - q) ** 2).sum())
+    # one int8 tensor of crest factor 3–5 has SQNR 6.02·8 + 4.77 − 20·log10(crest) ≈ 39–43 dB; about 15
+    # quantized tensors add their noise powers (−12 dB): ≈ 27–31 dB at the logits, so 20 dB leaves room
     assert sqnr > 20, sqnr
-    assert (f.argmax(1) == q.argmax(1)).mean() >= 0.85
+    # a window whose float top-2 margin exceeds twice the largest logit error cannot change class
+    top2 = np.sort(f, axis=1)[:, -2:]
+    safe = top2[:, 1] - top2[:, 0] > 2 * np.abs(f - q).max()
+    assert safe.any() and (f.argmax(1) == q.argmax(1))[safe].all()
     raw = tfl.litert_run(int8_model, x, raw=True)
     assert raw.dtype == np.int8
 
@@ -268,13 +273,23 @@ def test_check_ops_supported_names_missing_op(tfl, tflm, int8_model, float_model
         tflm.check_ops_supported(float_model)
 
 
-def test_litert_and_tflm_agree(tfl, tflm, int8_model):
+def test_litert_and_tflm_agree(tfl, tflm, small_model, int8_model):
     x = _windows(30, seed=9)
     lr = tfl.litert_run(int8_model, x, raw=True)
     mc = tflm.tflm_run(int8_model, x, raw=True)
     assert mc.dtype == np.int8 and mc.shape == (30, 10)
-    assert (lr.argmax(1) == mc.argmax(1)).mean() >= 0.9
-    assert np.abs(lr.astype(int) - mc.astype(int)).max() <= 24  # never bit-identical; FIELD-NOTES saw up to 19
+    # Never bit-identical (kernels round differently), but two int8 implementations of one graph differ only
+    # in a few rounding choices, while their error against float includes every tensor's quantization: the
+    # runtimes must be closer to each other than LiteRT is to the float model (output grid, in LSB).
+    f = tfl.litert_run(tfl.float_tflite(small_model, WINDOW), x)
+    out = tfl.check_integer_only(int8_model)["output"]
+    to_float = np.abs(lr.astype(int) - (np.round(f / out["scale"]) + out["zero_point"])).max()
+    between = np.abs(lr.astype(int) - mc.astype(int))
+    assert between.max() <= to_float
+    # and a window whose LiteRT top-2 margin exceeds twice their largest difference keeps its class
+    top2 = np.sort(lr.astype(int), axis=1)[:, -2:]
+    safe = top2[:, 1] - top2[:, 0] > 2 * between.max()
+    assert safe.any() and (lr.argmax(1) == mc.argmax(1))[safe].all()
     f = tflm.tflm_run(int8_model, x)
     assert f.dtype == np.float32
 

@@ -30,11 +30,13 @@ def test_decoder_resyncs_through_noise_and_drops_corrupt_frames():
     assert d.dropped == 1
 
 
-def test_device_info_roundtrip():
-    info = DeviceInfo(1, 2048, 10, 0.05, 0, 0.1, -3, 12345, 480_000_000, "cycles", 0xDEADBEEF, "board")
-    back = DeviceInfo.unpack(info.pack())
-    assert back.input_len == 2048 and back.output_zp == -3 and back.name == "board"
-    assert back.input_scale == pytest.approx(0.05)
+@pytest.mark.parametrize("counter", ["cycles", "instructions"])
+def test_device_info_roundtrip(counter):
+    # every field distinct; scales exactly representable in float32 so the roundtrip is exact
+    info = DeviceInfo(1, 2048, 10, 0.046875, -5, 0.125, -3, 12345, 480_000_000, counter, 0xDEADBEEF, "board-µ")
+    assert DeviceInfo.unpack(info.pack()) == info
+    assert info.pack()[25] == (0 if counter == "cycles" else 1)  # the counter byte of the wire format
+    assert DeviceInfo.unpack(info.pack() + b"\xff").name == "board-µ\ufffd"  # a broken name is still read
 
 
 class PipePort:
@@ -115,3 +117,239 @@ def test_wrong_input_length_refused_host_side(device):
     client.get_info()
     with pytest.raises(DeviceError, match="expects 2048"):
         client.infer_int8(np.zeros(100, dtype=np.int8))
+
+
+# ---------------------------------------------------------------- host side against a scripted line
+
+import struct  # noqa: E402
+
+from drsn_edge.firmware.protocol import ERROR, HELLO, INFER, INFO_RSP, VERSION  # noqa: E402
+
+INFO_OK = DeviceInfo(VERSION, 4, 3, 0.05, 0, 0.1, 0, 1000, 1_000_000, "instructions", 1, "script")
+
+
+def _head(ftype, seq, n, ver=VERSION):
+    return b"\xa5\x5a" + struct.pack("<BBHH", ver, ftype, seq, n)
+
+
+def _result(seq, logits=(1, 2, 3), counts=77, status=0):
+    return encode(RESULT, seq, struct.pack("<BI", status, counts) + bytes(np.int8(logits).tobytes()))
+
+
+class ScriptedPort:
+    """A pyserial-like port; `answer(ftype, seq, payload)` returns the bytes the 'device' sends back."""
+
+    def __init__(self, answer, chunk=5, gaps=False):
+        self.answer, self.chunk, self.pending, self.requests = answer, chunk, b"", []
+        self.gaps, self.reads = gaps, 0
+
+    def write(self, data):
+        (fr,) = Decoder().feed(data)
+        self.requests.append(fr)
+        self.pending += self.answer(fr.type, fr.seq, fr.payload)
+
+    def read(self, n):
+        self.reads += 1
+        if self.gaps and self.reads % 2:
+            return b""  # a read that times out between two pieces of a frame, as pyserial's does
+        out, self.pending = self.pending[: min(n, self.chunk)], self.pending[min(n, self.chunk):]
+        return out
+
+
+def _client(on_infer, timeout_s=2.0, **kw):
+    def answer(ftype, seq, payload):
+        if ftype == INFO:
+            return encode(HELLO, 0) + encode(INFO_RSP, seq, INFO_OK.pack())
+        return on_infer(seq, payload)
+
+    return SerialClient(ScriptedPort(answer, **kw), timeout_s=timeout_s)
+
+
+def _feed_all(stream, step=None):
+    d, frames = Decoder(), []
+    step = step or len(stream)
+    for i in range(0, len(stream), step):
+        frames += d.feed(stream[i : i + step])
+    return d, [(f.type, f.seq, f.payload) for f in frames]
+
+
+def test_bad_crc_skips_only_the_marker_not_the_frame_it_claimed():
+    """A noise marker claiming 10 bytes: the good frame starts inside those bytes and must still be read."""
+    good = _result(4)
+    stream = _head(RESULT, 3, 10) + good + b"\x00" * 4
+    for step in (1, 3, len(stream)):
+        d, frames = _feed_all(stream, step)
+        assert frames == [(RESULT, 4, good[8:-2])] and d.dropped == 1
+
+
+def test_a_frame_arriving_in_pieces_is_waited_for():
+    good = _result(2, logits=(5, 6, 7))
+    d, frames = _feed_all(good, step=1)
+    assert frames == [(RESULT, 2, good[8:-2])] and d.dropped == 0
+    d = Decoder()
+    assert d.feed(good[:-1]) == [] and len(d.feed(good[-1:])) == 1
+
+
+def _frame(ver, ftype, seq, payload):
+    """A frame with a correct CRC, of any version."""
+    body = struct.pack("<BBHH", ver, ftype, seq, len(payload)) + payload
+    return b"\xa5\x5a" + body + struct.pack("<H", crc16(body))
+
+
+def test_a_foreign_version_is_returned_so_that_it_can_be_named():
+    """A frame of another protocol version with a good CRC is delivered with its version, not dropped."""
+    good = _result(5)
+    d = Decoder()
+    frames = d.feed(_frame(VERSION + 1, RESULT, 5, b"\x00" * 8) + good)
+    assert [(f.ver, f.type, f.seq) for f in frames] == [(VERSION + 1, RESULT, 5), (VERSION, RESULT, 5)]
+    assert d.dropped == 0
+
+
+def test_every_drop_is_counted_and_back_to_back_markers_resync():
+    good = _result(6)
+    d = Decoder()
+    # a lone marker right before a good one, then two corrupt frames
+    bad = bytearray(_result(1))
+    bad[-2] ^= 0x40
+    frames = d.feed(b"\xa5\x5a" + good + bytes(bad) + bytes(bad) + good)
+    assert [f.seq for f in frames] == [6, 6] and d.dropped == 3
+
+
+def test_encode_limits_and_layout():
+    assert encode(INFO, 0x1234, b"") == b"\xa5\x5a\x01\x01\x34\x12\x00\x00" + struct.pack("<H", crc16(b"\x01\x01\x34\x12\x00\x00"))
+    assert len(encode(RESULT, 1, bytes(65535))) == 2 + 6 + 65535 + 2
+    with pytest.raises(ValueError, match="^payload too large for one frame$"):
+        encode(RESULT, 1, bytes(65536))
+    assert encode(RESULT, 0x1_0005, b"")[4:6] == b"\x05\x00"  # the sequence number wraps at 16 bits
+
+
+def test_default_decoder_keeps_every_type_and_length():
+    big = encode(0x33, 1, bytes(5000))
+    assert [(f.type, len(f.payload)) for f in Decoder().feed(big)] == [(0x33, 5000)]
+
+
+def test_marker_split_across_reads_and_trailing_noise():
+    good = _result(8)
+    d = Decoder()
+    assert d.feed(b"noise\xa5") == [] and d.buf == bytearray(b"\xa5")  # keeps a possible half marker
+    assert [f.seq for f in d.feed(good[1:])] == [8]
+    assert d.feed(b"\x00\x01\x02") == [] and len(d.buf) == 1
+
+
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_stale_answers_are_skipped_by_sequence_number(chunk):
+    """A late answer to an earlier request (same frame type, other logits) comes first on the line,
+    in its own read or in the same read as the right answer."""
+    def on_infer(seq, payload):
+        return _result(seq - 1, logits=(-9, -9, -9)) + _result((seq + 7) & 0xFFFF, (-8, -8, -8)) + _result(seq)
+
+    client = _client(on_infer, chunk=chunk)
+    logits, counts = client.infer_int8(np.zeros(4, np.int8))
+    assert logits.tolist() == [1, 2, 3] and counts == 77
+    logits, _ = client.infer_int8(np.ones(4, np.int8))
+    assert logits.tolist() == [1, 2, 3]
+    assert [r.seq for r in client.port.requests] == [1, 2, 3] and [r.type for r in client.port.requests] == [
+        INFO, INFER, INFER]
+    assert client.port.requests[2].payload == bytes(np.ones(4, np.int8).tobytes())
+    assert client.port.requests[0].payload == b""  # INFO carries nothing
+
+
+def test_echo_of_the_request_on_the_line_is_ignored():
+    """Some serial adapters echo what the host sends: the echoed INFER (same sequence number) is not an answer."""
+    client = _client(lambda seq, p: encode(INFER, seq, p) + _result(seq), chunk=4096)
+    assert client.infer_int8(np.zeros(4, np.int8))[0].tolist() == [1, 2, 3]
+
+
+def test_input_of_any_integer_type_or_shape_is_sent_as_int8():
+    client = _client(lambda seq, p: _result(seq, counts=3_000_000_000))
+    logits, counts = client.infer_int8(np.array([[1, -2, 3, 127]], dtype=np.int64))
+    assert client.port.requests[-1].payload == b"\x01\xfe\x03\x7f"
+    assert counts == 3_000_000_000  # an unsigned 32-bit count above 2^31
+
+
+def test_empty_reads_between_pieces_of_a_frame_are_harmless():
+    client = SerialClient(ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, INFO_OK.pack()) if t == INFO
+                                       else _result(seq), chunk=3, gaps=True))
+    assert client.timeout_s == 5.0  # the documented default
+    assert client.infer_int8(np.zeros(4, np.int8))[0].tolist() == [1, 2, 3]
+
+
+def test_an_impossible_length_is_dropped_as_soon_as_it_arrives():
+    d = Decoder(max_payload=100)
+    assert d.feed(_head(RESULT, 1, 101)) == [] and d.dropped == 1 and len(d.buf) <= 1
+    assert Decoder(max_payload=100).feed(_head(RESULT, 1, 100)) == []  # a possible one is waited for
+    assert [len(f.payload) for f in Decoder(max_payload=100).feed(encode(RESULT, 1, bytes(100)))] == [100]
+
+
+def test_sequence_numbers_wrap_at_16_bits():
+    client = _client(lambda seq, p: _result(seq))
+    client.seq = 0xFFFE
+    client.get_info()
+    client.infer_int8(np.zeros(4, np.int8))
+    assert [r.seq for r in client.port.requests] == [0xFFFF, 0]
+
+
+def test_boot_frame_before_info_is_skipped_but_a_later_one_is_a_reset():
+    client = _client(lambda seq, p: encode(HELLO, 0) + _result(seq))
+    assert client.get_info().name == "script"
+    with pytest.raises(DeviceError, match=r"^the device on the serial port reset during the session \(it sent its "
+                                          r"boot frame\): check power and the firmware's stack size, then retry$"):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+@pytest.mark.parametrize("payload,message", [
+    (struct.pack("<H", 7) + b"arena too small", "device error 7 on the serial port: arena too small"),
+    (struct.pack("<H", 40000) + b"\xffx", "device error 40000 on the serial port: \ufffdx"),  # unsigned, bad UTF-8
+    (struct.pack("<H", 5), "device error 5 on the serial port: no message"),
+    (b"\x09", "device error 0 on the serial port: no message"),  # too short for a code
+    (b"", "device error 0 on the serial port: no message"),
+])
+def test_device_error_frame_names_code_and_message(payload, message):
+    client = _client(lambda seq, p: encode(ERROR, seq, payload))
+    with pytest.raises(DeviceError) as ei:
+        client.infer_int8(np.zeros(4, np.int8))
+    assert str(ei.value) == message
+
+
+def test_wrong_frame_type_with_the_right_sequence_is_an_error():
+    client = _client(lambda seq, p: encode(INFO_RSP, seq, INFO_OK.pack()))
+    with pytest.raises(DeviceError, match="answered frame type 0x81, expected 0x82"):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+@pytest.mark.parametrize("frame,needle", [
+    (lambda s: _result(s, status=3), "status 3"),
+    (lambda s: _result(s, logits=(1, 2)), "returned 2 outputs, expected 3"),
+])
+def test_bad_results_are_errors(frame, needle):
+    client = _client(lambda seq, p: frame(seq))
+    with pytest.raises(DeviceError, match=needle):
+        client.infer_int8(np.zeros(4, np.int8))
+
+
+def test_silence_is_a_timeout_and_a_wrong_protocol_is_refused():
+    client = _client(lambda seq, p: b"", timeout_s=0.2)
+    with pytest.raises(DeviceError, match=r"^no answer from the device on the serial port within 0.2 s \(sent 3 "
+                                          r"times\): is the firmware running and the port and baud rate right\?$"):
+        client.infer_int8(np.zeros(4, np.int8))
+    old = DeviceInfo(VERSION + 1, 4, 3, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "old")
+    port = ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, old.pack()))
+    with pytest.raises(DeviceError, match=f"^the device on the serial port speaks protocol version {VERSION + 1}, this "
+                                          f"drsn-edge speaks {VERSION}: flash firmware built by this drsn-edge$"):
+        SerialClient(port).get_info()
+
+
+def test_a_long_result_frame_is_read():
+    """A 2000-class head: a RESULT frame of 2005 bytes, arriving in reads of 4096 bytes."""
+    info = DeviceInfo(VERSION, 4, 2000, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "wide")
+    logits = (np.arange(2000) % 100).astype(np.int8)
+
+    def answer(ftype, seq, payload):
+        if ftype == INFO:
+            return encode(INFO_RSP, seq, info.pack())
+        return _result(seq, logits=logits)
+
+    client = SerialClient(ScriptedPort(answer, chunk=4096), timeout_s=2)
+    got, _ = client.infer_int8(np.zeros(4, np.int8))
+    np.testing.assert_array_equal(got, logits)
+    assert client.info.counter == "cycles"
