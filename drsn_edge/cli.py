@@ -715,10 +715,12 @@ def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_p
 @click.option("--alert-queue", default=None, type=click.Path(dir_okay=False),
               help="On-disk alert queue (default: ~/.local/state/drsn-edge/alerts-<broker>.jsonl).")
 @click.option("--queue-max", default=10_000, show_default=True, type=Count(1, 10_000_000), help="Alerts the queue holds while the broker is away.")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Windows the model's domain guard finds unlike its training data vote 'unknown', not a fault.")
 @_json_option
 def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt, channel, column, healthy_class, enter,
                 clear, smoothing, min_confidence, clip_level, stall_timeout, max_windows, mqtt, mqtt_config, alert_queue,
-                queue_max, as_json):
+                queue_max, guard, as_json):
     """Monitor a live vibration stream with MODEL (a build folder, artifact or .drsn): one JSON line per
     window and per health-state change (a live view on a terminal), alerts over MQTT. SIGINT/SIGTERM
     flush the output and the alert queue and exit 0."""
@@ -731,7 +733,7 @@ def monitor_cmd(model, source, model_opt, out, fs, resample, hop, realtime, fmt,
         raise InputError("name the model once: as the argument or with --model")
     k, n = parse_enter(enter)
     opts = MonitorOptions(
-        source=source, model=model or model_opt, out=out, fs=fs, hop=hop, realtime=realtime, resample=resample,
+        source=source, model=model or model_opt, guard=guard, out=out, fs=fs, hop=hop, realtime=realtime, resample=resample,
         fmt=fmt, channel=channel, column=column,
         health=HealthConfig(k=k, n=n, m=clear, smoothing=smoothing, min_confidence=min_confidence,
                             healthy_class=healthy_class),

@@ -21,18 +21,36 @@ class MonitorModel:
     normalization: str
     infer: Callable[[np.ndarray], np.ndarray]  # float32 [N,1,L] normalized → float32 logits [N,C]
     close: Callable[[], None]
+    # the domain guard of the model the artifact was built from: normalized windows → in-domain flags
+    in_domain: Callable[[np.ndarray], np.ndarray] | None = None
+    bundle_path: str | None = None
 
 
-def load_model(path: str | None) -> MonitorModel:
-    """A .drsn bundle runs in PyTorch (float); anything else is a build folder or an artifact in one."""
+def domain_guard(bundle_path: str | None):
+    """The bundle's domain guard as a function of normalized windows, or None when it has none (or is gone)."""
+    from ..bundle import load_bundle
+    from ..guard import from_meta, guard_scores
+
+    if not bundle_path or not Path(bundle_path).is_file():
+        return None
+    bundle = load_bundle(bundle_path)
+    if from_meta(bundle.meta) is None:
+        return None
+    return lambda x: guard_scores(bundle, x)[1]
+
+
+def load_model(path: str | None, guard: bool = True) -> MonitorModel:
+    """A .drsn bundle runs in PyTorch (float); anything else is a build folder or an artifact in one. With
+    guard, windows the model's domain guard flags vote `unknown` instead of a class."""
     if path is None:
         from ..bundle import default_model_path
 
         path = str(default_model_path())
     p = Path(path)
-    if p.suffix == ".drsn":
-        return _bundle_model(p)
-    return _build_model(p)
+    m = _bundle_model(p) if p.suffix == ".drsn" else _build_model(p)
+    if guard:
+        m.in_domain = domain_guard(str(p) if p.suffix == ".drsn" else m.bundle_path)
+    return m
 
 
 def _bundle_model(p: Path) -> MonitorModel:
@@ -60,8 +78,10 @@ def _build_model(p: Path) -> MonitorModel:
     runner = build.runner()
     runner.activate()
     infer, close = _batched(runner)
-    return MonitorModel(runner.name, str(build.artifact), build.class_names, build.fs, build.window,
-                        build.normalization, infer, close)
+    m = MonitorModel(runner.name, str(build.artifact), build.class_names, build.fs, build.window,
+                     build.normalization, infer, close)
+    m.bundle_path = build.manifest.get("source_model")
+    return m
 
 
 def _batched(runner) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]:

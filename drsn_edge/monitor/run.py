@@ -33,6 +33,7 @@ MAX_LATENCIES = 200_000
 class MonitorOptions:
     source: str
     model: str | None = None
+    guard: bool = True  # the model's domain guard turns windows unlike its training data into `unknown` votes
     out: str | None = None
     fs: float | None = None
     hop: int | None = None
@@ -117,7 +118,7 @@ class Loop:
     def _windows(self, wins: np.ndarray, ends: np.ndarray, arrived: np.ndarray) -> list:
         quality, nonfinite = check_windows(wins, self.opts.checks)
         self.counters["nonfinite_samples"] += nonfinite
-        probs = self._classify(wins, quality)
+        probs, domain = self._classify(wins, quality)
         lines, names, fs = [], self.model.class_names, self.model.fs
         c = self.counters
         for i, q in enumerate(quality):
@@ -126,7 +127,9 @@ class Loop:
             p = probs[i]
             if q is None:
                 c["classified"] += 1
-                step = self.machine.update(p)
+                if not domain[i]:
+                    c["out_of_domain_windows"] = c.get("out_of_domain_windows", 0) + 1
+                step = self.machine.update(p, in_domain=bool(domain[i]))
             else:
                 c["sensor_windows"] += 1
                 c[f"{q}_windows"] += 1
@@ -144,21 +147,26 @@ class Loop:
         return lines
 
     def _classify(self, wins: np.ndarray, quality: list) -> list:
-        """Probabilities (5 decimals, plain lists) of the windows fit to classify; None for the others."""
+        """Probabilities (5 decimals, plain lists) of the windows fit to classify (None for the others), and
+        whether the model's domain guard takes each window as in domain."""
         from ..data.dataset import normalize
 
         good = [i for i, q in enumerate(quality) if q is None]
         out: list = [None] * len(quality)
+        domain = [True] * len(quality)
         if not good:
-            return out
+            return out, domain
         t0 = time.perf_counter()
         x = normalize((wins if len(good) == len(wins) else wins[good])[:, None, :], self.model.normalization)
         logits = np.concatenate([self.model.infer(x[s:s + self.opts.batch])
                                  for s in range(0, len(x), self.opts.batch)])
+        if self.model.in_domain is not None:
+            for i, ok in zip(good, self.model.in_domain(x)):
+                domain[i] = bool(ok)
         self.infer_s += time.perf_counter() - t0
         for i, p in zip(good, np.round(softmax(logits), 5).tolist()):
             out[i] = p
-        return out
+        return out, domain
 
     def _state_line(self, step: Step, n: int, t: float | None) -> dict:
         s = step.state
@@ -231,7 +239,7 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
     if opts.stall_timeout <= 0:
         raise InputError(f"--stall-timeout must be positive, got {opts.stall_timeout}")
     own_model = model is None
-    model = model or load_model(opts.model)
+    model = model or load_model(opts.model, guard=opts.guard)
     hop = opts.hop or model.window
     chunk = max(1, min(hop, int(model.fs // 100))) if opts.realtime else hop * opts.batch
     source = source or open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk, opts.channel, opts.column)

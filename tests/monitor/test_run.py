@@ -184,3 +184,25 @@ def test_live_view_renders_state_and_changes(tmp_path, model, signal12k):
             lambda text: None, lambda text: None, live=view, model=model)
     text = buf.getvalue()
     assert "state  fault:IR021" in text and "healthy → fault:IR021" in text and "IR021" in text
+
+
+def test_windows_the_domain_guard_rejects_vote_unknown_not_a_fault(tmp_path, model, signal12k):
+    """The same stream that gives fault:IR021 above, with a guard that finds every window unlike the training
+    data: the state goes to `unknown`, never to a fault alarm."""
+    import dataclasses
+
+    from drsn_edge.monitor import MonitorOptions
+    from drsn_edge.monitor.health import HealthConfig
+    from drsn_edge.monitor.run import run
+
+    from .conftest import Lines
+
+    assert model.in_domain is not None  # the shipped model carries a domain guard
+    wav = tmp_path / "s.wav"
+    wavfile.write(wav, 12000, signal12k.astype(np.float32))
+    lines, warns = Lines(), []
+    alien = dataclasses.replace(model, in_domain=lambda x: np.zeros(len(x), dtype=bool))
+    summary = run(MonitorOptions(source=str(wav), health=HealthConfig(k=3, n=4, m=3)), lines.write, warns.append,
+                  stop=threading.Event(), model=alien)
+    assert states(lines) == ["unknown"] and summary["state"] == "unknown"
+    assert summary["counters"]["out_of_domain_windows"] == 12
