@@ -481,6 +481,40 @@ def _check_args(window: int, hop: int | None, channel: str) -> tuple[int, int, s
     return int(window), int(hop), ch
 
 
+def _plan_splits(recs, classes, fractions, seed: int, split_by: str) -> dict:
+    """Recording id → split ("time": each recording is cut into segments later)."""
+    if split_by == "time":
+        return {r.rid: "time" for r in recs}
+    try:
+        return assign_splits({r.rid: r.label for r in recs}, classes, fractions, seed)
+    except InputError as exc:
+        raise InputError(f"{exc}; with one long recording per class, cut each in time with --split-by time") from None
+
+
+def _read_recording(r, fs, channel, column, target_fs, window: int, common_fs):
+    """One recording read, checked and resampled: (signal, source rate, (up, down), reader info, common rate)."""
+    sig, rate, info = read_signal(r.path, fs=fs, channel=channel, column=column, rid=r.rid)
+    _check_finite(sig, r.rid)
+    if target_fs is None:
+        if common_fs is None:
+            common_fs = (rate, r.rid)
+        elif not math.isclose(rate, common_fs[0], rel_tol=1e-9):
+            raise InputError(
+                f"recordings have different sample rates ({common_fs[0]:g} Hz in '{common_fs[1]}', "
+                f"{rate:g} Hz in '{r.rid}'); set target_fs to resample them to one rate"
+            )
+        up, down = 1, 1
+    else:
+        sig, up, down = resample(sig, rate, target_fs)
+    if sig.shape[0] < window:
+        where = f" after resampling to {target_fs:g} Hz" if up != down else ""
+        raise InputError(
+            f"'{r.rid}' has {sig.shape[0]} samples{where} but one window is {window} points; "
+            "use a smaller window or a longer recording"
+        )
+    return sig, rate, (up, down), info, common_fs
+
+
 def import_dataset(
     sources: Sequence[str | os.PathLike] | str | os.PathLike,
     *,
@@ -514,36 +548,11 @@ def import_dataset(
         r.label = label_for(r.rid, r.path, patterns, str(label_map))
     classes = _resolve_classes([r.label for r in recs], [r.rid for r in recs], class_names)
     notes = single_class_warning(classes, patterns)
-    if split_by == "time":
-        rec_split = {r.rid: "time" for r in recs}
-    else:
-        try:
-            rec_split = assign_splits({r.rid: r.label for r in recs}, classes, fractions, seed)
-        except InputError as exc:
-            raise InputError(f"{exc}; with one long recording per class, cut each in time with --split-by time") from None
-
+    rec_split = _plan_splits(recs, classes, fractions, seed, split_by)
     xs, ys, rids, splits = [], [], [], []
     common_fs: tuple[float, str] | None = None
     for i, r in enumerate(recs, start=1):
-        sig, rate, info = read_signal(r.path, fs=fs, channel=channel, column=column, rid=r.rid)
-        _check_finite(sig, r.rid)
-        if target_fs is None:
-            if common_fs is None:
-                common_fs = (rate, r.rid)
-            elif not math.isclose(rate, common_fs[0], rel_tol=1e-9):
-                raise InputError(
-                    f"recordings have different sample rates ({common_fs[0]:g} Hz in '{common_fs[1]}', "
-                    f"{rate:g} Hz in '{r.rid}'); set target_fs to resample them to one rate"
-                )
-            up, down = 1, 1
-        else:
-            sig, up, down = resample(sig, rate, target_fs)
-        if sig.shape[0] < window:
-            where = f" after resampling to {target_fs:g} Hz" if up != down else ""
-            raise InputError(
-                f"'{r.rid}' has {sig.shape[0]} samples{where} but one window is {window} points; "
-                "use a smaller window or a longer recording"
-            )
+        sig, rate, (up, down), info, common_fs = _read_recording(r, fs, channel, column, target_fs, window, common_fs)
         segments = (time_segments(sig.shape[0], fractions, window, r.rid) if split_by == "time"
                     else [(rec_split[r.rid], 0, sig.shape[0])])
         n_win = 0
