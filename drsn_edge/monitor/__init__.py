@@ -21,6 +21,12 @@ def monitor(opts: "MonitorOptions", live: bool = False, summary_only: bool = Fal
     warn = warn or (lambda text: sys.stderr.write(f"drsn-edge: warning: {text}\n"))
     with contextlib.ExitStack() as stack:
         if opts.out:
+            from ..outputs import check_overlap
+
+            # appended to, never an input: not the recording replayed, the model, its config or alert queue
+            inputs = [p for p in (opts.source, opts.model, opts.mqtt_config, opts.alert_queue)
+                      if p and "://" not in str(p) and p != "-"]
+            check_overlap([opts.out], inputs, "--out")
             try:
                 f = stack.enter_context(open(opts.out, "a", encoding="utf-8"))
             except OSError as exc:

@@ -72,3 +72,21 @@ def test_bad_enter_option_is_exit_2():
     res = subprocess.run([sys.executable, "-m", "drsn_edge", "monitor", "--source", "-", "--enter", "4"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--enter takes K/N" in res.stderr
+
+
+def test_out_that_is_an_input_is_refused(tmp_path):
+    """--out is appended to: naming the recording being replayed would destroy it."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from ..conftest import run_cli
+
+    rec = tmp_path / "rec.npy"
+    np.save(rec, np.zeros(4096, np.float32))
+    before = hashlib.sha256(rec.read_bytes()).hexdigest()
+    r = run_cli("monitor", "--source", rec, "--out", rec, "--json")
+    assert r.returncode == 2 and "--out" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert json.loads(r.stdout)["exit_code"] == 2
+    assert hashlib.sha256(rec.read_bytes()).hexdigest() == before
