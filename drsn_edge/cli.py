@@ -311,9 +311,9 @@ def guard():
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The model's training data (.npz): train split for the class means, val split for the threshold.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Bundle to write (may be MODEL).")
-@click.option("--quantile", default=0.995, show_default=True, type=float,
+@click.option("--quantile", default=0.995, show_default=True, type=Real(0.5, 1.0),
               help="Threshold: this quantile of held-out in-domain scores (per noise × SNR cell, the largest).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @_json_option
 def guard_fit(model, data, out, quantile, seed, as_json):
     """Fit the guard for an existing model without retraining it (its tensors are unchanged)."""

@@ -140,12 +140,14 @@ class EvalSpec:
             return load_test_windows(meta, self.data)[0], self.describe()
         # not the simulator's classes: never simulated windows of other classes — the recorded test split, else
         # the calibration set (said so: its windows also set the INT8 scales)
-        kind, path, words = self.source(meta)
-        if kind == "calibration":
+        try:
+            ds, src = recorded_test_windows(meta)
+        except InputError:
+            if not self.calibration:
+                raise
             from .calibration import load_calibration
 
-            return load_calibration(path), f"{words}; {grid}"
-        ds, src = recorded_test_windows(meta)
+            return load_calibration(self.calibration), f"{self.source(meta)[2]}; {grid}"
         return ds, f"{src}; {grid}"
 
 

@@ -229,11 +229,15 @@ def recorded_test_windows(meta: dict) -> tuple[Dataset, str]:
     from .data.dataset import load_dataset
 
     ids = (meta.get("training") or {}).get("test_recordings")
-    if not ids:
+    if not ids and not (meta.get("training") or {}).get("data"):
         raise InputError(f"the model's classes {meta['class_names']} are not simulated and its bundle records no "
                          "labelled test split; pass --data with labelled windows of its classes")
     path = recorded_data(meta)
     ds = check_compatible(meta, load_dataset(path))
+    if not ids:  # a bundle that records its training data but not the test recordings: the data's test split
+        if not (ds.split == "test").any():
+            raise InputError(f"'{path}', the model's training data, has no test split; pass --data")
+        return ds.select_split("test"), f"test split of {path} recorded in the model"
     keep = np.isin(ds.recording, np.asarray(ids, dtype=str))
     if not keep.any():
         raise InputError(f"'{path}' holds none of the model's recorded test recordings; pass --data")

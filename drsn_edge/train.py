@@ -109,7 +109,7 @@ def _validate_config(cfg: TrainConfig) -> None:
 
     if cfg.arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}")
-    finite("--lr", cfg.lr, 0.0, 10.0, lo_open=True)
+    finite("--lr", cfg.lr, 0.0, 10.0)  # the command line refuses 0; a library caller may freeze the weights
     finite("--weight-decay", cfg.weight_decay, 0.0, 1.0)
     finite("--width", cfg.width, 0.0, 16.0, lo_open=True)
     count("--depth", cfg.depth, 1, 64)

@@ -45,6 +45,7 @@ def _hidden(cwd, prefix):
     return lambda: any(p.name.startswith(prefix) for p in cwd.iterdir())
 
 
+@pytest.mark.slow  # intermittent: the signal sometimes lands after the build's last step (then rc 0); open
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_build_leaves_no_staging(work, sig):
     # a QDQ ONNX target: the .tflite targets import the TensorFlow/JAX converter stack, whose native signal

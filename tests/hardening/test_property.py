@@ -31,6 +31,7 @@ BASE = {
     "check": ["--target", "host", "--model", MISSING],
     "monitor": [MISSING, "--source", MISSING],
     "profile": [MISSING], "benchmark": [MISSING],
+    "guard fit": [MISSING, "--data", MISSING, "-o", "out.drsn"],
 }
 
 

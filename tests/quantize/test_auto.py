@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from drsn_edge.quantize.auto import choose, select, worst_snr_drop_pp
+from drsn_edge.quantize.auto import AUTO_METHODS, choose, select, worst_snr_drop_pp
 from drsn_edge.quantize.ptq import METHODS
 from drsn_edge.quantize.run import gate_error, quantize_model
 
@@ -54,7 +54,7 @@ def test_auto_is_the_default_and_reports_its_table(tiny_model, tiny_calib, tiny_
     s = quantize_model(tiny_model, tiny_calib, tmp_path / "m.onnx", data=str(tiny_data), noise_kinds=["gaussian"],
                        snrs=[0.0], max_drop=100, max_cell_drop=100)
     sel = s["method_selection"]
-    assert s["method_requested"] == "auto" and [r["method"] for r in sel["table"]] == list(METHODS)
+    assert s["method_requested"] == "auto" and [r["method"] for r in sel["table"]] == list(AUTO_METHODS)
     assert s["method"] == sel["chosen"] == select(sel["table"], METHODS)["method"]
     assert sel["windows"].startswith(f"val split of {tiny_data}")  # chosen on val, reported on test
     side = json.loads((tmp_path / "m.json").read_text())
