@@ -307,8 +307,8 @@ def guard():
 
 
 @guard.command("fit")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
               help="The model's training data (.npz): train split for the class means, val split for the threshold.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Bundle to write (may be MODEL).")
 @click.option("--quantile", default=0.995, show_default=True, type=Real(0.5, 1.0),

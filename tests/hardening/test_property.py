@@ -32,6 +32,7 @@ BASE = {
     "monitor": [MISSING, "--source", MISSING],
     "profile": [MISSING], "benchmark": [MISSING],
     "guard fit": [MISSING, "--data", MISSING, "-o", "out.drsn"],
+    "data merge": [MISSING, MISSING, "-o", "out.npz"],
 }
 
 
