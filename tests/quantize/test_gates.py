@@ -87,7 +87,7 @@ def test_a_drop_over_max_drop_fails_and_writes_nothing(four, clipped, tmp_path, 
 
 def test_no_drop_passes_a_zero_limit(four, tmp_path):
     """The exact tie: a limit equal to the artifact's own drop (counted window by window, 2 pp each) passes,
-    a limit one window below it fails — whatever this session's fixture model loses."""
+    a limit one window below it fails — whatever this test run's fixture model loses."""
     out = tmp_path / "zero.onnx"
     s = _q(four, out, calib="calib", max_drop=100)
     kf, kq = _recount(four, out)
