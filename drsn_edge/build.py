@@ -148,7 +148,7 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
         if out.accuracy is not None:
             manifest["accuracy"] = out.accuracy.to_json()
             _write_manifest(tmp, manifest)
-            err = gate_error(out.accuracy.drop_pp, worst_snr_drop_pp(out.accuracy.to_json()), opts.max_drop,
+            err = gate_error(out.accuracy.drop_pp, worst_snr_drop_pp(manifest["accuracy"]), opts.max_drop,
                              opts.max_cell_drop)
             if err:
                 raise CheckFailedError(f"{target.name} ({backend.name}): {err}")
@@ -157,7 +157,7 @@ def _build(target, model, dev, given, spec, out_dir, force, progress):
         target=target.name, family=target.family, backend=backend.name,
         precision=getattr(opts, "precision", "int8"), out_dir=str(out_dir), artifact=str(out_dir / out.artifact),
         sidecar=str(out_dir / Path(out.artifact).with_suffix(".json").name), files=files,
-        evaluation={"spec": spec.to_json(), "description": spec.describe_for(bundle.meta)},
+        evaluation={"spec": manifest["eval_spec"], "description": manifest["evaluation"]},
         accuracy=manifest.get("accuracy"), memory=out.memory, details=out.details, warnings=ctx.warnings,
         wall_s=time.perf_counter() - t0)
 
@@ -176,7 +176,7 @@ def _manifest(ctx, backend, out) -> dict:
         "window": ctx.bundle.window, "normalization": ctx.bundle.normalization,
         "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
                         "windows": len(ctx.calibration)},
-        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe_for(ctx.bundle.meta),
+        "options": opts, "eval_spec": ctx.spec.to_json(), "evaluation": ctx.spec.describe(ctx.bundle.meta),
         "memory": out.memory, **({"choice": out.details["choice"]} if out.details.get("choice") else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

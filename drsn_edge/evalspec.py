@@ -82,10 +82,6 @@ class EvalSpec:
                 if self.noise and self.snrs else "clean")
         return f"{src}; {grid}"
 
-    def describe_for(self, meta: dict) -> str:
-        """What the test windows for this model are, without loading them (for reports and manifests)."""
-        return self.describe(meta)
-
     def preflight(self, meta: dict | None = None) -> None:
         """Refuse, before any long work, evaluation data that cannot be used (missing, empty, another model's)."""
         from .data.dataset import load_dataset

@@ -16,9 +16,12 @@ import re
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckFailedError, DeviceError, InputError, MissingDependencyError
+from .base import Backend, BuildOutput, RunnerBase
+from .onnxrt import Options as _OnnxOptions
 
 BUILDER = Path(__file__).with_name("trt_builder.py")
 
@@ -274,11 +277,6 @@ def next_step(target, out_dir) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # the backend: QDQ ONNX + engine build plan (+ the engine, where TensorRT is), and its runners
-
-from dataclasses import dataclass  # noqa: E402
-
-from .base import Backend, BuildOutput, RunnerBase  # noqa: E402
-from .onnxrt import Options as _OnnxOptions  # noqa: E402
 
 ENGINE = "model.engine"
 
