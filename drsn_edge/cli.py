@@ -314,17 +314,21 @@ def guard():
 @click.option("--quantile", default=0.995, show_default=True, type=Real(0.5, 1.0),
               help="Threshold: this quantile of held-out in-domain scores (per noise × SNR cell, the largest).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--taps", default=None, help="Feature taps, comma-separated (e.g. head or head,units.11.absmean); "
+              "default: every tap the model offers (stem, each shrinkage unit, head).")
 @_json_option
-def guard_fit(model, data, out, quantile, seed, as_json):
+def guard_fit(model, data, out, quantile, seed, taps, as_json):
     """Fit the guard for an existing model without retraining it (its tensors are unchanged)."""
     from .guard import fit_bundle
 
-    res = fit_bundle(model, data, out, seed=seed, quantile=quantile)
+    res = fit_bundle(model, data, out, seed=seed, quantile=quantile,
+                     taps=[t.strip() for t in taps.split(",") if t.strip()] if taps else None)
     if as_json:
         ui.emit_json(res)
         return
     ui.console().print(ui.table(f"domain guard → {res['out']}", ["field", "value"], [
         ["threshold (squared Mahalanobis)", f"{res['threshold']:.2f}"], ["quantile", res["quantile"]],
+        ["taps", f"{', '.join(res['taps'])} ({res['dim']} values)"],
         ["training windows", res["train_windows"]], ["held-out windows", res["held_out_windows"]],
         ["tensors sha256 (unchanged)", res["tensors_sha256"]]]))
 

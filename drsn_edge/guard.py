@@ -1,7 +1,14 @@
 """The domain guard: is an input window like the ones the model was trained on?
 
-A class-conditional Mahalanobis score on the pooled features the classifier head sees (16 values for the
-paper model): score(f) = min_k (f − μ_k)ᵀ Σ⁻¹ (f − μ_k), with one covariance Σ shared by the classes.
+A class-conditional Mahalanobis score on pooled features of the network: score(f) = min_k (f − μ_k)ᵀ Σ⁻¹ (f − μ_k),
+with one covariance Σ shared by the classes. The features are a list of named taps, concatenated:
+  head                 the pooled features the classifier head sees (16 values for the paper model)
+  stem.absmean         mean |x| per channel of the first convolution's output (4)
+  units.K.absmean      mean |x| per channel of unit K's residual branch before its soft threshold: the value
+                       the threshold branch computes anyway (4, 8 or 16), where the noise the shrinkage removes
+                       is still visible
+Taps from several depths (a feature ensemble, Lee et al. 2018) catch shifted operating conditions that the
+head alone maps onto a known class. The exported artifacts compute the same taps as extra outputs.
 The threshold is a high quantile of the scores of held-out in-domain windows (clean and noisy; the largest
 per-noise-cell quantile, so no SNR level is flagged more often than the quantile allows). A window above the
 threshold is out of domain: the model's answer about it means little, whatever its softmax says.
@@ -19,6 +26,7 @@ import numpy as np
 from .errors import InputError
 
 KIND = "mahalanobis-shared-cov"
+HEAD = "head"  # the taps of guards stored before taps existed
 DEFAULT_QUANTILE = 0.995
 RIDGE = 1e-6  # relative to the mean feature variance: keeps Σ invertible when a feature is (near) constant
 FIT_WINDOWS = 4000  # windows per fit (training side); more adds time, not accuracy, for 16-dim features
@@ -31,6 +39,15 @@ class Guard:
     threshold: float
     quantile: float = DEFAULT_QUANTILE
     info: dict = field(default_factory=dict)
+    taps: list = field(default_factory=lambda: [HEAD])  # named feature taps, concatenated in this order
+    tap_dims: list = field(default_factory=list)  # values per tap (empty: one tap of all the dimensions)
+
+    def whitening(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W, m) with WᵀW = Σ⁻¹ (W upper triangular, from the Cholesky factor) and m_k = W μ_k, so that
+        score(f) = min_k |W f − m_k|²: one D×D product and K·D differences per window (what the devices run)."""
+        lower = np.linalg.cholesky((self.precision + self.precision.T) / 2)
+        w = lower.T
+        return w, self.means @ w.T
 
     def score(self, feats: np.ndarray) -> np.ndarray:
         """Smallest squared Mahalanobis distance to a class mean, per row of `feats` [N, D]."""
@@ -43,7 +60,9 @@ class Guard:
         return s, s <= self.threshold
 
     def to_json(self) -> dict:
-        return {"kind": KIND, "feature": "pooled features before the classifier", "dim": int(self.means.shape[1]),
+        dims = self.tap_dims or [int(self.means.shape[1])]
+        return {"kind": KIND, "feature": "pooled features (taps, concatenated)", "dim": int(self.means.shape[1]),
+                "taps": list(self.taps), "tap_dims": [int(v) for v in dims],
                 "means": self.means.tolist(), "precision": self.precision.tolist(), "threshold": float(self.threshold),
                 "quantile": float(self.quantile), "info": self.info}
 
@@ -54,8 +73,12 @@ class Guard:
         means, prec = np.asarray(d["means"], dtype=np.float64), np.asarray(d["precision"], dtype=np.float64)
         if means.ndim != 2 or prec.shape != (means.shape[1], means.shape[1]) or not np.isfinite(prec).all():
             raise InputError("the bundle's domain guard is malformed (means/precision shapes); fit it again")
+        taps, dims = list(d.get("taps") or [HEAD]), [int(v) for v in d.get("tap_dims") or [means.shape[1]]]
+        if len(taps) != len(dims) or sum(dims) != means.shape[1]:
+            raise InputError("the bundle's domain guard is malformed (taps do not add up to its dimension); fit it again")
         return cls(means=means, precision=prec, threshold=float(d["threshold"]),
-                   quantile=float(d.get("quantile", DEFAULT_QUANTILE)), info=dict(d.get("info", {})))
+                   quantile=float(d.get("quantile", DEFAULT_QUANTILE)), info=dict(d.get("info", {})),
+                   taps=taps, tap_dims=dims)
 
 
 def fit(train_feats: np.ndarray, train_y: np.ndarray, held_feats: np.ndarray, held_cells: np.ndarray | None = None,
@@ -86,29 +109,72 @@ def fit(train_feats: np.ndarray, train_y: np.ndarray, held_feats: np.ndarray, he
     return g
 
 
-def pooled_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The input of the model's classifier head (`fc`), captured with a forward hook, for normalized x [N,1,L]."""
+def available_taps(model) -> list[str]:
+    """Every tap the model offers, from the input side to the head (the default feature set)."""
+    units = getattr(model, "units", None) or []
+    taps = ["stem.absmean"] if getattr(model, "stem", None) is not None else []
+    taps += [f"units.{k}.absmean" for k, u in enumerate(units) if getattr(u, "threshold", None) is not None]
+    return taps + [HEAD]
+
+
+def _tap_hook(model, tap: str, sink: list):
+    """Register a hook that appends tap `tap`'s values [N, C] of each forward pass to `sink`; returns it."""
+    from .models.blocks import absolute
+
+    if tap == HEAD:
+        head = getattr(model, "fc", None)
+        if head is None:
+            raise InputError(f"{type(model).__name__} has no classifier head 'fc' to take features from")
+        return head.register_forward_pre_hook(lambda mod, args: sink.append(args[0].detach().numpy().copy()))
+    if tap == "stem.absmean" and getattr(model, "stem", None) is not None:
+        return model.stem.register_forward_hook(lambda mod, a, out: sink.append(absolute(out).mean(-1).numpy().copy()))
+    parts = tap.split(".")
+    units = getattr(model, "units", None) or []
+    if len(parts) == 3 and parts[0] == "units" and parts[2] == "absmean" and parts[1].isdigit() \
+            and int(parts[1]) < len(units) and getattr(units[int(parts[1])], "threshold", None) is not None:
+        thr = units[int(parts[1])].threshold
+        return thr.register_forward_pre_hook(lambda mod, args: sink.append(absolute(args[0]).mean(-1).numpy().copy()))
+    raise InputError(f"unknown guard tap '{tap}' for {type(model).__name__}; it offers {', '.join(available_taps(model))}")
+
+
+def tap_features(model, x: np.ndarray, taps, batch: int = 256) -> tuple[np.ndarray, list[int]]:
+    """The named taps' values for normalized windows x [N,1,L], concatenated in order: ([N, D], dims per tap)."""
     import torch
 
-    head = getattr(model, "fc", None)
-    if head is None:
-        raise InputError(f"{type(model).__name__} has no classifier head 'fc' to take features from")
-    out: list[np.ndarray] = []
-    hook = head.register_forward_pre_hook(lambda mod, args: out.append(args[0].detach().numpy().copy()))
+    sinks = {t: [] for t in taps}
+    hooks = [_tap_hook(model, t, sinks[t]) for t in taps]
     try:
         model.eval()
         with torch.inference_mode():
             for i in range(0, len(x), batch):
                 model(torch.from_numpy(np.ascontiguousarray(x[i: i + batch], dtype=np.float32)))
     finally:
-        hook.remove()
-    return np.concatenate(out) if out else np.zeros((0, head.in_features), dtype=np.float32)
+        for h in hooks:
+            h.remove()
+    if not len(x):
+        return np.zeros((0, 0), np.float32), [0] * len(taps)
+    parts = [np.concatenate(sinks[t]) for t in taps]
+    return np.concatenate(parts, axis=1), [p.shape[1] for p in parts]
+
+
+def guard_features(guard: "Guard", model, x: np.ndarray) -> np.ndarray:
+    return tap_features(model, x, guard.taps)[0]
+
+
+def pooled_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The input of the model's classifier head (`fc`), captured with a forward hook, for normalized x [N,1,L]."""
+    return tap_features(model, x, [HEAD], batch)[0]
 
 
 def fit_for_model(model, train_x: np.ndarray, train_y: np.ndarray, held_x: np.ndarray, held_cells: np.ndarray,
-                  classes: int, quantile: float = DEFAULT_QUANTILE) -> Guard:
-    """Fit on normalized training windows and held-out in-domain windows of a model."""
-    return fit(pooled_features(model, train_x), train_y, pooled_features(model, held_x), held_cells, quantile, classes)
+                  classes: int, quantile: float = DEFAULT_QUANTILE, taps=None) -> Guard:
+    """Fit on normalized training windows and held-out in-domain windows of a model, on the named taps
+    (default: every tap the model offers)."""
+    taps = list(taps) if taps else available_taps(model)
+    train_f, dims = tap_features(model, train_x, taps)
+    g = fit(train_f, train_y, tap_features(model, held_x, taps)[0], held_cells, quantile, classes)
+    g.taps, g.tap_dims = taps, dims
+    return g
 
 
 def from_meta(meta: dict) -> Guard | None:
@@ -144,7 +210,7 @@ def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     g = from_meta(meta)
     if g is None:
         raise InputError("this model has no domain guard; fit one with `drsn-edge guard fit MODEL --data DATA`")
-    score, ok = g.in_domain(pooled_features(model, x))
+    score, ok = g.in_domain(guard_features(g, model, x))
     flat, clipped = signal_flags(x)
     return score, ok & ~flat & ~clipped
 
@@ -171,7 +237,7 @@ HELD_OUT_WINDOWS = 400  # val windows per fit, each swept clean + every noise ty
 
 def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"), snr_min: float = -5.0,
                 snr_max: float = 5.0, clean_fraction: float = 0.2, seed: int = 0,
-                quantile: float = DEFAULT_QUANTILE) -> Guard:
+                quantile: float = DEFAULT_QUANTILE, taps=None) -> Guard:
     """Fit on a model's training windows (clean and noisy, as in training) and its held-out windows swept clean
     and over every noise type at the low, middle and high SNR of the training range."""
     from .data.dataset import normalize
@@ -190,7 +256,7 @@ def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"
     held = noise_sweep(held_ds, list(noise), snrs, seed=seed + 1) if noise else held_ds
     cells = np.char.add(held.noise.astype(str), np.char.mod("%g", np.nan_to_num(held.snr_db, nan=0.0)))
     g = fit_for_model(model, normalize(tx, train_ds.normalization), train_ds.y, normalize(held.x, held.normalization),
-                      cells, classes=len(train_ds.class_names), quantile=quantile)
+                      cells, classes=len(train_ds.class_names), quantile=quantile, taps=taps)
     g.info.update({"noise": list(noise), "snr_range": [float(snr_min), float(snr_max)], "held_out_snrs": snrs,
                    "seed": int(seed)})
     return g
@@ -209,7 +275,7 @@ def tensors_sha256(path) -> str:
     return h.hexdigest()
 
 
-def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE) -> dict:
+def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE, taps=None) -> dict:
     """`guard fit`: fit a guard for an existing bundle on its training data (train split: means and covariance;
     val split: threshold) with its recorded noise recipe, and write the bundle again with the same tensors."""
     from .bundle import load_bundle, save_bundle
@@ -226,7 +292,7 @@ def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_Q
     r = (b.meta.get("training") or {}).get("recipe") or {}
     g = fit_on_data(b.model, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
                     float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
-                    seed=seed, quantile=quantile)
+                    seed=seed, quantile=quantile, taps=taps)
     g.info["data"] = str(data)
     before = tensors_sha256(model_path)
     save_bundle(b.model, {**b.meta, "guard": g.to_json()}, out)
@@ -234,4 +300,4 @@ def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_Q
     if after != before:  # never ship changed weights under an unchanged name
         raise InputError(f"writing '{out}' changed the model's tensors; nothing else was meant to change")
     return {"model": str(model_path), "out": str(out), "tensors_sha256": after, "threshold": g.threshold,
-            "quantile": g.quantile, **g.info}
+            "quantile": g.quantile, "taps": g.taps, "dim": int(g.means.shape[1]), **g.info}

@@ -58,8 +58,12 @@ def test_summary_counts_out_of_domain_windows_per_cell():
 
 
 def test_training_stores_a_guard_that_keeps_held_out_windows_in_domain(tiny_model, tiny_data):
+    from drsn_edge.guard import available_taps, tap_features
+
     b = load_bundle(tiny_model)
-    assert b.meta["guard"]["dim"] == b.model.fc.in_features
+    g = b.meta["guard"]
+    assert g["taps"] == available_taps(b.model) and g["taps"][-1] == "head" and g["taps"][0] == "stem.absmean"
+    assert g["tap_dims"][-1] == b.model.fc.in_features and sum(g["tap_dims"]) == g["dim"]
     ds = load_dataset(tiny_data).select_split("val")
     x = normalize(ds.x, "zscore")
     score, ok = guard_scores(b, x)
@@ -92,3 +96,49 @@ def test_signal_flags_catch_flat_and_clipped_windows():
     x = normalize(np.concatenate([sine, clipped, flat + 1.0]).astype(np.float32), "zscore")
     f, c = signal_flags(x)
     assert f.tolist() == [False, False, True] and c.tolist() == [False, True, False]
+
+
+def test_taps_are_the_tensors_they_name(tiny_model):
+    """Each tap equals the value computed by hand from the float model's own layers."""
+    import torch
+
+    from drsn_edge.guard import tap_features
+    from drsn_edge.models.blocks import absolute
+
+    b = load_bundle(tiny_model)
+    m = b.model.eval()
+    x = np.random.default_rng(0).standard_normal((3, 1, b.window)).astype(np.float32)
+    feats, dims = tap_features(m, x, ["stem.absmean", "units.1.absmean", "head"])
+    with torch.inference_mode():
+        t = torch.from_numpy(x)
+        s = m.stem(t)
+        r = m.units[0](s)
+        u = m.units[1]
+        branch = u.conv2(torch.relu(u.bn2(u.conv1(torch.relu(u.bn1(r))))))
+        want = [absolute(s).mean(-1), absolute(branch).mean(-1), m.features(t)]
+    assert dims == [w.shape[1] for w in want]
+    np.testing.assert_allclose(feats, torch.cat(want, 1).numpy(), rtol=1e-6, atol=1e-6)  # float32 reordering only
+
+
+def test_unknown_taps_are_refused_and_old_guards_still_load(tiny_model):
+    from drsn_edge.errors import InputError
+    from drsn_edge.guard import tap_features
+
+    b = load_bundle(tiny_model)
+    with pytest.raises(InputError, match="unknown guard tap 'units.99.absmean'"):
+        tap_features(b.model, np.zeros((1, 1, b.window), np.float32), ["units.99.absmean"])
+    old = fit(TRAIN, Y, HELD, quantile=1.0).to_json()
+    del old["taps"], old["tap_dims"]  # a guard stored before taps existed: the head only
+    assert Guard.from_json(old).taps == ["head"]
+    bad = fit(TRAIN, Y, HELD, quantile=1.0).to_json()
+    bad["tap_dims"] = [3]
+    with pytest.raises(InputError, match="taps do not add up"):
+        Guard.from_json(bad)
+
+
+def test_whitened_form_gives_the_same_scores():
+    g = fit(TRAIN, Y, HELD, quantile=1.0)
+    w, m = g.whitening()
+    f = np.array([[5.0, 30.0], [0.1, -0.2], [10.0, 0.5]])
+    z = f @ w.T
+    np.testing.assert_allclose(((z[:, None, :] - m[None]) ** 2).sum(-1).min(1), g.score(f), rtol=1e-9)

@@ -9,6 +9,9 @@
 - Threshold FCs as 1×1 convolutions on [N, C, 1, 1] (no reshapes inside the network).
 - |x| = max(x, −x) and soft(x, τ) = relu(x − τ) − relu(−x − τ), sharing −x.
 - Downsampling shortcut: average pooling of size 1, stride 2; extra channels by concatenating zeros.
+- Domain-guard taps (`taps`, names as in drsn_edge/guard.py): extra outputs [N, C] after the logits, one per
+  tap, in the order given: the head's pooled features, a shrinkage unit's mean |x| (the tensor its threshold
+  branch computes anyway), the stem's mean |x| (one extra |x| and mean).
 Outputs equal the trained model's (float rounding aside); export checks that on real windows.
 """
 
@@ -66,8 +69,11 @@ class DeployThreshold(nn.Module):
         self.fc1_bn = _linear_as_conv(t.fc1, t.bn)
         self.fc2 = _linear_as_conv(t.fc2)
 
+    tap = None  # the last forward's mean |x| [N, C, 1, 1], read by DeployNet when this unit is a guard tap
+
     def forward(self, x: torch.Tensor, neg_x: torch.Tensor) -> torch.Tensor:
         g = torch.maximum(x, neg_x).mean(dim=3, keepdim=True)  # mean |x| per channel, [N, C, 1, 1]
+        self.tap = g
         alpha = torch.sigmoid(self.fc2(F.relu(self.fc1_bn(g))))
         tau = alpha * (g if self.channel_wise else g.mean(dim=1, keepdim=True))
         return F.relu(x - tau) - F.relu(neg_x - tau)
@@ -104,8 +110,9 @@ class DeployUnit(nn.Module):
 class DeployNet(nn.Module):
     """Deploy form for a static input shape [batch, 1, window]."""
 
-    def __init__(self, model, batch: int, window: int):
+    def __init__(self, model, batch: int, window: int, taps=()):
         super().__init__()
+        self.taps = list(taps)
         model = model.eval()
         st = model.stem
         self.stem = _conv2d(st, st.weight, st.bias)
@@ -130,7 +137,27 @@ class DeployNet(nn.Module):
         self.batch = batch
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.units(self.stem(x.unsqueeze(2)))
-        y = F.relu(self.head_bn_affine(y))
-        return self.fc(y.mean(dim=(2, 3)))
+    def absmean(self, y: torch.Tensor) -> torch.Tensor:
+        """mean |y| per channel of [N, C, 1, L] as [N, C] (|y| as maximum(y, −y))."""
+        return torch.maximum(y, -y).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor):
+        s = self.stem(x.unsqueeze(2))
+        y = self.units(s)
+        pooled = F.relu(self.head_bn_affine(y)).mean(dim=(2, 3))
+        logits = self.fc(pooled)
+        if not self.taps:
+            return logits
+        return (logits, *[self._tap(t, s, pooled) for t in self.taps])
+
+    def _tap(self, name: str, stem: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        if name == "head":
+            return pooled
+        if name == "stem.absmean":
+            return self.absmean(stem)
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "units" and parts[1].isdigit() and int(parts[1]) < len(self.units):
+            shrink = self.units[int(parts[1])].shrink
+            if shrink is not None and shrink.tap is not None:
+                return shrink.tap.flatten(1)
+        raise ValueError(f"unknown guard tap '{name}'")
