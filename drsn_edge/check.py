@@ -111,7 +111,7 @@ class CheckResult:
     bit_exact_with_tflm: float | None = None  # int8 .tflite builds: windows whose int8 outputs equal TFLM's
     device_counts: dict | None = None  # cycles or instructions per inference, where the device counts them
     latency_is_estimate: bool = False
-    domain: dict | None = None  # the model's domain guard on the same windows (host, float features)
+    domain: dict | None = None  # out-of-domain share by the artifact's own guard (else the float model's, on the host)
     wall_s: float = 0.0
     report: dict | None = None
 
@@ -226,7 +226,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     from .backends.base import warm_up
     from .build import reference_logits
     from .comparison import compare
-    from .evaluate import domain_report, resolve_model
+    from .evaluate import artifact_domain_report, resolve_model
     from .report import latency_summary
 
     bundle, model_path = resolve_model(_source_model(build))
@@ -240,6 +240,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         runner.activate()
         warm_up(runner, ev.x, warmup)
         got = runner.infer(ev.x)
+        art_guard = runner.guard_result(ev.x) if hasattr(runner, "guard_result") else None
         timing = runner.timing()
         sweep = runner.sweep(ev.x) if hasattr(runner, "sweep") else {}
     finally:
@@ -268,7 +269,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
         device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
-        comparison=cmp.to_json(), domain=domain_report(bundle, ev.x, ev.noise, ev.snr_db))
+        comparison=cmp.to_json(), domain=artifact_domain_report(bundle, art_guard, ev.x, ev.noise, ev.snr_db))
 
 
 def _bit_exact(build, x, runner) -> float | None:

@@ -111,6 +111,28 @@ def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray)
     return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile}
 
 
+def artifact_domain_report(bundle, art: tuple | None, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
+    """The out-of-domain share measured by the artifact's own guard (`art` = (score, in_domain) from its runner),
+    with its agreement with the float model's guard on the same windows; the float guard's report where the
+    artifact carries none."""
+    from .guard import from_meta, guard_scores, summary
+    from .guard_export import agreement
+
+    g = from_meta(bundle.meta)
+    if art is None:
+        rep = domain_report(bundle, xn, noise, snr_db)
+        return {**rep, "measured_on": "float model (host)"} if rep else None
+    score, ok = art
+    rep = {**summary(ok, noise, snr_db), "measured_on": "artifact", "threshold": g.threshold if g else None}
+    if g is not None:
+        ref_score, ref_ok = guard_scores(bundle, xn)
+        rep["float_guard"] = {"out_of_domain_share": float((~ref_ok).mean()) if len(ref_ok) else 0.0,
+                              **agreement(score, ok, ref_score, ref_ok, g.threshold),
+                              "tolerance": "int8 features move the score by a few per cent: flags may differ near "
+                                           "the threshold, not far from it"}
+    return rep
+
+
 def check_compatible(meta: dict, ds: Dataset) -> Dataset:
     """Refuse a dataset whose sample rate, window or normalization differ from the model's, or that holds a class
     the model does not know; return it labelled in the model's class order (a subset of classes is fine)."""

@@ -57,24 +57,40 @@ def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: i
     return normalize(ds.x[idx], meta["normalization"]), src
 
 
-def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET) -> bytes:
-    """Export the deploy form of `model` to ONNX with a static input [batch, 1, window]."""
+def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET, guard=None) -> bytes:
+    """Export the deploy form of `model` to ONNX with a static input [batch, 1, window]; with a domain guard
+    (drsn_edge.guard.Guard) the graph also outputs guard_features and guard_score (guard_export.py)."""
     from .models.deploy import DeployNet
 
-    return deploy_to_onnx_bytes(DeployNet(model, batch, window), batch, window, opset)
+    taps = guard.taps if guard is not None else ()
+    raw = deploy_to_onnx_bytes(DeployNet(model, batch, window, taps=taps), batch, window, opset)
+    if guard is None:
+        return raw
+    from .guard_export import attach_onnx
+
+    return attach_onnx(raw, guard)
+
+
+def bundle_onnx_bytes(bundle, batch: int, opset: int = OPSET, with_guard: bool = True) -> bytes:
+    """A bundle's deploy-form ONNX, with its domain guard when it has one."""
+    from .guard import from_meta
+
+    return to_onnx_bytes(bundle.model, batch, bundle.window, opset, from_meta(bundle.meta) if with_guard else None)
 
 
 def deploy_to_onnx_bytes(deploy, batch: int, window: int, opset: int = OPSET) -> bytes:
     import torch
 
+    from .guard_export import tap_output
     from .models.blocks import deploy_ops
 
     deploy.eval()
     f = io.BytesIO()
+    outputs = [OUTPUT_NAME] + [tap_output(t) for t in getattr(deploy, "taps", ())]
     with deploy_ops(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(deploy, (torch.zeros(batch, 1, window),), f, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+                          input_names=[INPUT_NAME], output_names=outputs, do_constant_folding=True)
     return f.getvalue()
 
 
@@ -117,6 +133,45 @@ def run_ort(session, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs)
 
 
+GUARD_RTOL = 1e-3  # float32 graph vs float64 NumPy on the same features: rounding only
+
+
+def run_ort_guard(session, x: np.ndarray, batch: int) -> np.ndarray | None:
+    """The guard_score output over any number of windows (None when the graph has none)."""
+    from .guard_export import SCORE
+
+    names = [o.name for o in session.get_outputs()]
+    if SCORE not in names:
+        return None
+    name = session.get_inputs()[0].name
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i: i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], dtype=chunk.dtype)])
+        outs.append(session.run([SCORE], {name: chunk.astype(np.float32)})[0][:n])
+    return np.concatenate(outs)
+
+
+def validate_guard(bundle, raw: bytes, x: np.ndarray, batch: int) -> dict | None:
+    """The float export's guard_score against the bundle's guard on the same windows (None without a guard)."""
+    from .guard import from_meta, guard_features
+
+    g = from_meta(bundle.meta)
+    if g is None:
+        return None
+    got = run_ort_guard(ort_session(raw), x, batch)
+    ref = g.score(guard_features(g, bundle.model, x))
+    rel = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-9)))
+    if rel > GUARD_RTOL:
+        raise ExportValidationError(f"the exported guard score differs from the bundle's by {100 * rel:.3g} % "
+                                    f"(tolerance {100 * GUARD_RTOL:g} %)")
+    from .guard_export import FEATURES, SCORE, guard_meta
+
+    return {**guard_meta(g), "outputs": [FEATURES, SCORE], "max_rel_score_diff": rel}
+
+
 def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
     from .comparison import output_stats
 
@@ -143,10 +198,11 @@ def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET
     from .outputs import guard_file
 
     guard_file(out, [model_path, data], [out.with_suffix(".json")])
-    raw = to_onnx_bytes(bundle.model, batch, bundle.window, opset)
+    raw = bundle_onnx_bytes(bundle, batch, opset)
     om = onnx().load_from_string(raw)
     src_hash = sha256_file(model_path)
-    annotate(om, bundle.meta, {"drsn_edge.source_sha256": src_hash, "drsn_edge.batch": str(batch)})
+    keep = {p.key: p.value for p in om.metadata_props if p.key == "drsn_edge.guard"}
+    annotate(om, bundle.meta, {"drsn_edge.source_sha256": src_hash, "drsn_edge.batch": str(batch), **keep})
     try:
         onnx().checker.check_model(om, full_check=True)
     except Exception as exc:
@@ -160,6 +216,7 @@ def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET
         raise ExportValidationError(
             f"ONNX Runtime output differs from PyTorch: max abs diff {cmp['max_abs_diff']:.3g} (tolerance {atol:g}), "
             f"top-1 agreement {100 * cmp['top1_agreement']:.2f} %; the model may use an op the exporter mishandles")
+    guard_check = validate_guard(bundle, raw, x, batch)
     write_bytes(out, raw)
     info = {
         "kind": "onnx", "precision": "fp32", "backend": "onnxruntime", "target": None,
@@ -170,6 +227,7 @@ def export(model_path=None, out="model.onnx", batch: int = 1, opset: int = OPSET
                    "quantization": None},
         "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window, "opset": opset,
         "validation": {**cmp, "windows": src, "atol": atol},
+        "guard": guard_check,
         "tools": tool_versions("torch", "onnx", "onnxruntime"),
     }
     try:

@@ -55,7 +55,11 @@ class RunnerBase:
     """Shared runner behaviour: per-window wall-clock timing, context manager, no batch sweep.
 
     Subclasses implement `_infer_one(x)` for one batch of the artifact's own batch size (returning
-    float logits, and setting `self._raw` for int8 outputs) or override `infer`."""
+    float logits, setting `self._raw` for int8 outputs and `self._guard` for the artifact's domain-guard
+    scores) or override `infer`. An artifact with a guard sets `guard_meta` (threshold, taps: guard_export.py);
+    after `infer`, `last_guard` holds its scores and `guard_result(x)` its (score, in_domain) per window."""
+
+    guard_meta: dict | None = None
 
     name = "runner"
     batch = 1
@@ -67,6 +71,8 @@ class RunnerBase:
         self._counts: list[int] | None = None
         self.count_unit: str | None = None
         self._raw = None
+        self._guard = None
+        self.last_guard: np.ndarray | None = None
         self.active = False
 
     def activate(self) -> None:
@@ -90,22 +96,44 @@ class RunnerBase:
         if not self.active:
             self.activate()
         x = np.ascontiguousarray(x, dtype=np.float32)
-        outs, raws = [], []
+        outs, raws, guards = [], [], []
         clock = time.perf_counter
         for i in range(0, len(x), self.batch):
             chunk = x[i:i + self.batch]
             n = len(chunk)
             if n < self.batch:
                 chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], np.float32)])
-            self._raw = None
+            self._raw = self._guard = None
             t0 = clock()
             y = self._infer_one(chunk)
             self._lat.append((clock() - t0) * 1000.0)
             outs.append(np.asarray(y, np.float32).reshape(self.batch, -1)[:n])
             if self._raw is not None:
                 raws.append(np.asarray(self._raw).reshape(self.batch, -1)[:n])
+            if self._guard is not None:
+                guards.append(np.asarray(self._guard, np.float64).reshape(self.batch)[:n])
         self.last_raw = np.concatenate(raws) if raws else None
+        self.last_guard = np.concatenate(guards) if guards else None
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    def guard_result(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(score, in_domain) of the windows of the last `infer(x)` from the artifact's own guard; None when the
+        artifact has none."""
+        if self.guard_meta is None or self.last_guard is None or len(self.last_guard) != len(x):
+            return None
+        from ..guard_export import flags
+
+        return self.last_guard, flags(self.last_guard, float(self.guard_meta["threshold"]), x)
+
+    def infer_guard(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the artifact on x and return its guard's (score, in_domain) (drsn_edge.guard.guard_scores' hook)."""
+        from ..errors import InputError
+
+        self.infer(x)
+        res = self.guard_result(x)
+        if res is None:
+            raise InputError(f"{self.name}: this artifact carries no domain guard (its model had none when built)")
+        return res
 
     def timing(self) -> Timing:
         return Timing(list(self._lat), self.timing_source, list(self._counts) if self._counts else None,

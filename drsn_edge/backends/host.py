@@ -85,12 +85,12 @@ def _measure(runner, ev, ref, class_names) -> tuple:
 
 
 def _shared(ctx) -> dict:
-    from ..export import to_onnx_bytes
+    from ..export import bundle_onnx_bytes
     from .tflite import int8_tflite
 
     made = {"tflite": int8_tflite(ctx)}
     ctx.progress("export")
-    made["onnx"] = to_onnx_bytes(ctx.bundle.model, 1, ctx.bundle.window)
+    made["onnx"] = bundle_onnx_bytes(ctx.bundle, 1)
     return made
 
 

@@ -44,8 +44,9 @@ def sweep_name(artifact: str, batch: int) -> str:
 def write_onnx(ctx: BuildContext, method: str, precision: str) -> BuildOutput:
     """The (QDQ int8 or float) ONNX with its sidecar, measured on the evaluation spec, and one static-batch
     variant per sweep size (same calibration and method) for throughput by batch size."""
-    from ..export import export, to_onnx_bytes
+    from ..export import bundle_onnx_bytes, export
     from ..fileio import write_bytes
+    from ..guard_export import adapt_onnx
     from ..quantize.ptq import quantize_onnx
     from ..quantize.run import quantize_model, raise_if_failed
 
@@ -62,8 +63,9 @@ def write_onnx(ctx: BuildContext, method: str, precision: str) -> BuildOutput:
         accuracy, selection = None, None
     ctx.progress("sweep variants")
     for b in SWEEP_BATCHES:
-        fb = to_onnx_bytes(ctx.bundle.model, b, ctx.bundle.window)
-        write_bytes(ctx.out / sweep_name(name, b), quantize_onnx(fb, ctx.calib_x, b, method) if precision == "int8" else fb)
+        fb = bundle_onnx_bytes(ctx.bundle, b)
+        qb = adapt_onnx(quantize_onnx(fb, ctx.calib_x, b, method), ctx.bundle, ctx.calib_x, b) if precision == "int8" else fb
+        write_bytes(ctx.out / sweep_name(name, b), qb)
     return BuildOutput(artifact=name, accuracy=accuracy, details={"method": method if precision == "int8" else None,
                                                                  "method_selection": selection,
                                                                  "sweep_batches": [1, *SWEEP_BATCHES]})
@@ -101,9 +103,16 @@ class OrtRunner(RunnerBase):
         self.batch = int(inp.shape[0]) if isinstance(inp.shape[0], int) else 1
         self.name = name or f"onnxruntime ({'int8 QDQ' if 'int8' in self.path.name else 'fp32'})"
         self.variants = variants or {}
+        from ..guard_export import SCORE, onnx_guard
+
+        self.guard_meta = onnx_guard(self.session)
+        self._fetch = [self.session.get_outputs()[0].name] + ([SCORE] if self.guard_meta else [])
 
     def _infer_one(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
+        out = self.session.run(self._fetch, {self.input_name: x})
+        if self.guard_meta:
+            self._guard = out[1]
+        return out[0]
 
     def profile_ops(self, x: np.ndarray, repeats: int = 100, warmup: int = 20) -> dict:
         return profile_ort_runner(self, x, repeats, warmup)

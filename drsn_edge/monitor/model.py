@@ -48,8 +48,10 @@ def load_model(path: str | None, guard: bool = True) -> MonitorModel:
         path = str(default_model_path())
     p = Path(path)
     m = _bundle_model(p) if p.suffix == ".drsn" else _build_model(p)
-    if guard:
+    if guard and m.in_domain is None:
         m.in_domain = domain_guard(str(p) if p.suffix == ".drsn" else m.bundle_path)
+    elif not guard:
+        m.in_domain = None
     return m
 
 
@@ -78,10 +80,44 @@ def _build_model(p: Path) -> MonitorModel:
     runner = build.runner()
     runner.activate()
     infer, close = _batched(runner)
+    infer, in_domain = _artifact_guard(runner, infer)
     m = MonitorModel(runner.name, str(build.artifact), build.class_names, build.fs, build.window,
-                     build.normalization, infer, close)
+                     build.normalization, infer, close, in_domain)
     m.bundle_path = build.manifest.get("source_model")
     return m
+
+
+def _artifact_guard(runner, infer):
+    """Where the artifact carries the domain guard (guard_score output), the monitor uses its flags: `infer`
+    keeps the flags of the windows it ran, `in_domain(x)` hands them back for the same windows (running the
+    artifact again only when x is not what was just inferred). (infer, None) without a guard."""
+    if getattr(runner, "guard_meta", None) is None:
+        return infer, None
+    from ..guard_export import flags
+
+    threshold = float(runner.guard_meta["threshold"])
+    pending: list = []
+
+    def run(x):
+        logits = infer(x)
+        pending.append((np.asarray(x), _last_scores(runner, infer, x)))
+        return logits
+
+    def in_domain(x):
+        xs = [p[0] for p in pending]
+        scores = [p[1] for p in pending]
+        pending.clear()
+        if xs and sum(len(v) for v in xs) == len(x) and np.array_equal(np.concatenate(xs), x):
+            return flags(np.concatenate(scores), threshold, x)
+        return runner.infer_guard(x)[1]
+
+    return run, in_domain
+
+
+def _last_scores(runner, infer, x) -> np.ndarray:
+    """The guard scores of the windows just run (the batched infer records its own: two runners)."""
+    got = getattr(infer, "last_guard", runner.last_guard)
+    return got if got is not None and len(got) == len(x) else runner.infer_guard(x)[0]
 
 
 def _batched(runner) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]:
@@ -98,8 +134,13 @@ def _batched(runner) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], N
     def infer(x: np.ndarray) -> np.ndarray:
         n = len(x) // size * size
         if n == 0:
-            return runner.infer(x)
-        head = big.infer(x[:n])
-        return head if n == len(x) else np.concatenate([head, runner.infer(x[n:])])
+            out, parts = runner.infer(x), [runner.last_guard]
+        else:
+            out, parts = big.infer(x[:n]), [big.last_guard]
+            if n < len(x):
+                out = np.concatenate([out, runner.infer(x[n:])])
+                parts.append(runner.last_guard)
+        infer.last_guard = np.concatenate(parts) if all(p is not None for p in parts) else None
+        return out
 
     return infer, lambda: (big.deactivate(), runner.deactivate())

@@ -70,9 +70,9 @@ def _validate(out, method: str, batch: int, max_drop: float, qat_epochs: int, ma
 def _float_reference(bundle, x, batch: int):
     """The float ONNX (checked against PyTorch) and the float logits every stage compares with."""
     from ..evaluate import predict_logits
-    from ..export import ExportValidationError, compare_outputs, ort_session, run_ort, to_onnx_bytes
+    from ..export import ExportValidationError, bundle_onnx_bytes, compare_outputs, ort_session, run_ort
 
-    float_bytes = to_onnx_bytes(bundle.model, batch, bundle.window)
+    float_bytes = bundle_onnx_bytes(bundle, batch)
     float_logits = predict_logits(bundle.model, x)
     torch_check = compare_outputs(float_logits[:64], run_ort(ort_session(float_bytes), x[:64], batch))
     if torch_check["max_abs_diff"] > 1e-3:
@@ -235,6 +235,9 @@ def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, d
     if not summary["passed"]:
         return summary
     summary["artifact"] = str(out)
+    from ..guard_export import adapt_onnx
+
+    q_bytes = adapt_onnx(q_bytes, bundle, cx, batch)  # the guard's constants for this artifact's int8 features
     _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, job.method, qat_info, mp["float_groups"], batch, rep,
                spec, ev.description)
     summary["sidecar"] = str(out.with_suffix(".json"))
@@ -265,6 +268,7 @@ def _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, method, qat_info
             "output": {"name": OUTPUT_NAME, "shape": [batch, len(bundle.class_names)], "dtype": "float32",
                        "quantization": None},
             "float_groups": float_groups,
+            "guard": _guard_meta(qm),
             "quantization": {"activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel (axis 0)",
                              "bias": "float (not quantized)", "opset": qm.opset_import[0].version},
             "class_names": bundle.class_names, "fs": bundle.fs, "window": bundle.window,
@@ -276,6 +280,16 @@ def _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, method, qat_info
     except BaseException:
         out.unlink(missing_ok=True)
         raise
+
+
+def _guard_meta(qm) -> dict | None:
+    """The domain guard the QDQ graph computes (outputs guard_features, guard_score), None without one."""
+    import json
+
+    from ..guard_export import FEATURES, META_KEY, SCORE
+
+    meta = {p.key: p.value for p in qm.metadata_props}.get(META_KEY)
+    return {**json.loads(meta), "outputs": [FEATURES, SCORE], "features": "from the int8 activations"} if meta else None
 
 
 def input_scale(qm) -> float | None:

@@ -1,0 +1,164 @@
+"""The domain guard inside the exported artifacts.
+
+ONNX (float and int8 QDQ builds): the deploy graph gets one output per guard tap (DeployNet's taps), and this
+module joins them into two more graph outputs after the logits:
+  guard_features  float [N, D]  the taps concatenated (in an int8 build: computed from its own int8 activations)
+  guard_score     float [N]     min_k |W f − m_k|², the squared Mahalanobis distance to the nearest class mean
+                                (W, m: Guard.whitening), a float MatMul and a few element-wise ops
+The threshold, quantile and taps travel in the model's metadata (`drsn_edge.guard`) and in the sidecar, so a
+runner needs nothing but the artifact. A bundle without a guard exports the logits alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+FEATURES = "guard_features"
+SCORE = "guard_score"
+META_KEY = "drsn_edge.guard"
+
+
+def tap_output(tap: str) -> str:
+    return f"guard.{tap}"
+
+
+def guard_meta(guard) -> dict:
+    """What a runner needs besides the score: threshold, quantile and the feature layout."""
+    return {"kind": "mahalanobis-shared-cov", "threshold": float(guard.threshold), "quantile": float(guard.quantile),
+            "taps": list(guard.taps), "tap_dims": [int(v) for v in guard.tap_dims or [guard.means.shape[1]]],
+            "dim": int(guard.means.shape[1]), "classes": int(guard.means.shape[0]),
+            "signal_checks": "flat and clipped windows are out of domain (checked on the input window by the runner)"}
+
+
+def attach_onnx(model_bytes: bytes, guard) -> bytes:
+    """Join the graph's tap outputs (guard.<tap>) into guard_features and add guard_score; the graph's outputs
+    become [logits, guard_features, guard_score]. Works on float and QDQ graphs alike (float ops, after the
+    int8 part)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .deps import onnx
+
+    m = onnx().load_from_string(model_bytes)
+    g = m.graph
+    outs = {o.name: o for o in g.output}
+    names = [tap_output(t) for t in guard.taps]
+    missing = [n for n in names if n not in outs]
+    if missing:
+        raise ValueError(f"the graph has no output {missing[0]} (export it with the guard's taps)")
+    w, means = guard.whitening()
+    k, d = means.shape
+    consts = {"guard_wt": w.T.astype(np.float32), "guard_means": means.astype(np.float32),
+              "guard_sum_axes": np.array([2], np.int64), "guard_unsq_axes": np.array([1], np.int64)}
+    g.initializer.extend(numpy_helper.from_array(v, name=n) for n, v in consts.items())
+    g.node.extend([
+        helper.make_node("Concat", names, [FEATURES], axis=1, name="/guard/Concat"),
+        helper.make_node("MatMul", [FEATURES, "guard_wt"], ["guard_z"], name="/guard/MatMul"),
+        helper.make_node("Unsqueeze", ["guard_z", "guard_unsq_axes"], ["guard_z3"], name="/guard/Unsqueeze"),
+        helper.make_node("Sub", ["guard_z3", "guard_means"], ["guard_d"], name="/guard/Sub"),
+        helper.make_node("Mul", ["guard_d", "guard_d"], ["guard_d2"], name="/guard/Mul"),
+        helper.make_node("ReduceSum", ["guard_d2", "guard_sum_axes"], ["guard_dist"], keepdims=0, name="/guard/ReduceSum"),
+        helper.make_node("ReduceMin", ["guard_dist"], [SCORE], axes=[1], keepdims=0, name="/guard/ReduceMin"),
+    ])
+    batch = outs[names[0]].type.tensor_type.shape.dim[0].dim_value or None
+    logits = [o for o in g.output if not o.name.startswith("guard.")]
+    del g.output[:]
+    g.output.extend(logits)
+    g.output.extend([helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [batch, d]),
+                     helper.make_tensor_value_info(SCORE, TensorProto.FLOAT, [batch])])
+    props = {p.key: p.value for p in m.metadata_props}
+    props[META_KEY] = json.dumps(guard_meta(guard))
+    del m.metadata_props[:]
+    for key, value in props.items():
+        m.metadata_props.add(key=key, value=value)
+    return m.SerializeToString()
+
+
+def onnx_guard(session) -> dict | None:
+    """The guard metadata of an ONNX Runtime session whose model carries guard_score, else None."""
+    if SCORE not in [o.name for o in session.get_outputs()]:
+        return None
+    meta = session.get_modelmeta().custom_metadata_map.get(META_KEY)
+    return json.loads(meta) if meta else None
+
+
+def flags(score: np.ndarray, threshold: float, x: np.ndarray) -> np.ndarray:
+    """In-domain flags from an artifact's scores and the windows themselves (flat and clipped windows are out)."""
+    from .guard import signal_flags
+
+    flat, clipped = signal_flags(x)
+    return (np.asarray(score) <= threshold) & ~flat & ~clipped
+
+
+def agreement(art_score: np.ndarray, art_ok: np.ndarray, ref_score: np.ndarray, ref_ok: np.ndarray,
+              threshold: float, margin: float = 0.25) -> dict:
+    """How the artifact's guard matches the float model's: share of equal flags overall, and among windows
+    whose float score is not within ±margin of the threshold (there an int8 feature error cannot flip the flag
+    unless it is that large); median relative score difference."""
+    a, r = np.asarray(art_score, float), np.asarray(ref_score, float)
+    same = np.asarray(art_ok) == np.asarray(ref_ok)
+    far = np.abs(r - threshold) > margin * threshold
+    rel = np.abs(a - r) / np.maximum(np.abs(r), 1e-12)
+    return {"flag_agreement": float(same.mean()) if len(same) else 1.0,
+            "flag_agreement_far_from_threshold": float(same[far].mean()) if far.any() else 1.0,
+            "windows_far_from_threshold": int(far.sum()), "margin": margin,
+            "median_rel_score_diff": float(np.median(rel)) if len(rel) else 0.0,
+            "p95_rel_score_diff": float(np.quantile(rel, 0.95)) if len(rel) else 0.0}
+
+
+ADAPT_WINDOWS = 512  # calibration windows used to measure the int8 features' error (more adds time, not accuracy)
+
+
+def adapt(guard, float_feats: np.ndarray, art_feats: np.ndarray):
+    """The guard for an artifact whose features are the float ones plus an error e (int8 rounding): the
+    class means move by the mean error, and its covariance is added to the shared one (Σ' = Σ + cov(e)), so
+    an in-domain window's score keeps the distribution it had in float and the threshold stays valid.
+    Measured on windows both models ran (the calibration windows)."""
+    from .guard import Guard
+
+    e = np.asarray(art_feats, np.float64) - np.asarray(float_feats, np.float64)
+    bias = e.mean(axis=0)
+    noise = np.cov((e - bias).T) if len(e) > 1 else np.zeros((e.shape[1],) * 2)
+    cov = np.linalg.inv(guard.precision) + np.atleast_2d(noise)
+    info = {**guard.info, "adapted_to_artifact": {"windows": int(len(e)), "mean_abs_bias": float(np.abs(bias).mean()),
+                                                 "mean_noise_std": float(np.sqrt(np.clip(np.diag(np.atleast_2d(noise)), 0, None)).mean())}}
+    return Guard(means=guard.means + bias, precision=np.linalg.inv(cov), threshold=guard.threshold,
+                 quantile=guard.quantile, info=info, taps=list(guard.taps), tap_dims=list(guard.tap_dims))
+
+
+def onnx_features(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:
+    from .export import ort_session
+
+    s = ort_session(model_bytes)
+    name = s.get_inputs()[0].name
+    out = []
+    for i in range(0, len(x) - len(x) % batch, batch):
+        out.append(s.run([FEATURES], {name: np.ascontiguousarray(x[i: i + batch], np.float32)})[0])
+    return np.concatenate(out)
+
+
+def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> bytes:
+    """An int8 ONNX with a guard: its score constants refitted to its own features (adapt) on calibration
+    windows; unchanged without a guard."""
+    from onnx import numpy_helper
+
+    from .deps import onnx
+    from .guard import from_meta, guard_features
+
+    g = from_meta(bundle.meta)
+    if g is None:
+        return model_bytes
+    x = np.asarray(calib_x[: max(batch, ADAPT_WINDOWS - ADAPT_WINDOWS % batch)], np.float32)
+    art = onnx_features(model_bytes, x, batch)
+    g2 = adapt(g, guard_features(g, bundle.model, x[: len(art)]), art)
+    w, means = g2.whitening()
+    m = onnx().load_from_string(model_bytes)
+    new = {"guard_wt": w.T.astype(np.float32), "guard_means": means.astype(np.float32)}
+    for init in m.graph.initializer:
+        if init.name in new:
+            init.CopyFrom(numpy_helper.from_array(new[init.name], name=init.name))
+    for p in m.metadata_props:
+        if p.key == META_KEY:
+            p.value = json.dumps({**json.loads(p.value), "adapted_to_artifact": g2.info["adapted_to_artifact"]})
+    return m.SerializeToString()
