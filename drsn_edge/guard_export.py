@@ -140,20 +140,21 @@ def onnx_features(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:
 
 def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> bytes:
     """An int8 ONNX with a guard: its score constants refitted to its own features (adapt) on calibration
-    windows; unchanged without a guard."""
+    windows; unchanged without a guard (a bundle without one, or a graph exported without it: after
+    quantization-aware fine-tuning the weights differ from the bundle's, and so would the features)."""
     from onnx import numpy_helper
 
     from .deps import onnx
     from .guard import from_meta, guard_features
 
     g = from_meta(bundle.meta)
-    if g is None:
+    m = onnx().load_from_string(model_bytes)
+    if g is None or FEATURES not in [o.name for o in m.graph.output]:
         return model_bytes
     x = np.asarray(calib_x[: max(batch, ADAPT_WINDOWS - ADAPT_WINDOWS % batch)], np.float32)
     art = onnx_features(model_bytes, x, batch)
     g2 = adapt(g, guard_features(g, bundle.model, x[: len(art)]), art)
     w, means = g2.whitening()
-    m = onnx().load_from_string(model_bytes)
     new = {"guard_wt": w.T.astype(np.float32), "guard_means": means.astype(np.float32)}
     for init in m.graph.initializer:
         if init.name in new:
@@ -162,3 +163,42 @@ def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> b
         if p.key == META_KEY:
             p.value = json.dumps({**json.loads(p.value), "adapted_to_artifact": g2.info["adapted_to_artifact"]})
     return m.SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------- TFLite / TFLM
+def tflite_tap_features(raw_outputs: list[np.ndarray], outputs: list[dict]) -> np.ndarray:
+    """The int8 tap outputs of a .tflite (after the logits), dequantized with each one's scale and zero point
+    and concatenated: the float computation the guard score runs on."""
+    parts = [(np.asarray(r, np.float64).reshape(len(r), -1) - float(o["zero_point"])) * float(o["scale"])
+             for r, o in zip(raw_outputs, outputs)]
+    return np.concatenate(parts, axis=1)
+
+
+def tflm_features(it, outputs: list[dict]) -> np.ndarray:
+    """The dequantized tap outputs of the window a TFLite Micro interpreter just ran, [1, D]."""
+    return tflite_tap_features([np.array(it.get_output(k + 1)).reshape(1, -1) for k in range(len(outputs))], outputs)
+
+
+def tflite_guard(bundle, q: bytes, graph: dict, calib_x: np.ndarray, arena: int | None = None) -> dict | None:
+    """The guard of an int8 .tflite with tap outputs, for its sidecar: adapted (adapt) to the TFLite Micro
+    features of the calibration windows; None without a guard."""
+    from .backends.tflm import tflm_interpreter
+    from .backends.tflite import quantize_input
+    from .guard import from_meta, guard_features
+
+    g = from_meta(bundle.meta)
+    outs = graph.get("extra_outputs") or []
+    if g is None or not outs:
+        return None
+    it = tflm_interpreter(q, arena)
+    inp = it.get_input_details(0)
+    qi = inp["quantization_parameters"]
+    x = np.asarray(calib_x[:ADAPT_WINDOWS], np.float32)
+    art = []
+    for w in x:
+        it.set_input(quantize_input(w.reshape(inp["shape"]), float(qi["scales"][0]), int(qi["zero_points"][0])), 0)
+        it.invoke()
+        art.append(tflm_features(it, outs))
+    g2 = adapt(g, guard_features(g, bundle.model, x), np.concatenate(art))
+    return {**g2.to_json(), **guard_meta(g2), "outputs": [{**o, "tap": t} for o, t in zip(outs, g2.taps)],
+            "features": "int8 tap outputs, dequantized; the score in float on the host or device"}

@@ -126,3 +126,26 @@ def test_check_and_monitor_use_the_artifacts_guard(int8_onnx, tiny_model, tiny_d
     flags = m.in_domain(x)
     assert flags.shape == (40,) and flags.dtype == bool
     m.close()
+
+
+@pytest.mark.slow
+def test_tflm_build_outputs_the_taps_and_check_reads_its_guard(tiny_model, tiny_calib, tiny_data, tmp_path):
+    """The TFLite Micro build: int8 tap outputs after the logits; the runner scores their dequantized values with
+    the sidecar's guard (adapted to TFLM's features); check reports the share measured on the artifact."""
+    from drsn_edge.backends import load_build
+    from drsn_edge.backends.tflite import check_integer_only
+
+    out = tmp_path / "mcu"
+    r = run_cli("build", tiny_model, "--target", "stm32h743", "--engine", "tflm", "--calib", tiny_calib, "-o", out,
+                "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr
+    b, build = load_bundle(tiny_model), load_build(out)
+    graph = check_integer_only(build.artifact.read_bytes())
+    assert [o["shape"][-1] for o in graph["extra_outputs"]] == b.meta["guard"]["tap_dims"]
+    assert all(o["dtype"] == "int8" for o in graph["extra_outputs"])
+    assert build.sidecar["guard"]["taps"] == b.meta["guard"]["taps"]
+    r = run_cli("check", out, "--target", "stm32h743", "--device", "local", "--data", tiny_data, "--json", timeout=900)
+    assert r.returncode in (0, 1), r.stderr
+    dom = json.loads(r.stdout)["domain"]
+    assert dom["measured_on"] == "artifact"
+    assert dom["float_guard"]["flag_agreement_far_from_threshold"] >= 0.95, dom  # see test_int8_guard_follows...

@@ -138,9 +138,9 @@ def check_integer_only(tflite_bytes: bytes) -> dict:
     sg = model.subgraphs[0]
     tensors = sg.tensors or []
     ops = [_op_name(model, op) for op in (sg.operators or [])]
-    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
-        raise CheckFailedError(f"expected one input and one output, found {len(sg.inputs)} and {len(sg.outputs)}")
-    for role, idx in (("input", sg.inputs[0]), ("output", sg.outputs[0])):
+    if len(sg.inputs) != 1 or len(sg.outputs) < 1:
+        raise CheckFailedError(f"expected one input and at least one output, found {len(sg.inputs)} and {len(sg.outputs)}")
+    for role, idx in [("input", sg.inputs[0])] + [("output", i) for i in sg.outputs]:
         dt = _tensor_type(tensors[idx])
         if dt != "INT8":
             raise CheckFailedError(f"graph {role} '{_tname(tensors[idx])}' is {dt.lower()}, not int8")
@@ -167,6 +167,7 @@ def check_integer_only(tflite_bytes: bytes) -> dict:
         "requantize_ops": requant,
         "input": _io_info(tensors[sg.inputs[0]]),
         "output": _io_info(tensors[sg.outputs[0]]),
+        "extra_outputs": [_io_info(tensors[i]) for i in list(sg.outputs)[1:]],  # domain-guard taps, in order
         "tensors": len(tensors),
     }
 
@@ -219,8 +220,9 @@ def _quiet():
 # float conversion
 
 
-def tflite_deploy_module(model, window: int, batch: int = 1):
-    """The deploy form with the TFLite-specific op choices (−x as MUL by −1, |x| as relu + relu).
+def tflite_deploy_module(model, window: int, batch: int = 1, taps=()):
+    """The deploy form with the TFLite-specific op choices (−x as MUL by −1, |x| as relu + relu), with the
+    domain guard's taps as extra outputs when given.
 
     Numerically equal to DeployNet (and so to the trained model); only the ops differ."""
     torch = require("torch")
@@ -231,19 +233,26 @@ def tflite_deploy_module(model, window: int, batch: int = 1):
         def forward(self, x, neg_x=None):
             neg = x * -1.0  # MUL: TFLM has no int8 NEG (DeployUnit's own −x is then dead and dropped)
             g = (F.relu(x) + F.relu(neg)).mean(dim=3, keepdim=True)  # mean |x| without MAXIMUM's requantizes
+            self.tap = g
             alpha = torch.sigmoid(self.fc2(F.relu(self.fc1_bn(g))))
             tau = alpha * (g if self.channel_wise else g.mean(dim=1, keepdim=True))
             return F.relu(x - tau) - F.relu(neg - tau)
 
-    net = DeployNet(model, batch, window)
+    class TFLiteNet(DeployNet):
+        def absmean(self, y):
+            return (F.relu(y) + F.relu(y * -1.0)).mean(dim=(2, 3))
+
+    net = DeployNet(model, batch, window, taps=taps)
+    net.__class__ = TFLiteNet
     for unit in net.units:
         if unit.shrink is not None:
             unit.shrink.__class__ = TFLiteThreshold
     return net.eval()
 
 
-def float_tflite(model, window: int) -> bytes:
-    """Convert a trained model's deploy form (batch 1, input [1, 1, window]) to a float .tflite."""
+def float_tflite(model, window: int, taps=()) -> bytes:
+    """Convert a trained model's deploy form (batch 1, input [1, 1, window]) to a float .tflite; with guard
+    taps, one more output per tap after the logits."""
     torch = require("torch")
     with _quiet():  # its import logs C++ and torchao messages
         litert_torch = require("litert_torch", EXTRA)
@@ -258,7 +267,7 @@ def float_tflite(model, window: int) -> bytes:
         if prev is not None:
             cfg.show_progress = False
         with deploy_ops(), torch.no_grad(), _quiet():
-            net = tflite_deploy_module(model, window)
+            net = tflite_deploy_module(model, window, taps=taps)
             sample = torch.zeros(1, 1, window)
             converted = litert_torch.convert(net, (sample,))
             data = bytes(converted.model_content())
@@ -508,11 +517,15 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
 # the int8 .tflite that the LiteRT, TFLite Micro and C-engine backends all build from
 
 
-def int8_tflite(ctx) -> tuple[bytes, dict]:
+def int8_tflite(ctx, guard_taps: bool = False) -> tuple[bytes, dict]:
     """Convert the bundle to float .tflite (litert-torch), quantize to int8 in/out with the calibration
-    windows (ai-edge-quantizer, global min/max), strip names and check that no float op remains."""
+    windows (ai-edge-quantizer, global min/max), strip names and check that no float op remains. With
+    guard_taps and a bundle with a domain guard, the guard's taps are int8 outputs after the logits."""
+    from ..guard import from_meta
+
+    g = from_meta(ctx.bundle.meta) if guard_taps else None
     ctx.progress("convert")
-    float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window)
+    float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window, taps=g.taps if g is not None else ())
     ctx.progress("quantize")
     named = quantize_int8(float_bytes, ctx.calib_x)
     q = strip_names(named)

@@ -296,9 +296,10 @@ def build(ctx):
     from ..build import reference_logits
     from ..comparison import compare
     from ..firmware.bundle import arena_with_margin, write_bundle
+    from ..guard_export import tflite_guard
     from .tflite import int8_tflite, litert_run, write_tflite
 
-    q, graph = int8_tflite(ctx)
+    q, graph = int8_tflite(ctx, guard_taps=True)
     ops = check_ops_supported(q)
     ctx.progress("verify")
     arena = min_arena_bytes(q)
@@ -319,7 +320,8 @@ def build(ctx):
     cross = {"litert_tflm_agreement": float((lite.argmax(1) == micro.argmax(1)).mean()),
              "litert_tflm_max_lsb": int(np.abs(lite.astype(np.int16) - micro.astype(np.int16)).max()),
              "int8_litert": float((lite.argmax(1) == ev.y).mean())}
-    name = write_tflite(ctx, q, graph, "tflm", ops=ops, memory=memory)
+    guard = tflite_guard(ctx.bundle, q, graph, ctx.calib_x, arena_with_margin(arena))
+    name = write_tflite(ctx, q, graph, "tflm", ops=ops, memory=memory, guard=guard)
     fw = ctx.out / "firmware"
     fw.mkdir()
     (fw / name).write_bytes(q)
@@ -339,8 +341,13 @@ def _output(name, acc, memory, ops, graph, cross, files):
 class TflmRunner(Int8RunnerBase, RunnerBase):
     """TFLite Micro's interpreter (its real kernels) in this process, one window per invocation."""
 
-    def __init__(self, tflite_bytes: bytes, arena_size: int | None = None, name: str = "tflm (int8, host)"):
+    def __init__(self, tflite_bytes: bytes, arena_size: int | None = None, name: str = "tflm (int8, host)",
+                 guard: dict | None = None):
         RunnerBase.__init__(self)
+        self.guard_meta = guard  # the sidecar's guard: tap outputs after the logits, score on their dequantized values
+        from ..guard import Guard
+
+        self._guard_fn = Guard.from_json(guard) if guard else None
         self.name = name
         self.it = tflm_interpreter(tflite_bytes, arena_size)
         inp, out = self.it.get_input_details(0), self.it.get_output_details(0)
@@ -353,6 +360,10 @@ class TflmRunner(Int8RunnerBase, RunnerBase):
     def _infer_one(self, x):
         self.it.set_input(np.ascontiguousarray(self._quantize(x.reshape(self.shape))), 0)
         self.it.invoke()
+        if self._guard_fn is not None:
+            from ..guard_export import tflm_features
+
+            self._guard = self._guard_fn.score(tflm_features(self.it, self.guard_meta["outputs"]))
         return self._dequantize(np.array(self.it.get_output(0)).reshape(self.batch, -1))
 
 
@@ -364,7 +375,7 @@ def runner(build, device=None):
     transport = getattr(device, "transport", "local") if device is not None else "local"
     if transport == "local":
         arena = (build.sidecar.get("memory") or {}).get("arena_bytes")
-        return TflmRunner(build.artifact.read_bytes(), arena)
+        return TflmRunner(build.artifact.read_bytes(), arena, guard=build.sidecar.get("guard"))
     factory = MCU_RUNNERS.get(transport)
     if factory is None:
         raise InputError(f"{build.target} runs TFLite Micro on the board; no {transport} runner for it yet "
