@@ -26,13 +26,16 @@ def _verify_bit_exact(q: bytes, engine_dir: Path, ev) -> tuple[np.ndarray, np.nd
     """Raw int8 outputs of TFLM (the reference) and of the C engine on this machine; refuse any difference."""
     from ..cengine import HostEngine
     from .tflite import check_integer_only, quantize_input
-    from .tflm import tflm_run
+    from .tflm import tflm_outputs_raw
 
-    micro = tflm_run(q, ev.x, raw=True)
+    outs = tflm_outputs_raw(q, ev.x)
+    micro, micro_taps = outs[0], np.concatenate(outs[1:], axis=1) if len(outs) > 1 else None
     io = check_integer_only(q)["input"]
     xq = quantize_input(ev.x.reshape(len(ev.x), -1), float(io["scale"]), int(io["zero_point"]))
-    mine = HostEngine(engine_dir).run_raw(xq)
+    mine, taps = HostEngine(engine_dir).run_taps(xq)
     same = (mine == micro).all(axis=1)
+    if micro_taps is not None:  # the guard's taps too: the device scores what TFLM would give
+        same &= (taps == micro_taps).all(axis=1)
     if not same.all():
         raise CheckFailedError(f"the C engine differs from TFLite Micro on {int((~same).sum())} of {len(same)} "
                                "windows; build with --engine tflm and report this model")
@@ -73,12 +76,15 @@ def build(ctx) -> BuildOutput:
     from .tflite import int8_tflite, write_tflite
     from .tflm import check_ops_supported
 
-    q, graph = int8_tflite(ctx)
+    from ..guard_export import tflite_guard
+
+    q, graph = int8_tflite(ctx, guard_taps=True)
     check_ops_supported(q)
     fw = ctx.out / FIRMWARE
     dsp = ctx.target.hardware.get("cpu") in DSP_CPUS
+    guard = tflite_guard(ctx.bundle, q, graph, ctx.calib_x)  # TFLM's taps: the engine's, bit for bit
     ctx.progress("generate C")
-    engine = generate(q, fw, dsp=dsp)
+    engine = generate(q, fw, dsp=dsp, guard=guard)
     ctx.progress("verify against TFLite Micro")
     ev = ctx.spec.windows(ctx.bundle.meta)
     micro, mine = _verify_bit_exact(q, fw, ev)
@@ -97,7 +103,7 @@ def build(ctx) -> BuildOutput:
     acc.bit_exact = float((mine == micro).all(axis=1).mean())
     info = {k: engine[k] for k in ("arena_bytes", "weight_bytes", "macs", "crc", "dsp", "kernels")}
     name = write_tflite(ctx, q, graph, "c", engine=info, memory=memory, firmware=FIRMWARE,
-                        image=measured.get("image"))
+                        image=measured.get("image"), guard=guard)
     return BuildOutput(artifact=name, accuracy=acc, memory=memory,
                        details={"engine": "c", "bit_exact_with_tflm": acc.bit_exact, "macs": engine["macs"],
                                 "dsp": dsp, "kernels": len(engine["kernels"]), "image": measured.get("image"),
@@ -113,12 +119,18 @@ class HostEngineRunner(Int8RunnerBase, RunnerBase):
 
         self.name = "c engine (int8, host)"
         self.engine = HostEngine(build.file(FIRMWARE))
+        self.guard_meta = build.sidecar.get("guard")  # scored by the engine's own drsn_guard.c
         io_in, io_out = build.sidecar["input"], build.sidecar["output"]
         self.n_in = int(np.prod(io_in["shape"]))
         self._setup_io((io_in["scale"], io_in["zero_point"]), (io_out["scale"], io_out["zero_point"]), np.int8)
 
     def _infer_one(self, x):
-        return self._dequantize(self.engine.run_raw(self._quantize(x.reshape(1, self.n_in))))
+        xq = self._quantize(x.reshape(1, self.n_in))
+        if not self.guard_meta:
+            return self._dequantize(self.engine.run_raw(xq))
+        logits, taps = self.engine.run_taps(xq)
+        self._guard = self.engine.guard_score(taps)
+        return self._dequantize(logits)
 
 
 def mcu_device_runner(build, url: str):

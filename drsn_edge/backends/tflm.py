@@ -272,6 +272,23 @@ def tflm_run(tflite_bytes: bytes, x: np.ndarray, arena_size: int | None = None, 
     return ((y.astype(np.float32) - float(qo["zero_points"][0])) * float(qo["scales"][0])).astype(np.float32)
 
 
+def tflm_outputs_raw(tflite_bytes: bytes, x: np.ndarray, arena_size: int | None = None) -> list[np.ndarray]:
+    """Every int8 output of a batch-1 model (logits, then the guard's taps) for normalized windows [N, 1, L]."""
+    it = tflm_interpreter(tflite_bytes, arena_size)
+    inp = it.get_input_details(0)
+    qi = inp["quantization_parameters"]
+    from .tflite import read_model
+
+    n_out = len(read_model(tflite_bytes).subgraphs[0].outputs)
+    rows: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    for w in _as_windows(x, [int(v) for v in inp["shape"]]):
+        it.set_input(quantize_input(w[None], float(qi["scales"][0]), int(qi["zero_points"][0]), inp["dtype"]), 0)
+        it.invoke()
+        for k in range(n_out):
+            rows[k].append(np.array(it.get_output(k)).reshape(-1).copy())
+    return [np.stack(r) for r in rows]
+
+
 # --------------------------------------------------------------------------------------------------
 # the backend: int8 .tflite + TFLite Micro firmware bundle for microcontrollers
 

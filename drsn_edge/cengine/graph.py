@@ -113,8 +113,9 @@ def read_graph(tflite_bytes: bytes) -> Graph:
                              f"supported: {', '.join(SUPPORTED_OPS)} (use --engine tflm)")
         ops.append(Op(k, name, ins, outs, _options(op)))
     g = Graph(tensors, ops, [int(i) for i in sg.inputs], [int(i) for i in sg.outputs])
-    if len(g.inputs) != 1 or len(g.outputs) != 1:
-        raise InputError(f"the C engine needs one input and one output, found {len(g.inputs)} and {len(g.outputs)}")
+    if len(g.inputs) != 1 or len(g.outputs) < 1:
+        raise InputError(f"the C engine needs one input and at least one output, found {len(g.inputs)} and "
+                         f"{len(g.outputs)}")
     _check_types(g)
     return g
 

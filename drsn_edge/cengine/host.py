@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError
 
 SOURCES = ("drsn_model.c", "drsn_kernels.c")
+GUARD_SOURCES = ("drsn_guard.c", "drsn_guard.h")  # engines generated before the guard existed lack them
 HEADERS = ("drsn_model.h", "drsn_kernels.h", "drsn_config.h")
 CFLAGS = ("-O2", "-fwrapv", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC")
 
@@ -27,7 +28,7 @@ def cache_dir() -> Path:
 
 def _digest(c_dir: Path, flags: tuple[str, ...]) -> str:
     h = hashlib.sha256(" ".join(flags).encode())
-    for name in SOURCES + HEADERS:
+    for name in SOURCES + HEADERS + tuple(n for n in GUARD_SOURCES if (c_dir / n).is_file()):
         h.update(name.encode() + b"\0" + (c_dir / name).read_bytes())
     return h.hexdigest()[:24]
 
@@ -47,7 +48,8 @@ def build_shared(c_dir: Path, defines: tuple[str, ...] = ()) -> Path:
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = lib.with_name(f".libdrsn.{os.getpid()}.so")
-    cmd = [cc, *flags, "-I", str(c_dir), *(str(c_dir / s) for s in SOURCES), "-o", str(tmp)]
+    guard = [str(c_dir / GUARD_SOURCES[0])] if (c_dir / GUARD_SOURCES[0]).is_file() else []
+    cmd = [cc, *flags, "-I", str(c_dir), *(str(c_dir / s) for s in SOURCES), *guard, "-o", str(tmp)]
     p = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if p.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -69,6 +71,31 @@ class HostEngine:
         header = (self.c_dir / "drsn_model.h").read_text()
         self.input_size = _define(header, "DRSN_INPUT_SIZE")
         self.output_size = _define(header, "DRSN_OUTPUT_SIZE")
+        self.taps_size = _define(header, "DRSN_GUARD_TAPS_SIZE") if "DRSN_GUARD_TAPS_SIZE" in header else 0
+        self.has_guard_code = (self.c_dir / GUARD_SOURCES[0]).is_file()
+        if self.taps_size:
+            self._lib.drsn_guard_taps.argtypes = [ctypes.c_void_p]
+            self._lib.drsn_guard_taps.restype = None
+        if self.has_guard_code:
+            self._lib.drsn_guard_score.argtypes = [ctypes.c_void_p]
+            self._lib.drsn_guard_score.restype = ctypes.c_float
+
+    def run_taps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 logits [N, C], the guard's int8 taps [N, DRSN_GUARD_TAPS_SIZE]) per window."""
+        logits = np.empty((len(x), self.output_size), np.int8)
+        taps = np.empty((len(x), self.taps_size), np.int8)
+        for i in range(len(x)):
+            logits[i] = self.run_raw(x[i:i + 1])[0]
+            if self.taps_size:
+                self._lib.drsn_guard_taps(taps[i].ctypes.data)
+        return logits, taps
+
+    def guard_score(self, taps: np.ndarray) -> np.ndarray:
+        """drsn_guard_score (the device's float code) on int8 taps [N, D]; −1 where the engine has no guard."""
+        taps = np.ascontiguousarray(np.asarray(taps, np.int8).reshape(len(taps), -1))
+        if not self.has_guard_code:
+            return np.full(len(taps), -1.0)
+        return np.array([self._lib.drsn_guard_score(t.ctypes.data) for t in taps], np.float64)
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

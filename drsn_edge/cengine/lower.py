@@ -44,6 +44,7 @@ class Lowered:
     consts: dict[int, np.ndarray]  # constant activation-like inputs (CONCATENATION / MUL / ADD operands)
     input: int
     output: int
+    extra_outputs: list[int] = field(default_factory=list)  # the domain guard's tap outputs, after the logits
 
 
 def _wc(t: Tensor, op: Op) -> tuple[int, int]:
@@ -126,8 +127,10 @@ class Lowerer:
     def run(self) -> Lowered:
         for op in self.g.ops:
             getattr(self, "op_" + op.kind.lower())(op)
-        self.runtime(self.g.ops[-1], self.g.outputs[0])
-        return Lowered(self.nodes, self.aliases, self.consts, self.g.inputs[0], self.src(self.g.outputs[0]))
+        for t in self.g.outputs:
+            self.runtime(self.g.ops[-1], t)
+        return Lowered(self.nodes, self.aliases, self.consts, self.g.inputs[0], self.src(self.g.outputs[0]),
+                       [self.src(t) for t in self.g.outputs[1:]])
 
     def add(self, node: Node):
         self.nodes.append(node)

@@ -22,8 +22,10 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def plan(nodes, sizes: dict[int, int], graph_input: int, graph_output: int, consts) -> Plan:
-    """nodes: lowered Nodes (inputs/outputs already resolved through aliases)."""
+def plan(nodes, sizes: dict[int, int], graph_input: int, graph_output, consts) -> Plan:
+    """nodes: lowered Nodes (inputs/outputs already resolved through aliases); graph_output: a tensor or several
+    (the logits and the guard's taps), all alive until the end."""
+    outputs = {graph_output} if isinstance(graph_output, int) else set(graph_output)
     owner: dict[int, int] = {}            # tensor -> buffer id (the tensor that owns the bytes)
     start: dict[int, int] = {}
     end: dict[int, int] = {}
@@ -52,7 +54,7 @@ def plan(nodes, sizes: dict[int, int], graph_input: int, graph_output: int, cons
             start[n.output], size[n.output] = i, sizes[n.output]
             end[n.output] = i
         buf = owner[n.output]
-        end[buf] = max(end[buf], len(nodes) if n.output == graph_output else last_read(n.output, i))
+        end[buf] = max(end[buf], len(nodes) if n.output in outputs else last_read(n.output, i))
 
     items = [(size[b], start[b], end[b], ("t", b)) for b in size]
     items += [(n.scratch, i, i, ("s", i)) for i, n in enumerate(nodes) if n.scratch]

@@ -6,9 +6,11 @@ Types:
   0x01 INFO      host → device, no payload
   0x81 INFO_RSP  device → host: proto u8, input_len u32, output_len u16, input_scale f32, input_zp i8,
                  output_scale f32, output_zp i8, arena_bytes u32, clock_hz u32, counter u8 (0 cycles,
-                 1 instructions), model_crc u32, name (rest, UTF-8)
+                 1 instructions), model_crc u32, guard_dim u16 (0: no domain guard), guard_threshold f32,
+                 name (rest, UTF-8)
   0x02 INFER     host → device: int8 input window [input_len]
-  0x82 RESULT    device → host: status u8, counts u32 (cycles or instructions of the inference), int8 logits
+  0x82 RESULT    device → host: status u8, counts u32 (cycles or instructions of the inference), int8 logits,
+                 guard flags u8 (bit 0: scored, bit 1: in domain), guard score f32 (−1 when not scored)
   0x80 HELLO     device → host at boot (a device reset mid-session shows up as this frame)
   0xFF ERROR     device → host: code u16, message (UTF-8)
 The host resynchronizes on the 0xA5 0x5A marker, drops frames with a bad CRC, an impossible length or a
@@ -30,12 +32,13 @@ import numpy as np
 from ..errors import DeviceError
 
 SYNC = b"\xa5\x5a"
-VERSION = 1
+VERSION = 2  # 2: the domain guard in INFO_RSP and RESULT
 INFO, INFER = 0x01, 0x02
 HELLO, INFO_RSP, RESULT, ERROR = 0x80, 0x81, 0x82, 0xFF
 MAX_PAYLOAD = 65535
 _HEAD = struct.Struct("<BBHH")
-_INFO = struct.Struct("<BIHfbfbIIBI")
+_INFO = struct.Struct("<BIHfbfbIIBIHf")
+_GUARD = struct.Struct("<Bf")
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -110,17 +113,37 @@ class DeviceInfo:
     counter: str
     model_crc: int
     name: str
+    guard_dim: int = 0  # values the firmware's domain guard scores (0: none)
+    guard_threshold: float = 0.0
 
     def pack(self) -> bytes:
         return _INFO.pack(self.proto, self.input_len, self.output_len, self.input_scale, self.input_zp,
                           self.output_scale, self.output_zp, self.arena_bytes, self.clock_hz,
-                          0 if self.counter == "cycles" else 1, self.model_crc) + self.name.encode()
+                          0 if self.counter == "cycles" else 1, self.model_crc, self.guard_dim,
+                          self.guard_threshold) + self.name.encode()
 
     @classmethod
     def unpack(cls, payload: bytes) -> "DeviceInfo":
         v = _INFO.unpack_from(payload)
         return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], "cycles" if v[9] == 0 else "instructions",
-                   v[10], payload[_INFO.size :].decode(errors="replace"))
+                   v[10], payload[_INFO.size :].decode(errors="replace"), v[11], v[12])
+
+
+@dataclass
+class GuardResult:
+    """The device's domain guard on one window: scored (False when the firmware has none), in domain, score."""
+
+    scored: bool
+    in_domain: bool
+    score: float
+
+    def pack(self) -> bytes:
+        return _GUARD.pack((1 if self.scored else 0) | (2 if self.in_domain else 0), self.score)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> "GuardResult":
+        flags, score = _GUARD.unpack_from(payload)
+        return cls(bool(flags & 1), bool(flags & 2), float(score))
 
 
 def port_name(port) -> str:
@@ -144,6 +167,7 @@ class SerialClient:
         self.seq = 0
         self.info: DeviceInfo | None = None
         self.resends = 0
+        self.last_guard: GuardResult | None = None  # the domain guard of the last RESULT
 
     def _request(self, ftype: int, payload: bytes, want: int) -> Frame:
         for attempt in range(self.retries + 1):
@@ -212,7 +236,9 @@ class SerialClient:
         status, counts = struct.unpack_from("<BI", fr.payload)
         if status != 0:
             raise DeviceError(f"inference failed on the device on {self.name} (status {status})")
-        logits = np.frombuffer(fr.payload[5:], dtype=np.int8)
-        if logits.size != info.output_len:
-            raise DeviceError(f"the device on {self.name} returned {logits.size} outputs, expected {info.output_len}")
+        if len(fr.payload) != 5 + info.output_len + _GUARD.size:
+            raise DeviceError(f"the device on {self.name} returned {len(fr.payload) - 5 - _GUARD.size} outputs, "
+                              f"expected {info.output_len}")
+        logits = np.frombuffer(fr.payload[5: 5 + info.output_len], dtype=np.int8)
+        self.last_guard = GuardResult.unpack(fr.payload[5 + info.output_len:])
         return logits.copy(), int(counts)

@@ -13,9 +13,10 @@ void uart_write(const uint8_t *data, size_t n) { /* drsn_send writes the 8-byte 
   if (n == 8 && data[0] == 0xA5 && data[1] == 0x5A)
     printf("A %u %u\n", data[3], (unsigned)(data[4] | (data[5] << 8)));
 }
-int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts) {
+int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts, float *guard_score) {
   for (int k = 0; k < 4; k++) logits[k] = input[k];
   *counts = 1;
+  *guard_score = (float)input[4];
   return 0;
 }
 
@@ -31,7 +32,7 @@ int main(int argc, char **argv) {
   uint8_t *buf = malloc(size ? size : 1);
   uint8_t *data = NULL;
   uint32_t n;
-  const drsn_info_t info = {16, 4, 0.5f, 0, 0.25f, 0, 0, 1000000u, 0, 0x1234u, "fuzz"};
+  const drsn_info_t info = {16, 4, 0.5f, 0, 0.25f, 0, 0, 1000000u, 0, 0x1234u, "fuzz", 4, 0.0f};
   while (read_u32(&n) && n != 0xFFFFFFFFu) {
     data = realloc(data, n ? n : 1);
     if (fread(data, 1, n, stdin) != n) return 2;

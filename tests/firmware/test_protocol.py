@@ -82,6 +82,12 @@ def test_c_device_answers_info_and_infer(device):
     x = np.full(2048, 2, dtype=np.int8)
     logits, counts = client.infer_int8(x)
     assert logits.tolist() == [min(127, 2 * 2048 // 64 + k) for k in range(10)] and counts == 123456
+    # the fake device's guard: score = (input[1] & 0x7f) / 2, in domain up to its threshold 20
+    assert (info.guard_dim, info.guard_threshold) == (4, 20.0)
+    assert (client.last_guard.scored, client.last_guard.in_domain, client.last_guard.score) == (True, True, 1.0)
+    x[1] = 41
+    client.infer_int8(x)
+    assert (client.last_guard.in_domain, client.last_guard.score) == (False, 20.5)
 
 
 def test_noise_on_the_line_is_survived(device):
@@ -132,8 +138,8 @@ def _head(ftype, seq, n, ver=VERSION):
     return b"\xa5\x5a" + struct.pack("<BBHH", ver, ftype, seq, n)
 
 
-def _result(seq, logits=(1, 2, 3), counts=77, status=0):
-    return encode(RESULT, seq, struct.pack("<BI", status, counts) + bytes(np.int8(logits).tobytes()))
+def _result(seq, logits=(1, 2, 3), counts=77, status=0, guard=b"\x00\x00\x00\x80\xbf"):  # not scored, −1.0
+    return encode(RESULT, seq, struct.pack("<BI", status, counts) + bytes(np.int8(logits).tobytes()) + guard)
 
 
 class ScriptedPort:
@@ -216,7 +222,7 @@ def test_every_drop_is_counted_and_back_to_back_markers_resync():
 
 
 def test_encode_limits_and_layout():
-    assert encode(INFO, 0x1234, b"") == b"\xa5\x5a\x01\x01\x34\x12\x00\x00" + struct.pack("<H", crc16(b"\x01\x01\x34\x12\x00\x00"))
+    assert encode(INFO, 0x1234, b"") == b"\xa5\x5a\x02\x01\x34\x12\x00\x00" + struct.pack("<H", crc16(b"\x02\x01\x34\x12\x00\x00"))
     assert len(encode(RESULT, 1, bytes(65535))) == 2 + 6 + 65535 + 2
     with pytest.raises(ValueError, match="^payload too large for one frame$"):
         encode(RESULT, 1, bytes(65536))
@@ -353,3 +359,18 @@ def test_a_long_result_frame_is_read():
     got, _ = client.infer_int8(np.zeros(4, np.int8))
     np.testing.assert_array_equal(got, logits)
     assert client.info.counter == "cycles"
+
+
+def test_guard_fields_round_trip_and_a_result_without_them_is_refused():
+    from drsn_edge.firmware.protocol import GuardResult
+
+    info = DeviceInfo(VERSION, 4, 3, 0.5, 0, 0.25, 0, 1000, 1, "cycles", 1, "g", 132, 571.25)
+    assert DeviceInfo.unpack(info.pack()) == info  # the floats are exact in float32
+    for g in (GuardResult(True, True, 3.5), GuardResult(True, False, 1e6), GuardResult(False, False, -1.0)):
+        assert GuardResult.unpack(g.pack()) == g
+    client = _client(lambda seq, p: _result(seq, guard=GuardResult(True, False, 600.0).pack()))
+    client.infer_int8(np.zeros(4, np.int8))
+    assert client.last_guard == GuardResult(True, False, 600.0)
+    old = _client(lambda seq, p: encode(RESULT, seq, struct.pack("<BI", 0, 1) + bytes(3)))  # version 1's RESULT
+    with pytest.raises(DeviceError, match="returned -2 outputs, expected 3"):
+        old.infer_int8(np.zeros(4, np.int8))

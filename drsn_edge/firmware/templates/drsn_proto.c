@@ -51,20 +51,27 @@ static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const ui
     put32(p + k, info->clock_hz); k += 4;
     p[k++] = info->counter_is_instructions;
     put32(p + k, info->model_crc); k += 4;
+    put16(p + k, info->guard_dim); k += 2;
+    f = info->guard_threshold; memcpy(p + k, &f, 4); k += 4;
     if (n > sizeof(p) - k) n = sizeof(p) - k;
     memcpy(p + k, info->name, n);
     drsn_send(DRSN_INFO_RSP, seq, p, (uint16_t)(k + n));
   } else if (type == DRSN_INFER) {
     static int8_t logits[256];
-    static uint8_t p[5 + 256];
+    static uint8_t p[5 + 256 + 5];
     uint32_t counts = 0;
+    float score = -1.0f;
     if (len != info->input_len) { send_error(seq, 2, "bad input length"); return; }
     if (info->output_len > sizeof(logits)) { send_error(seq, 3, "too many outputs"); return; }
-    int status = drsn_proto_infer((const int8_t *)payload, logits, &counts);
+    int status = drsn_proto_infer((const int8_t *)payload, logits, &counts, &score);
     p[0] = (uint8_t)status;
     put32(p + 1, counts);
     memcpy(p + 5, logits, info->output_len);
-    drsn_send(DRSN_RESULT, seq, p, (uint16_t)(5 + info->output_len));
+    /* guard: flags (bit 0: scored, bit 1: in domain), score f32 */
+    uint8_t *g = p + 5 + info->output_len;
+    g[0] = (uint8_t)(score >= 0.0f ? 1u | (score <= info->guard_threshold ? 2u : 0u) : 0u);
+    memcpy(g + 1, &score, 4);
+    drsn_send(DRSN_RESULT, seq, p, (uint16_t)(5 + info->output_len + 5));
   } else {
     send_error(seq, 1, "unknown request");
   }

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DRSN_PROTO_VERSION 1u
+#define DRSN_PROTO_VERSION 2u /* 2: the domain guard (INFO: guard_dim, threshold; RESULT: flags, score) */
 enum { DRSN_INFO = 0x01, DRSN_INFER = 0x02, DRSN_HELLO = 0x80, DRSN_INFO_RSP = 0x81, DRSN_RESULT = 0x82,
        DRSN_ERROR = 0xFF };
 
@@ -21,14 +21,16 @@ typedef struct {
   uint8_t counter_is_instructions; /* 0: DWT cycles (real boards), 1: instructions (QEMU -icount) */
   uint32_t model_crc;
   const char *name;
+  uint16_t guard_dim;    /* values the domain guard scores (0: the firmware has no guard) */
+  float guard_threshold; /* in domain when the score is at most this */
 } drsn_info_t;
 
 /* Board hooks. uart_getc returns -1 when no byte is available. */
 int uart_getc(void);
 void uart_write(const uint8_t *data, size_t n);
-/* Run one inference: input int8[input_len] → logits int8[output_len]; *counts = cycles or instructions.
- * Returns 0 on success. */
-int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts);
+/* Run one inference: input int8[input_len] → logits int8[output_len]; *counts = cycles or instructions of the
+ * network; *guard_score = the domain guard's score of the window (−1: no guard). Returns 0 on success. */
+int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts, float *guard_score);
 
 uint16_t drsn_crc16(const uint8_t *data, size_t n, uint16_t crc);
 void drsn_send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len);

@@ -13,6 +13,7 @@
 #define DRSN_MODEL_CRC 0x5A17C0DEu
 #define DRSN_ARENA_BYTES 0u
 #define DRSN_MACS (DRSN_INPUT_SIZE * DRSN_OUTPUT_SIZE)
+#define DRSN_GUARD_TAPS_SIZE 0 /* no domain guard */
 
 int drsn_infer(const int8_t *in, int8_t *out);
 #endif
