@@ -146,8 +146,10 @@ def mcu_device_runner(build, url: str):
     elf = build.file(image) if image else None
     # emulated boards: one per host core share the windows (every window's figures are the same on any board)
     instances = max(1, min(4, os.cpu_count() or 1)) if url.startswith("qemu") else 1
-    return mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()),
-                      instances=instances)
+    runner = mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()),
+                        instances=instances)
+    runner.guard_meta = build.sidecar.get("guard")
+    return runner
 
 
 def runner(build, device=None):

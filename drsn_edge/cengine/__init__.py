@@ -5,10 +5,10 @@ machine, `arm_compile` builds them for a Cortex-M core and measures flash and RA
 from __future__ import annotations
 
 
-def generate(tflite_bytes, out_dir, *, dsp=None):
+def generate(tflite_bytes, out_dir, *, dsp=None, guard=None):
     from .codegen import generate as _generate
 
-    return _generate(tflite_bytes, out_dir, dsp=dsp)
+    return _generate(tflite_bytes, out_dir, dsp=dsp, guard=guard)
 
 
 def HostEngine(c_dir, defines=()):

@@ -125,6 +125,9 @@ class McuRunner:
         self.clients: list[SerialClient] = []
         self.info: DeviceInfo | None = None
         self.last_raw: np.ndarray | None = None
+        self.guard_meta: dict | None = None  # the build's guard (sidecar), when its firmware scores one
+        self.last_guard: np.ndarray | None = None  # the device's guard scores of the last infer
+        self.last_guard_flags: np.ndarray | None = None  # and its in-domain flags
         self._counts: list[int] = []
         self._wall_ms: list[float] = []
         self._stop = threading.Event()
@@ -166,10 +169,10 @@ class McuRunner:
             detail = link.failure_detail() or str(exc) or type(exc).__name__
             raise DeviceError(f"lost the device on {link.url}: {detail}") from None
 
-    def _stream(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, list[int], list[float]]:
+    def _stream(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, list[int], list[float], list]:
         """Windows through device k, one by one (stops early once another part failed)."""
         out = np.empty((len(rows), self.info.output_len), dtype=np.int8)
-        counts, wall = [], []
+        counts, wall, guards = [], [], []
         for i, row in enumerate(rows):
             if self._stop.is_set():
                 break
@@ -177,7 +180,8 @@ class McuRunner:
             out[i], c = self._guard(self.links[k], self.clients[k].infer_int8, row)
             wall.append(1e3 * (time.perf_counter() - t0))
             counts.append(c)
-        return out, counts, wall
+            guards.append(self.clients[k].last_guard)
+        return out, counts, wall, guards
 
     def infer_int8(self, x_q: np.ndarray) -> np.ndarray:
         """Raw int8 windows [N, input_len] → int8 logits [N, output_len] (also kept in last_raw)."""
@@ -190,11 +194,25 @@ class McuRunner:
         else:
             results = self._parallel(x_q, parts)
         out = np.concatenate([r[0] for r in results])
-        for _, counts, wall in results:
+        guards = [g for r in results for g in r[3]]
+        for _, counts, wall, _ in results:
             self._counts += counts
             self._wall_ms += wall
         self.last_raw = out
+        scored = bool(guards) and all(g is not None and g.scored for g in guards)
+        self.last_guard = np.array([g.score for g in guards], np.float64) if scored else None
+        self.last_guard_flags = np.array([g.in_domain for g in guards], bool) if scored else None
         return out
+
+    def guard_result(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(score, in_domain) of the last infer(x) as the device computed them (its flags; flat and clipped
+        windows are out of domain too, checked here on the windows sent); None when the firmware has no guard."""
+        if self.last_guard is None or len(self.last_guard) != len(x):
+            return None
+        from ..guard import signal_flags
+
+        flat, clipped = signal_flags(x)
+        return self.last_guard, self.last_guard_flags & ~flat & ~clipped
 
     def _parallel(self, x_q: np.ndarray, parts) -> list:
         from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
