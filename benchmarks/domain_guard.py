@@ -12,7 +12,10 @@ Then prints, on fresh simulated recordings the model never saw (seed 100000, N w
   false flags on nominal held-out windows: clean, and each noise type at 0 dB and −5 dB (target ≤ 2 %)
   share flagged on --condition shifted recordings, pure noise, flat (constant), near-flat, clipped windows
   and the same for max-softmax at a threshold giving the same false-flag rate on clean nominal windows.
-  python benchmarks/domain_guard.py [--fit] [--model PATH] [--windows-per-class 50]
+With --artifacts, the same windows through the int8 artifacts' own guards (the QDQ ONNX's guard_score output, and
+TFLite Micro's int8 tap outputs scored with the build's adapted guard), with their flag agreement with the float
+guard. --taps head fits the head-only guard of before (for comparison).
+  python benchmarks/domain_guard.py [--fit] [--taps head] [--model PATH] [--windows-per-class 50] [--artifacts]
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 NOISES = ("gaussian", "laplacian", "pink")
 
 
-def fit_shipped(model: str) -> dict:
+def fit_shipped(model: str, taps=None) -> dict:
     from drsn_edge.data.dataset import save_dataset
     from drsn_edge.data.simulator import synthesize
     from drsn_edge.guard import fit_bundle
@@ -37,7 +40,7 @@ def fit_shipped(model: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.npz"
         save_dataset(synthesize(windows_per_class=1000, recordings_per_class=200, seed=1), data)
-        res = fit_bundle(model, data, model)
+        res = fit_bundle(model, data, model, taps=taps)
     res["data"] = "data synth --windows-per-class 1000 --recordings-per-class 200 --seed 1 (regenerated)"
     return res
 
@@ -70,11 +73,43 @@ def inputs(meta: dict, wpc: int) -> dict:
     return out
 
 
+def artifact_guards(bundle) -> dict:
+    """name → function(x) -> (score, in_domain) of each int8 artifact's own guard, built as `build` does
+    (default calibration set; min/max calibration)."""
+    from drsn_edge.backends.onnxrt import OrtRunner
+    from drsn_edge.backends.tflite import check_integer_only, float_tflite, quantize_int8
+    from drsn_edge.backends.tflm import TflmRunner
+    from drsn_edge.calibration import default_calibration_path, load_calibration
+    from drsn_edge.data.dataset import normalize
+    from drsn_edge.export import bundle_onnx_bytes
+    from drsn_edge.guard import from_meta
+    from drsn_edge.guard_export import adapt_onnx, tflite_guard
+    from drsn_edge.quantize.ptq import quantize_onnx
+
+    cx = normalize(load_calibration(default_calibration_path()).x, bundle.normalization)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.int8.onnx"
+        path.write_bytes(adapt_onnx(quantize_onnx(bundle_onnx_bytes(bundle, 1), cx, 1, "minmax"), bundle, cx, 1))
+        ort = OrtRunner(path)
+    q = quantize_int8(float_tflite(bundle.model, bundle.window, taps=from_meta(bundle.meta).taps), cx)
+    tflm = TflmRunner(q, guard=tflite_guard(bundle, q, check_integer_only(q), cx))
+
+    def run(r):
+        def fn(x):
+            r.infer(x)
+            return r.guard_result(x)
+        return fn
+
+    return {"onnx int8": run(ort), "tflm int8": run(tflm)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="drsn_edge/pretrained/drsn-cw-default.drsn")
     ap.add_argument("--fit", action="store_true", help="Fit the guard on the regenerated training data first.")
     ap.add_argument("--windows-per-class", type=int, default=50)
+    ap.add_argument("--taps", default=None, help="Comma-separated taps for --fit (default: all the model offers).")
+    ap.add_argument("--artifacts", action="store_true", help="Also measure the int8 ONNX and TFLite Micro guards.")
     ap.add_argument("--out", default="benchmarks/results/domain_guard")
     a = ap.parse_args(argv)
 
@@ -87,26 +122,34 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    fitted = fit_shipped(a.model) if a.fit else None
+    fitted = fit_shipped(a.model, a.taps.split(",") if a.taps else None) if a.fit else None
     if fitted:
         print(f"fitted the guard in {time.perf_counter() - t0:.0f} s: threshold {fitted['threshold']:.2f} "
-              f"(quantile {fitted['quantile']}), tensors sha256 {fitted['tensors_sha256']} (unchanged)")
+              f"(quantile {fitted['quantile']}, {fitted['dim']} values from {len(fitted['taps'])} taps), "
+              f"tensors sha256 {fitted['tensors_sha256']} (unchanged)")
     b = load_bundle(a.model)
+    arts = artifact_guards(b) if a.artifacts else {}
     rows = {}
     for name, raw in inputs(b.meta, a.windows_per_class).items():
         x = normalize(raw, "zscore")
-        _, ok = guard_scores(b, x)
+        score, ok = guard_scores(b, x)
         logits = predict_logits(b.model, x).astype(np.float64)
         p = np.exp(logits - logits.max(1, keepdims=True))
         rows[name] = {"guard_flagged": float((~ok).mean()), "max_softmax": (p.max(1) / p.sum(1)).tolist(), "n": len(x)}
+        for art, fn in arts.items():
+            a_score, a_ok = fn(x)
+            rows[name][f"{art}_flagged"] = float((~a_ok).mean())
+            rows[name][f"{art}_flag_agreement"] = float((a_ok == ok).mean())
     ref = np.asarray(rows["nominal clean"]["max_softmax"])
     target_ff = max(rows["nominal clean"]["guard_flagged"], 0.01)
     thr = float(np.quantile(ref, target_ff))
-    print(f"\n{'input':34s} {'windows':>7s} {'guard flags':>12s} {'max-softmax flags':>18s}")
+    head = "".join(f" {art + ' (agree)':>22s}" for art in arts)
+    print(f"\n{'input':34s} {'windows':>7s} {'guard flags':>12s} {'max-softmax flags':>18s}{head}")
     for name, r in rows.items():
         ms = np.asarray(r.pop("max_softmax"))
         r["max_softmax_flagged"] = float((ms < thr).mean())
-        print(f"{name:34s} {r['n']:7d} {100 * r['guard_flagged']:11.1f} % {100 * r['max_softmax_flagged']:17.1f} %")
+        cols = "".join(f" {100 * r[f'{art}_flagged']:9.1f} % ({100 * r[f'{art}_flag_agreement']:5.1f} %)" for art in arts)
+        print(f"{name:34s} {r['n']:7d} {100 * r['guard_flagged']:11.1f} % {100 * r['max_softmax_flagged']:17.1f} %{cols}")
     print(f"\nmax-softmax threshold {thr:.4f}: the {100 * target_ff:.1f} % quantile of clean nominal windows "
           f"(the same false-flag rate as the guard there, at least 1 %)")
     worst_ff = max(r["guard_flagged"] for k, r in rows.items() if k.startswith("nominal"))

@@ -33,7 +33,8 @@ def test_c_build_is_bit_exact_and_measured_from_the_image(m7_build):
     assert mem["measured"] and mem["fits"] and 0 < mem["flash_bytes"] <= mem["flash_budget_bytes"]
     assert mem["ram_bytes"] >= mem["activation_bytes"] > 0  # the static plan lives in RAM (.bss)
     assert (out / "firmware.elf").read_bytes()[:4] == b"\x7fELF"
-    for name in ("drsn_model.c", "drsn_model.h", "drsn_kernels.c", "main_c.c", "board_qemu_mps2.c", "drsn_proto.c"):
+    for name in ("drsn_model.c", "drsn_model.h", "drsn_kernels.c", "main_c.c", "board_qemu_mps2.c", "drsn_proto.c",
+                 "drsn_guard.c", "drsn_guard.h"):
         assert (out / "firmware" / name).is_file(), name
     assert json.loads((out / "build.json").read_text())["backend"] == "c"
 
@@ -51,6 +52,12 @@ def test_check_on_qemu_runs_the_built_firmware(m7_build):
     assert res["instructions_per_inference"] > 0 and res["device_counts"]["macs"] > 0
     assert res["instructions_per_mac"] == pytest.approx(res["instructions_per_inference"] / res["device_counts"]["macs"])
     assert res["latency_is_estimate"] and res["flash_bytes"] == built["memory"]["flash_bytes"]
+    # the firmware scores the domain guard and returns its flags with the logits (protocol version 2)
+    assert res["domain"]["measured_on"] == "artifact" and res["domain"]["n"] == 40
+    local = json.loads(run_cli("check", out, "--target", "qemu-m7", "--device", "local", *SPEC, "--json",
+                               timeout=600).stdout)["domain"]
+    # the same float32 C on the host: flags can differ only for a score within rounding of the threshold
+    assert abs(res["domain"]["out_of_domain_share"] - local["out_of_domain_share"]) <= 1 / 40
 
 
 @needs_arm
