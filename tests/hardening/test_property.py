@@ -17,7 +17,7 @@ from drsn_edge.cli import main
 from .contract import expect
 
 LIST_OPTIONS = {"--snr", "--split", "--noise", "--classes", "--snr-range", "--class-names", "--column", "--severity",
-                "--enter"}
+                "--enter", "--taps"}
 # a base command line per command that stops right after the options are checked: its one input is missing
 MISSING = "missing-input.npz"
 BASE = {
