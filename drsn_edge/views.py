@@ -25,6 +25,15 @@ def print_dataset(man: dict, as_json: bool, title: str) -> None:
         con.print("noise grid: clean (no added noise)")
 
 
+def print_train(arch: str, summary: dict) -> None:
+    ui.console().print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
+        ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+        ["kept", summary["selection"]], ["validation", summary["validation"]],
+        ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
+        ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
+        ["processes", summary["world_size"]]]))
+
+
 def print_evaluation(rep: dict) -> None:
     con = ui.console()
     con.print(f"[bold]{rep['model']['arch']}[/bold] ({rep['model']['path']}) on {rep['data']}: "

@@ -70,7 +70,7 @@ def build(ctx) -> BuildOutput:
     from ..cengine import generate
     from ..comparison import compare
     from ..firmware.cfirmware import board_for_target, copy_firmware_sources
-    from .tflite import int8_tflite, write_tflite
+    from .tflite import calibration_details, int8_tflite, write_tflite
     from .tflm import check_ops_supported
 
     q, graph = int8_tflite(ctx)
@@ -101,7 +101,8 @@ def build(ctx) -> BuildOutput:
     return BuildOutput(artifact=name, accuracy=acc, memory=memory,
                        details={"engine": "c", "bit_exact_with_tflm": acc.bit_exact, "macs": engine["macs"],
                                 "dsp": dsp, "kernels": len(engine["kernels"]), "image": measured.get("image"),
-                                "firmware": f"{FIRMWARE}/", "op_counts": graph["op_counts"]})
+                                "firmware": f"{FIRMWARE}/", "op_counts": graph["op_counts"],
+                                **calibration_details(graph)})
 
 
 class HostEngineRunner(Int8RunnerBase, RunnerBase):
