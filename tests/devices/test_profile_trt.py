@@ -33,32 +33,31 @@ def _onnx(build):
 
 
 def trt_layer_names(onnx_path) -> list[str]:
-    """Engine layers as TensorRT names them for this graph: the input's reformat, each convolution fused with
-    the Relu that follows it ("A + B"), each unit's threshold branch as one Myelin region
-    ("{ForeignNode[first...last]}"), the classifier's Gemm alone."""
+    """Engine layers as TensorRT names them for this QDQ graph: the input's reformat and quantize, each
+    convolution (its Q/DQ absorbed) fused with the Relu that follows it ("A + B"), each run of a unit's
+    threshold-branch ops as one Myelin region ("{ForeignNode[first...last]}"), the other ops alone."""
     import onnx
 
-    nodes = list(onnx.load(str(onnx_path)).graph.node)
-    names, i = [], 0
-    convs = [n for n in nodes if n.op_type in ("Conv", "Gemm")]
-    names.append(f"Reformatting CopyNode for Input Tensor 0 to {convs[0].name}")
+    qdq = ("QuantizeLinear", "DequantizeLinear", "Constant", "Unsqueeze")
+    graph = list(onnx.load(str(onnx_path)).graph.node)
+    first_q = next(n.name for n in graph if n.op_type == "QuantizeLinear" and not n.name.endswith("weight_QuantizeLinear"))
+    nodes = [n for n in graph if n.op_type not in qdq]
+    names = [f"Reformatting CopyNode for Input Tensor 0 to {first_q}", first_q]
+    i = 0
     while i < len(nodes):
         n = nodes[i]
-        if "/shrink/" in n.name and n.op_type not in ("Conv", "Gemm"):
+        if "/shrink/" in n.name and n.op_type != "Conv":
             j = i
-            while j + 1 < len(nodes) and "/shrink/" in nodes[j + 1].name and nodes[j + 1].op_type not in ("Conv",):
+            while j + 1 < len(nodes) and "/shrink/" in nodes[j + 1].name and nodes[j + 1].op_type != "Conv":
                 j += 1
             names.append(f"{{ForeignNode[{n.name}...{nodes[j].name}]}}")
             i = j + 1
-            continue
-        if n.op_type in ("Conv", "Gemm"):
-            nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-            if nxt is not None and nxt.op_type == "Relu":
-                names.append(f"{n.name} + {nxt.name}")
-                i += 2
-                continue
+        elif n.op_type in ("Conv", "Gemm") and i + 1 < len(nodes) and nodes[i + 1].op_type == "Relu":
+            names.append(f"{n.name} + {nodes[i + 1].name}")
+            i += 2
+        else:
             names.append(n.name)
-        i += 1
+            i += 1
     return names
 
 
