@@ -5,8 +5,10 @@ Each runner that can say it has a `profile_ops(x, repeats, warmup)` hook next to
 profiler in backends/onnxrt.py; LiteRT ops timed one by one in backends/litert.py) returning per-op rows
 (name, module, op type, MACs, µs per run). This stage maps them onto the model's layers and blocks
 (drsn_edge.layers), adds shares, achieved MAC/s, the unprofiled wall-clock latency and the batch sweep,
-and writes the report. Runtimes whose profiler needs something this installation lacks are named in
-PROFILERS with the reason; one line there plugs a new one in."""
+and writes the report. Builds that run on a device are profiled there by the function DEVICE_PROFILERS
+names (the C engine's per-kernel instruction counts on QEMU, in instructions instead of µs; TensorRT's
+layer profiler on a Jetson). Runtimes whose profiler needs something this installation lacks are named in
+PROFILERS with the reason; one line in either plugs a new one in."""
 
 from __future__ import annotations
 
