@@ -622,16 +622,24 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @click.option("--repeats", default=100, show_default=True, type=Count(1, 1_000_000), help="Timed runs per op.")
 @click.option("--warmup", default=20, show_default=True, type=Count(0, 1_000_000), help="Untimed runs first.")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
+@click.option("--device", default=None,
+              help="Where a device build runs: ssh://user@jetson for a TensorRT engine (default: this Jetson); "
+                   "C-engine builds for emulated boards run on QEMU.")
 @click.option("--report", default=None, type=click.Path(file_okay=False),
               help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
+@_device_options
 @_json_option
-def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, report, as_json):
+def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, device, report, ssh_config, ssh_identity,
+                remote_python, as_json):
     """Per-layer latency of what `build` produced (BUILD_DIR or the artifact in it; default build/<target>):
-    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches."""
+    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches. C-engine
+    builds for emulated Cortex-M boards: instructions per kernel on QEMU."""
+    from .check import device_options
     from .profile import profile
 
     with ui.progress_bar(_show_progress(as_json), "profiling") as adv:
         res = profile(build_dir, target_name, repeats=repeats, warmup=warmup, sweep=not no_sweep, report=report,
+                      device=device, device_options=device_options(ssh_config, ssh_identity, remote_python),
                       progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     if as_json:
         ui.emit_json(res)
