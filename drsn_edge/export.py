@@ -120,16 +120,18 @@ def ort_session(model_bytes: bytes, threads: int = 1):
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
-def run_ort(session, x: np.ndarray, batch: int) -> np.ndarray:
-    """Run a static-batch session over any number of windows (the last batch is padded)."""
+def run_ort(session, x: np.ndarray, batch: int, output: str | None = None) -> np.ndarray:
+    """Run a static-batch session over any number of windows (the last batch is padded); the first output
+    (the logits) or the one named."""
     name = session.get_inputs()[0].name
+    fetch = [output or session.get_outputs()[0].name]
     outs = []
     for i in range(0, len(x), batch):
         chunk = x[i : i + batch]
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        outs.append(session.run(None, {name: chunk.astype(np.float32)})[0][:n])
+        outs.append(session.run(fetch, {name: chunk.astype(np.float32)})[0][:n])
     return np.concatenate(outs)
 
 
@@ -140,18 +142,9 @@ def run_ort_guard(session, x: np.ndarray, batch: int) -> np.ndarray | None:
     """The guard_score output over any number of windows (None when the graph has none)."""
     from .guard_export import SCORE
 
-    names = [o.name for o in session.get_outputs()]
-    if SCORE not in names:
+    if SCORE not in [o.name for o in session.get_outputs()]:
         return None
-    name = session.get_inputs()[0].name
-    outs = []
-    for i in range(0, len(x), batch):
-        chunk = x[i: i + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        outs.append(session.run([SCORE], {name: chunk.astype(np.float32)})[0][:n])
-    return np.concatenate(outs)
+    return run_ort(session, x, batch, SCORE)
 
 
 def validate_guard(bundle, raw: bytes, x: np.ndarray, batch: int) -> dict | None:

@@ -128,14 +128,9 @@ def adapt(guard, float_feats: np.ndarray, art_feats: np.ndarray):
 
 
 def onnx_features(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:
-    from .export import ort_session
+    from .export import ort_session, run_ort
 
-    s = ort_session(model_bytes)
-    name = s.get_inputs()[0].name
-    out = []
-    for i in range(0, len(x) - len(x) % batch, batch):
-        out.append(s.run([FEATURES], {name: np.ascontiguousarray(x[i: i + batch], np.float32)})[0])
-    return np.concatenate(out)
+    return run_ort(ort_session(model_bytes), x, batch, FEATURES)
 
 
 def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> bytes:
@@ -151,9 +146,8 @@ def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> b
     m = onnx().load_from_string(model_bytes)
     if g is None or FEATURES not in [o.name for o in m.graph.output]:
         return model_bytes
-    x = np.asarray(calib_x[: max(batch, ADAPT_WINDOWS - ADAPT_WINDOWS % batch)], np.float32)
-    art = onnx_features(model_bytes, x, batch)
-    g2 = adapt(g, guard_features(g, bundle.model, x[: len(art)]), art)
+    x = np.asarray(calib_x[:ADAPT_WINDOWS], np.float32)
+    g2 = adapt(g, guard_features(g, bundle.model, x), onnx_features(model_bytes, x, batch))
     w, means = g2.whitening()
     new = {"guard_wt": w.T.astype(np.float32), "guard_means": means.astype(np.float32)}
     for init in m.graph.initializer:

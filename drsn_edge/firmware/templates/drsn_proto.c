@@ -72,6 +72,10 @@ static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const ui
     g[0] = (uint8_t)(score >= 0.0f ? 1u | (score <= info->guard_threshold ? 2u : 0u) : 0u);
     memcpy(g + 1, &score, 4);
     drsn_send(DRSN_RESULT, seq, p, (uint16_t)(5 + info->output_len + 5));
+#if defined(DRSN_PROFILING)
+  } else if (type == DRSN_PROFILE) {
+    drsn_prof_answer(seq);
+#endif
   } else {
     send_error(seq, 1, "unknown request");
   }
