@@ -25,6 +25,7 @@ from .errors import DrsnEdgeError, InputError
 _WORK_TARGETS = {
     "bench-onnxruntime": 'family = "host"\nbackend = "onnxruntime"\n',
     "bench-litert": 'family = "host"\nbackend = "litert"\n',
+    "bench-native": 'family = "host"\nbackend = "native"\n',
 }
 
 
@@ -174,6 +175,12 @@ def _no_c_engine() -> str | None:
     return None if shutil.which("gcc") or shutil.which("cc") else "the C engine runs here through gcc, which is missing"
 
 
+def _no_native() -> str | None:
+    import shutil
+
+    return None if shutil.which("gcc") or shutil.which("cc") else "the native C engine is compiled here by gcc, missing"
+
+
 def _no_qemu_engine() -> str | None:
     import shutil
 
@@ -193,6 +200,7 @@ FORMATS: list[Format] = [
     Format("onnx fp32", _target_build("bench-onnxruntime", "onnx-fp32", precision="fp32")),
     Format("onnx int8 QDQ", _target_build("bench-onnxruntime", "onnx-int8", precision="int8")),
     Format("litert int8", _target_build("bench-litert", "litert-int8")),
+    Format("c engine fp32 (native, host)", _target_build("bench-native", "native"), _no_native),
     Format("host (fastest kept)", _target_build("host", "host")),
     Format("tflm int8 (host)", _target_build("qemu-m7", "tflm", engine="tflm")),
     Format("c engine int8 (host)", _target_build("qemu-m7", "c-engine", engine="c"), _no_c_engine),

@@ -90,7 +90,7 @@ def build(ctx: BuildContext) -> BuildOutput:
 class NativeRunner(RunnerBase):
     """The float host engine in-process (ctypes), one window per call."""
 
-    name = "c engine fp32 (native, host)"
+    name = "native c engine (fp32)"
 
     def __init__(self, lib_path: Path, built_for: str | None = None):
         super().__init__()

@@ -195,7 +195,7 @@ def _model_c(em: _Emit, n_kernels: int) -> str:
             f"#define DRSN_F32_NUM_KERNELS {n_kernels}\n#include \"{KERNELS_H}\"\n\n"
             f"const int drsn_f32_num_kernels = {n_kernels};\nconst int drsn_f32_input_size = "
             f"{int(np.prod(g.in_shape))};\nconst int drsn_f32_output_size = {g.out_size};\n"
-            f"static float scratch[{em.scratch}] __attribute__((aligned(64)));\n\n" + "".join(em.decls)
+            f"static float scratch[{em.scratch}] __attribute__((aligned(64), unused));\n\n" + "".join(em.decls)
             + "\n/* One window: `in` holds drsn_f32_input_size floats, `out` receives drsn_f32_output_size logits.\n"
             " * Not reentrant (static buffers). Returns 0. */\n"
             "int drsn_f32_infer(const float *in, float *out) {\n" + "\n".join(em.body) + "\n  return 0;\n}\n")
