@@ -92,11 +92,11 @@ def test_shortcut_subsample_zero_channels_mean_and_gemm_are_exact(tmp_path):
              n("Concat", ["p", "zeros"], ["c"], name="/u/Concat", axis=1),
              n("ReduceMean", ["c"], ["m"], name="/ReduceMean", axes=[2, 3], keepdims=0),
              n("Gemm", ["m", "w", "b"], ["y"], name="/fc/Gemm", transB=1)]
-    model = _model(nodes, [("x", [1, 2, 1, 16])], [("y", [1, 3])],
-                   {"zeros": np.zeros((1, 2, 1, 8)), "w": w, "b": [1, 2, 3]})
+    model = _model(nodes, [("x", [1, 2, 1, 144])], [("y", [1, 3])],
+                   {"zeros": np.zeros((1, 2, 1, 72)), "w": w, "b": [1, 2, 3]})
     eng, meta = _engine(model, tmp_path)
-    x = np.arange(32, dtype=np.float32).reshape(2, 16)
-    feat = np.concatenate([x[:, ::2].mean(axis=1), [0, 0]])  # means of 8 integers: exact
+    x = 9 * np.arange(288, dtype=np.float32).reshape(2, 144)  # 72 kept values: vectors and a scalar tail
+    feat = np.concatenate([x[:, ::2].mean(axis=1), [0, 0]])  # a sum of multiples of 9 over 72: exact
     assert np.array_equal(eng.run(x.reshape(1, -1))[0], w @ feat + [1, 2, 3])
     assert [k["kind"] for k in meta["kernels"]] == ["input", "subsample", "concat", "mean", "fc"]
 

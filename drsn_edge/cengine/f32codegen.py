@@ -159,10 +159,11 @@ class _Emit:
             f"    {self.buf(k.out)}[c] = sum / {float(length)!r}f;\n  }}")
 
     def k_subsample(self, k: Kernel) -> None:
-        c, length = self.g.shapes[k.out]
-        s = k.params["s"]
-        self.body.append(f"  for (int c = 0; c < {c}; c++)\n    for (int t = 0; t < {length}; t++) "
-                         f"({self.row(k.out, 'c')})[t] = ({self.row(k.inputs[0], 'c')})[t * {s}];")
+        (c, length), (_, l_in) = self.g.shapes[k.out], self.g.shapes[k.inputs[0]]
+        if length == 1 or l_in == 1:
+            raise InputError(f"the float host engine subsamples along time only ({k.name})")
+        self.body.append(f"  drsn_f32_subsample({c}, {length}, {k.params['s']}, {self.buf(k.inputs[0])}, "
+                         f"{l_in + 2 * PAD}, {self.buf(k.out)}, {length + 2 * PAD});")
 
     def k_concat(self, k: Kernel) -> None:
         from .f32graph import _const_view
