@@ -76,7 +76,8 @@ class _Emit:
             return f"{self.tensor_const(t)}[{row} * {ls} + {col}]"
         return f"{self.buf(t)}[{row} * {ls + 2 * PAD} + {PAD} + t]" if ls > 1 else f"{self.buf(t)}[{row}]"
 
-    def stmts(self, nodes: list, it: tuple[int, int], stop=None) -> tuple[list[str], str]:
+    def stmts(self, nodes: list, it: tuple[int, int], stop=None) -> tuple[list[str], str, dict]:
+        """One statement per node of a loop body; (statements, the last value, tensor → value)."""
         r = self.g.reader
         names: dict[str, str] = {}
         lines = []
@@ -84,7 +85,7 @@ class _Emit:
             a = [names.get(r.real(i)) or self.leaf(r.real(i), it) for i in n.input if i]
             lines.append(f"const float v{k} = {self.op(n, a)};")
             names[n.output[0]] = f"v{k}"
-        return lines, f"v{len(lines) - 1}"
+        return lines, f"v{len(lines) - 1}", names
 
     def op(self, n, a: list[str]) -> str:
         t = n.op_type
@@ -131,15 +132,17 @@ class _Emit:
 
     def k_eltwise(self, k: Kernel) -> None:
         c, length = k.params["iter"]
-        lines, last = self.stmts(k.nodes, (c, length))
-        dst = f"{self.buf(k.out)}[c * {length + 2 * PAD} + {PAD} + t]" if length > 1 else f"{self.buf(k.out)}[c]"
-        body = "\n      ".join(lines + [f"{dst} = {last};"])
+        lines, _, names = self.stmts(k.nodes, (c, length))
+        for t in k.params.get("outs", [k.out]):
+            dst = f"{self.buf(t)}[c * {length + 2 * PAD} + {PAD} + t]" if length > 1 else f"{self.buf(t)}[c]"
+            lines.append(f"{dst} = {names[t]};")
+        body = "\n      ".join(lines)
         self.body.append(f"  for (int c = 0; c < {c}; c++)\n    for (int t = 0; t < {length}; t++) {{\n"
                          f"      {body}\n    }}")
 
     def k_mean(self, k: Kernel) -> None:
         c, length = k.params["iter"]
-        lines, last = self.stmts(k.nodes, (c, length), stop=-1)
+        lines, last, _ = self.stmts(k.nodes, (c, length), stop=-1)
         if not lines:
             lines, last = [], self.leaf(self.g.reader.real(k.nodes[-1].input[0]), (c, length))
         body = " ".join(lines)

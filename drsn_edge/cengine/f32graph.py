@@ -268,6 +268,23 @@ def _fold_relu(r: _Reader, k: Kernel, outputs: set, skip: set) -> Kernel:
     return k
 
 
+def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
+    """An elementwise loop that reads the result of the loop just before it, over the same [C, L], runs in
+    that loop (one pass writes both results), e.g. a unit's output and the next unit's affine + ReLU."""
+    out: list[Kernel] = []
+    for k in kernels:
+        prev = out[-1] if out else None
+        if (prev is not None and k.kind == prev.kind == "eltwise" and k.params["iter"] == prev.params["iter"]
+                and prev.params.get("outs", [prev.out])[-1] in k.inputs):
+            outs = prev.params.get("outs", [prev.out]) + [k.out]
+            prev.nodes += k.nodes
+            prev.params["outs"] = outs
+            prev.inputs = sorted(set(prev.inputs) | (set(k.inputs) - set(outs)))
+            continue
+        out.append(k)
+    return out
+
+
 def read_f32_graph(model_bytes: bytes) -> F32Graph:
     """Kernels for a float ONNX graph with one input and one output; InputError names what cannot run."""
     r = _Reader(model_bytes)
@@ -299,6 +316,7 @@ def read_f32_graph(model_bytes: bytes) -> F32Graph:
             k.inputs = sorted({r.real(i) for x in k.nodes for i in x.input if i} - made)
             k.params["iter"] = r.shape(k.nodes[-1].input[0]) if k.kind == "mean" else r.shape(k.out)
     shapes = {t: r.shape(t) for k in kernels for t in [k.out] + k.inputs if t not in r.consts}
+    kernels = _merge_siblings(kernels)
     shapes[inp] = _view(r.dims[inp], inp)
     graph = F32Graph(shapes, r.consts, kernels, inp, out, tuple(r.dims[inp]), int(np.prod(r.shape(out))))
     graph.reader = r
