@@ -28,12 +28,37 @@ def _lit(v) -> str:
     return f"{f.hex()}f"
 
 
+def plan_slots(g: F32Graph) -> dict[str, str]:
+    """A static buffer for each stored tensor, shared by tensors of the same [C, L] whose lives do not
+    overlap: the working set stays in the first-level cache. Only the same shape shares a buffer, so the
+    zero pads around each row (never written) stay zero."""
+    outs = [k.params.get("outs", [k.out]) for k in g.kernels]
+    last = {}
+    for i, k in enumerate(g.kernels):
+        for t in k.inputs:
+            last[t] = i
+    last[g.output] = len(g.kernels)
+    slots, free, n = {}, {}, 0
+    for i, k in enumerate(g.kernels):
+        for t in outs[i]:
+            pool = free.setdefault(g.shapes[t], [])
+            if pool:
+                slots[t] = pool.pop()
+            else:
+                slots[t], n = f"b_{n}", n + 1
+        for t in set(k.inputs) | set(outs[i]):
+            if t in slots and last.get(t, i) <= i:
+                free.setdefault(g.shapes[t], []).append(slots[t])
+    return slots
+
+
 class _Emit:
     def __init__(self, g: F32Graph):
         self.g = g
         self.decls: list[str] = []
         self.body: list[str] = []
-        self.bufs: dict[str, str] = {}
+        self.slots = plan_slots(g)
+        self.bufs: dict[str, int] = {}  # buffer → floats
         self.const_names: dict[str, str] = {}
         self.scratch = 4
 
@@ -51,12 +76,12 @@ class _Emit:
         return self.const_names[t]
 
     def buf(self, t: str) -> str:
-        if t not in self.bufs:
+        name = self.slots[t]
+        if name not in self.bufs:
             c, length = self.g.shapes[t]
-            n = c * (length + 2 * PAD) if length > 1 else c
-            self.bufs[t] = name = f"b_{len(self.bufs)}"
+            self.bufs[name] = n = c * (length + 2 * PAD) if length > 1 else c
             self.decls.append(f"static float {name}[{n}] __attribute__((aligned(64))); /* {c}x{length} */\n")
-        return self.bufs[t]
+        return name
 
     def row(self, t: str, c: str) -> str:
         """Address of the first value of row c of a stored tensor."""
@@ -231,7 +256,6 @@ def generate_f32(onnx_bytes: bytes, out_dir: Path) -> dict:
                         for k in g.kernels],
             "onnx_nodes": len(g.reader.nodes), "input_size": int(np.prod(g.in_shape)), "output_size": g.out_size,
             "macs": int(sum(k.macs for k in g.kernels)),
-            "buffer_bytes": int(sum(s[0] * (s[1] + 2 * PAD if s[1] > 1 else 1) for s in
-                                    (g.shapes[t] for t in em.bufs)) * 4)}
+            "buffer_bytes": 4 * int(sum(em.bufs.values()))}
     write_json(out_dir / META, meta)
     return meta
