@@ -163,3 +163,8 @@ def test_profile_rows_cover_every_kernel_with_the_models_macs(tiny_engine):
     assert {r["module"].split(".")[0] for r in res["rows"]} <= {"stem", "units", "head_bn_affine", "fc", ""}
     assert all(r["time_us"] >= 0 for r in res["rows"]) and res["total_us"] > 0
     assert runner.engine.lib_path == folder / lib["library"]  # the build folder's own library, not a rebuild
+    # a library built for another processor is not loaded: the same sources are compiled for this one
+    other = NativeRunner(folder / lib["library"], "another processor")
+    assert other.engine.lib_path != folder / lib["library"]
+    x = np.random.default_rng(3).standard_normal((2, 1, bundle.window)).astype(np.float32)
+    assert np.array_equal(other.infer(x), runner.infer(x))
