@@ -168,3 +168,26 @@ def test_profile_rows_cover_every_kernel_with_the_models_macs(tiny_engine):
     assert other.engine.lib_path != folder / lib["library"]
     x = np.random.default_rng(3).standard_normal((2, 1, bundle.window)).astype(np.float32)
     assert np.array_equal(other.infer(x), runner.infer(x))
+
+
+@pytest.mark.parametrize("arch", ["drsn-cs", "resnet", "convnet"])
+def test_every_architecture_runs_and_matches_onnx_runtime(arch, tmp_path):
+    """The registry's other skeletons (channel-shared threshold: a mean over channels; no shrinkage; no
+    shortcut), random weights and batch-norm statistics; tolerance as for the trained model."""
+    import onnxruntime as ort
+    import torch
+
+    from drsn_edge.export import to_onnx_bytes
+    from drsn_edge.models import create_model
+
+    from .conftest import randomize_bn
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(arch, width=1, depth=2, kernel=5))
+    onnx_bytes = to_onnx_bytes(model, 1, 256)
+    eng, _ = _engine(onnx_bytes, tmp_path)
+    x = np.random.default_rng(0).standard_normal((4, 1, 256)).astype(np.float32)
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    want = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i: i + 1]})[0] for i in range(len(x))])
+    got = eng.run(x)
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
