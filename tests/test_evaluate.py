@@ -111,7 +111,7 @@ def test_no_windows_is_an_input_error():
 def test_evaluate_uses_exactly_the_chosen_split(splits, n, acc):
     b = Bundle(model=_constant_model(0), meta={"class_names": CLASSES, "fs": 1000.0, "window": WINDOW,
                                                "normalization": "zscore", "arch": "drsn-cw"})
-    r = evaluate(b, _dataset(Y, SPLIT), splits=splits)
+    r = evaluate(b, _dataset(Y, SPLIT), splits=splits).to_json()
     assert r["n"] == n and r["accuracy"] == pytest.approx(acc)
     assert r["confusion"][0][0] + r["confusion"][1][0] + r["confusion"][2][0] == n  # every answer is 'a'
 
@@ -119,13 +119,13 @@ def test_evaluate_uses_exactly_the_chosen_split(splits, n, acc):
 def test_evaluate_noise_grid_replicates_the_test_split():
     b = Bundle(model=_constant_model(1), meta={"class_names": CLASSES, "fs": 1000.0, "window": WINDOW,
                                                "normalization": "zscore", "arch": "drsn-cw"})
-    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian", "pink"], [0.0, 5.0], splits=("test",))
+    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian", "pink"], [0.0, 5.0], splits=("test",)).to_json()
     # 4 test windows × (clean + 2 kinds × 2 SNRs); 3 of each 4 are class b
     assert r["n"] == 4 * 5
     assert r["per_snr_n"] == {"none": {"clean": 4}, "gaussian": {"0": 4, "5": 4}, "pink": {"0": 4, "5": 4}}
     assert r["accuracy"] == pytest.approx(0.75)
     assert r["per_class"] == pytest.approx({"a": 0.0, "b": 1.0})
-    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian"], [0.0], splits=("test",), include_clean=False)
+    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian"], [0.0], splits=("test",), include_clean=False).to_json()
     assert r["n"] == 4 and set(r["per_snr"]) == {"gaussian"}
 
 
@@ -133,10 +133,10 @@ def test_run_evaluation_split_option(always_a, tmp_path):
     data = tmp_path / "d.npz"
     save_dataset(_dataset(Y, SPLIT), data)
     for split, n, acc in [("test", 4, 0.25), ("train,val", 5, 4 / 5), ("all", 9, 5 / 9), ("val", 2, 0.5)]:
-        r = run_evaluation(always_a, data, split=split)
+        r = run_evaluation(always_a, data, split=split).to_json()
         assert (r["n"], r["accuracy"]) == (n, pytest.approx(acc)), split
         assert r["per_class"]["a"] == 1.0
-    assert run_evaluation(always_a, data, split="test")["per_class"] == {"a": 1.0, "b": 0.0}
+    assert run_evaluation(always_a, data, split="test").to_json()["per_class"] == {"a": 1.0, "b": 0.0}
 
 
 def test_run_evaluation_refuses_a_split_the_data_lacks(always_a, tmp_path):

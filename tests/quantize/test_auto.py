@@ -52,7 +52,7 @@ def test_gate_error_checks_the_overall_drop_and_the_worst_snr_level():
 
 def test_auto_is_the_default_and_reports_its_table(tiny_model, tiny_calib, tiny_data, tmp_path):
     s = quantize_model(tiny_model, tiny_calib, tmp_path / "m.onnx", data=str(tiny_data), noise_kinds=["gaussian"],
-                       snrs=[0.0], max_drop=100, max_cell_drop=100)
+                       snrs=[0.0], max_drop=100, max_cell_drop=100).to_json()
     sel = s["method_selection"]
     assert s["method_requested"] == "auto" and [r["method"] for r in sel["table"]] == list(AUTO_METHODS)
     assert s["method"] == sel["chosen"] == select(sel["table"], METHODS)["method"]
