@@ -40,7 +40,7 @@ class F32Engine:
         own = self.c_dir / LIB
         use_own = not profile and own.is_file() and built_for == cpu_signature()
         self.lib_path = own if use_own else compile_f32(self.c_dir, profile)
-        self._lib = ctypes.CDLL(str(self.lib_path.resolve()))
+        self._lib = ctypes.CDLL(str(_by_content(self.lib_path) if use_own else self.lib_path))
         self._fn = self._lib.drsn_f32_infer
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self._fn.restype = ctypes.c_int
@@ -61,6 +61,24 @@ class F32Engine:
         if x.shape[1] != self.input_size:
             raise InputError(f"windows of {x.shape[1]} values do not fit the engine input of {self.input_size}")
         return np.stack([self.run_one(row) for row in x]) if len(x) else np.zeros((0, self.output_size), np.float32)
+
+
+def _by_content(lib: Path) -> Path:
+    """A copy of `lib` named by its hash: the dynamic loader keeps one library per path for the life of the
+    process, so a library rebuilt in place would otherwise not be loaded again."""
+    import hashlib
+    import os
+
+    from .host import cache_dir
+
+    data = lib.read_bytes()
+    path = cache_dir() / f"f32-{hashlib.sha256(data).hexdigest()[:24]}" / LIB
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{LIB}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
 
 
 def read_meta(c_dir: Path) -> dict:
