@@ -111,6 +111,10 @@ def test_an_op_the_engine_lacks_is_refused_by_name(tmp_path):
                              dilations=[1, 2])]
     with pytest.raises(InputError, match=r"Conv node '/c/Conv'"):
         _engine(_model(conv, [("x", [1, 2, 1, 8])], [("y", [1, 2, 1, 6])], {"w": np.ones((2, 2, 1, 3))}), tmp_path)
+    flat = [helper.make_node("Flatten", ["x"], ["f"], name="/Flatten"),
+            helper.make_node("Gemm", ["f", "w"], ["y"], name="/fc/Gemm", transB=1)]
+    with pytest.raises(InputError, match=r"Flatten node '/Flatten': it turns \[1, 2, 1, 8\] into \[1, 16\]"):
+        _engine(_model(flat, [("x", [1, 2, 1, 8])], [("y", [1, 3])], {"w": np.ones((3, 16))}), tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def _refuse(node, what: str):
 def _view(dims: list[int], name: str) -> tuple[int, int]:
     if not dims or dims[0] != 1 or any(d <= 0 for d in dims):
         raise InputError(f"tensor '{name}' has shape {dims}; the float host engine runs batch-1 static shapes")
-    rest = [d for d in dims[1:]]
+    rest = list(dims[1:])
     if len(rest) == 1:
         return rest[0], 1
     if len(rest) == 2:
@@ -97,12 +97,19 @@ class _Reader:
                 self.consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
             elif n.op_type in VIEWS:
                 self.alias[n.output[0]] = self.real(n.input[0])
+                self._same_view(n)
             else:
                 self.nodes.append(n)
         self.consumers: dict[str, list] = {}
         for n in self.nodes:
             for i in n.input:
                 self.consumers.setdefault(self.real(i), []).append(n)
+
+    def _same_view(self, n) -> None:
+        """A layout op is a view only when it keeps the [C, L] shape (no flattening of time into channels)."""
+        src, dst = self.dims.get(self.alias[n.output[0]]), self.dims.get(n.output[0])
+        if src and dst and src != dst and _view(src, n.input[0]) != _view(dst, n.output[0]):
+            _refuse(n, f"it turns {src} into {dst} (only layout ops that keep [C, L] are views)")
 
     def real(self, name: str) -> str:
         while name in self.alias:
@@ -120,21 +127,16 @@ class _Reader:
 
 
 def _const_view(c: np.ndarray) -> tuple[int, int]:
+    """A constant's [C, L] view: leading ones dropped, then [C, 1, L], [C, L] or [C] (a per-channel vector)."""
     if c.size == 1:
         return 1, 1
     dims = list(c.shape)
-    while dims and dims[0] == 1 and len(dims) > 2:
-        dims = dims[1:]
-    if len(dims) == 4 and dims[0] == 1:
+    while dims[0] == 1 and len(dims) > 2:
         dims = dims[1:]
     if len(dims) == 3 and dims[1] == 1:
         return dims[0], dims[2]
-    if len(dims) == 3 and dims[0] == 1:
-        return dims[1], dims[2]
-    if len(dims) == 2:
-        return dims[0], dims[1]
-    if len(dims) == 1:
-        return dims[0], 1
+    if len(dims) <= 2:
+        return dims[0], dims[1] if len(dims) == 2 else 1
     return int(np.prod(dims[:-1])), dims[-1]
 
 
@@ -291,6 +293,8 @@ def read_f32_graph(model_bytes: bytes) -> F32Graph:
     g = r.g
     if len(g.input) != 1 or len(g.output) != 1:
         raise InputError("the float host engine needs one input and one output")
+    if g.input[0].type.tensor_type.elem_type != 1:
+        raise InputError("the float host engine takes a float32 input")
     inp, out = g.input[0].name, r.real(g.output[0].name)
     outputs = {out}
     kernels = [Kernel("input", inp, [], [])]
