@@ -25,6 +25,7 @@ from .errors import DrsnEdgeError, InputError
 _WORK_TARGETS = {
     "bench-onnxruntime": 'family = "host"\nbackend = "onnxruntime"\n',
     "bench-litert": 'family = "host"\nbackend = "litert"\n',
+    "bench-native": 'family = "host"\nbackend = "native"\n',
 }
 
 
@@ -77,7 +78,7 @@ class Bench:
             b = load_build(out)
             m = b.manifest
             same = (m.get("source_model_sha256") == sha256_file(self.model_path) and m.get("target") == target
-                    and m.get("eval_spec") == self.spec.to_json()
+                    and _spec_key(m.get("eval_spec")) == _spec_key(self.spec.to_json())
                     and (engine is None or m.get("backend") == engine)
                     and all(m.get("options", {}).get(k) == v for k, v in given.items()))
             if same:
@@ -91,6 +92,11 @@ class Bench:
         build(target, self.model_path, [str(tdir)], out_dir=out, spec=self.spec, force=True, engine=engine, **given)
         b = load_build(out)
         return (lambda: b.runner(device)), b.artifact, time.perf_counter() - t0
+
+
+def _spec_key(spec: dict | None) -> dict:
+    """An evaluation spec as recorded by a build, less the calibration path the build fills in itself."""
+    return {k: v for k, v in (spec or {}).items() if k != "calibration"}
 
 
 @dataclass
@@ -174,6 +180,12 @@ def _no_c_engine() -> str | None:
     return None if shutil.which("gcc") or shutil.which("cc") else "the C engine runs here through gcc, which is missing"
 
 
+def _no_native() -> str | None:
+    import shutil
+
+    return None if shutil.which("gcc") or shutil.which("cc") else "the native C engine is compiled here by gcc, missing"
+
+
 def _no_qemu_engine() -> str | None:
     import shutil
 
@@ -193,6 +205,7 @@ FORMATS: list[Format] = [
     Format("onnx fp32", _target_build("bench-onnxruntime", "onnx-fp32", precision="fp32")),
     Format("onnx int8 QDQ", _target_build("bench-onnxruntime", "onnx-int8", precision="int8")),
     Format("litert int8", _target_build("bench-litert", "litert-int8")),
+    Format("c engine fp32 (native, host)", _target_build("bench-native", "native"), _no_native),
     Format("host (fastest kept)", _target_build("host", "host")),
     Format("tflm int8 (host)", _target_build("qemu-m7", "tflm", engine="tflm")),
     Format("c engine int8 (host)", _target_build("qemu-m7", "c-engine", engine="c"), _no_c_engine),

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -52,11 +53,15 @@ def host_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
 def test_build_host_then_check_it(host_build, tiny_data):
     out, built = host_build
     choice = json.loads((out / "build.json").read_text())["choice"]
-    stem = {"litert": ".tflite", "onnxruntime": ".onnx"}[choice["runtime"]]
-    files = sorted(p.name for p in out.iterdir())
-    assert built["backend"] == "host" and len(files) == 3 and "build.json" in files
-    artifact = next(f for f in files if f.endswith(stem))
-    assert artifact[: -len(stem)] + ".json" in files
+    stem = {"litert": ".tflite", "onnxruntime": ".onnx", "native": ".so"}[choice["runtime"]]
+    artifact = Path(built["artifact"])
+    assert built["backend"] == "host" and artifact.suffix == stem and artifact.with_suffix(".json").is_file()
+    # only the chosen candidate is kept: its file (or, for the native engine, its folder) and the manifest
+    kept_top = sorted(p.name for p in out.iterdir())
+    top = artifact.relative_to(out).parts[0]
+    assert kept_top == sorted(["build.json", top] + ([] if top == "native" else [artifact.with_suffix(".json").name]))
+    assert {c["candidate"] for c in choice["candidates"]} == {"litert fp32", "litert int8", "onnxruntime fp32",
+                                                              "onnxruntime int8 QDQ", "c engine fp32 (native)"}
     # the choice is the fastest measured candidate within the gate, and says so
     kept = [c for c in choice["candidates"] if c["within_gate"]]
     assert choice["candidate"] == min(kept, key=lambda c: c["p50_us"])["candidate"]

@@ -21,3 +21,22 @@ def test_no_candidate_within_the_gate_fails_the_build():
     with pytest.raises(CheckFailedError, match=r"no host runtime keeps the accuracy within --max-drop 0.5 pp "
                                                r"\(a 0.60 pp, b 2.00 pp\)"):
         pick([_c("a", 10.0, 0.6, 0.5), _c("b", 20.0, 2.0, 0.5)], 0.5)
+
+
+def test_a_candidate_this_machine_cannot_make_is_named_with_why_and_never_chosen():
+    failed = {"candidate": "c engine fp32 (native)", "p50_us": None, "within_gate": False,
+              "failed": "no C compiler (gcc) found; install gcc to run the float host engine on the host"}
+    got = pick([_c("litert fp32", 120.0, 0.0), failed], 1.0)
+    assert got["candidate"] == "litert fp32"
+    assert got["reason"] == ("fastest of 1 candidates within the 1 pp accuracy gate: batch-1 p50 120 µs, drop 0.00 pp; "
+                             "others: c engine fp32 (native) not usable here (no C compiler (gcc) found; install gcc "
+                             "to run the float host engine on the host)")
+
+
+def test_every_runtime_is_a_candidate_including_the_native_engine():
+    from drsn_edge.backends.host import CANDIDATES
+
+    assert {label: (rt, prec) for label, (rt, prec, _) in CANDIDATES.items()} == {
+        "litert fp32": ("litert", "fp32"), "litert int8": ("litert", "int8"),
+        "onnxruntime fp32": ("onnxruntime", "fp32"), "onnxruntime int8 QDQ": ("onnxruntime", "int8"),
+        "c engine fp32 (native)": ("native", "fp32")}

@@ -15,6 +15,7 @@ BACKENDS = {
     "tensorrt": ("tensorrt", ("jetson",)),
     "c": ("cengine", ("mcu",)),
     "host": ("host", ("host",)),
+    "native": ("native", ("host",)),
 }
 
 

@@ -3,13 +3,16 @@ evaluation windows (accuracy against the float model, batch-1 latency), keep tho
 gate, and ship the fastest. The choice, the reason and every candidate's figures go into the sidecar and
 the build manifest; the runner follows the recorded choice (nothing is re-measured or rebuilt later).
 
-Candidates (one line each in CANDIDATES): LiteRT fp32 and int8 (XNNPACK, LiteRT's default CPU delegate)
-and ONNX Runtime fp32 and int8 QDQ, all with one intra-op thread."""
+Candidates (one line each in CANDIDATES): LiteRT fp32 and int8 (XNNPACK, LiteRT's default CPU delegate),
+ONNX Runtime fp32 and int8 QDQ, all with one intra-op thread, and the float32 C engine generated from the
+same fp32 graph and compiled for this machine (backends/native.py). A candidate this machine cannot make
+(no C compiler, an op the engine lacks) is recorded with the reason and left out of the choice."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,43 +32,65 @@ class Options(CommonOptions):
             raise InputError(f"{target.name} takes --precision {', '.join(PRECISIONS)}, got {self.precision}")
 
 
-def _litert_fp32(ctx, made):
+def _litert_fp32(ctx, made, where):
     from .tflite import model_io, op_modules, strip_names
 
     fb = made["tflite"][1]["float_bytes"]
     inp, out = model_io(fb)
-    return "model.fp32.tflite", strip_names(fb), {"input": inp, "output": out, "op_modules": op_modules(fb)}
+    return _write(where, "model.fp32.tflite", strip_names(fb)), {"input": inp, "output": out,
+                                                                  "op_modules": op_modules(fb)}
 
 
-def _litert_int8(ctx, made):
+def _litert_int8(ctx, made, where):
     q, graph = made["tflite"]
-    return "model.int8.tflite", q, {"input": graph["input"], "output": graph["output"],
-                                    "op_modules": graph["op_modules"], "op_counts": graph["op_counts"]}
+    return _write(where, "model.int8.tflite", q), {"input": graph["input"], "output": graph["output"],
+                                                   "op_modules": graph["op_modules"], "op_counts": graph["op_counts"]}
 
 
-def _ort_fp32(ctx, made):
-    return "model.onnx", made["onnx"], {}
+def _ort_fp32(ctx, made, where):
+    return _write(where, "model.onnx", made["onnx"]), {}
 
 
-def _ort_int8(ctx, made):
+def _ort_int8(ctx, made, where):
     from ..quantize.ptq import DEFAULT_METHOD, quantize_onnx
 
-    return "model.int8.onnx", quantize_onnx(made["onnx"], ctx.calib_x, 1, DEFAULT_METHOD), {"method": DEFAULT_METHOD}
+    q = quantize_onnx(made["onnx"], ctx.calib_x, 1, DEFAULT_METHOD)
+    return _write(where, "model.int8.onnx", q), {"method": DEFAULT_METHOD}
 
 
-# label → (runtime, precision, maker(ctx, shared intermediates) -> (file name, bytes, sidecar extras))
+def _native_fp32(ctx, made, where):
+    from .native import make_engine
+
+    return make_engine(ctx, where, made["onnx"])
+
+
+def _write(where, name: str, data: bytes) -> str:
+    from ..fileio import write_bytes
+
+    write_bytes(where / name, data)
+    return name
+
+
+# label → (runtime, precision, maker(ctx, shared intermediates, folder) -> (artifact path in the folder,
+# sidecar extras)); the artifact's first path component is what the build keeps when the candidate wins
 CANDIDATES = {
     "litert fp32": ("litert", "fp32", _litert_fp32),
     "litert int8": ("litert", "int8", _litert_int8),
     "onnxruntime fp32": ("onnxruntime", "fp32", _ort_fp32),
     "onnxruntime int8 QDQ": ("onnxruntime", "int8", _ort_int8),
+    "c engine fp32 (native)": ("native", "fp32", _native_fp32),
 }
 
 
-def make_runner(runtime: str, precision: str, path, op_modules: list[str] | None = None):
+def make_runner(runtime: str, precision: str, path, op_modules: list[str] | None = None,
+                built_for: str | None = None):
     from .litert import LiteRTRunner
     from .onnxrt import OrtRunner
 
+    if runtime == "native":
+        from .native import NativeRunner
+
+        return NativeRunner(path, built_for)
     if runtime == "litert":
         return LiteRTRunner(path.read_bytes(), name=f"litert ({precision}, XNNPACK)", op_modules=op_modules)
     return OrtRunner(path, name=f"onnxruntime ({'int8 QDQ' if precision == 'int8' else 'fp32'})")
@@ -81,7 +106,32 @@ def _measure(runner, ev, ref, class_names) -> tuple:
         lat = runner.timing().latencies_ms
     finally:
         runner.deactivate()
-    return compare(ref, got, ev.y, ev.noise, ev.snr_db, class_names), float(np.median(lat)) * 1000.0
+    return compare(ref, got, ev.y, ev.noise, ev.snr_db, class_names), float(np.median(lat)) * 1000.0, got
+
+
+def _candidate(ctx, label: str, made: dict, cands, ev, ref) -> dict:
+    """Make one candidate in `cands` and measure it; one that cannot be made or verified here is recorded
+    with the reason (and never chosen)."""
+    from ..errors import DrsnEdgeError
+
+    runtime, precision, maker = CANDIDATES[label]
+    rec = {"candidate": label, "runtime": runtime, "precision": precision}
+    try:
+        ctx.progress(f"make {label}")
+        name, extra = maker(ctx, made, cands)
+        ctx.progress(f"measure {label}")
+        built_for = (extra.get("engine") or {}).get("cpu_signature")
+        cmp, p50_us, got = _measure(make_runner(runtime, precision, cands / name, built_for=built_for), ev, ref,
+                                    ctx.bundle.class_names)
+        if runtime == "native":
+            from .native import verify
+
+            extra["engine"]["max_rel_diff"] = verify(got, ref)
+    except DrsnEdgeError as exc:
+        return {**rec, "p50_us": None, "within_gate": False, "failed": str(exc).splitlines()[0]}
+    return {**rec, "file": name, "p50_us": round(p50_us, 1), "accuracy": cmp.accuracy, "drop_pp": cmp.drop_pp,
+            "agreement": cmp.agreement, "within_gate": cmp.drop_pp <= ctx.options.max_drop + 1e-9,
+            "_cmp": cmp, "_extra": extra}
 
 
 def _shared(ctx) -> dict:
@@ -96,26 +146,18 @@ def _shared(ctx) -> dict:
 
 def build(ctx: BuildContext) -> BuildOutput:
     from ..build import reference_logits
-    from ..fileio import write_bytes
 
     ev = ctx.spec.windows(ctx.bundle.meta)
     ref = reference_logits(ctx.bundle, ev.x)
     made = _shared(ctx)
     cands, measured = ctx.out / ".candidates", []
     cands.mkdir()
-    for label, (runtime, precision, maker) in CANDIDATES.items():
-        if ctx.options.precision not in ("auto", precision):
-            continue
-        ctx.progress(f"measure {label}")
-        name, data, extra = maker(ctx, made)
-        write_bytes(cands / name, data)
-        cmp, p50_us = _measure(make_runner(runtime, precision, cands / name), ev, ref, ctx.bundle.class_names)
-        measured.append({"candidate": label, "runtime": runtime, "precision": precision, "file": name,
-                         "p50_us": round(p50_us, 1), "accuracy": cmp.accuracy, "drop_pp": cmp.drop_pp,
-                         "agreement": cmp.agreement, "within_gate": cmp.drop_pp <= ctx.options.max_drop + 1e-9,
-                         "_cmp": cmp, "_extra": extra})
+    for label, (_, precision, _) in CANDIDATES.items():
+        if ctx.options.precision in ("auto", precision):
+            measured.append(_candidate(ctx, label, made, cands, ev, ref))
     choice = pick(measured, ctx.options.max_drop)
-    (cands / choice["file"]).rename(ctx.out / choice["file"])
+    keep = Path(choice["file"]).parts[0]  # a file, or the folder holding the candidate's files
+    (cands / keep).rename(ctx.out / keep)
     shutil.rmtree(cands)
     record = {"runtime": choice["runtime"], "precision": choice["precision"], "candidate": choice["candidate"],
               "reason": choice["reason"],
@@ -129,15 +171,21 @@ def pick(measured: list[dict], max_drop: float) -> dict:
     """The fastest candidate within the accuracy gate, with the reason in words."""
     ok = [m for m in measured if m["within_gate"]]
     if not ok:
-        worst = ", ".join(f"{m['candidate']} {m['drop_pp']:.2f} pp" for m in measured)
+        worst = ", ".join(f"{m['candidate']} " + (f"{m['drop_pp']:.2f} pp" if "failed" not in m else m["failed"])
+                          for m in measured)
         raise CheckFailedError(f"no host runtime keeps the accuracy within --max-drop {max_drop:g} pp ({worst})")
     best = dict(min(ok, key=lambda m: m["p50_us"]))
-    others = "; ".join(f"{m['candidate']} {m['p50_us']:.0f} µs" + ("" if m["within_gate"] else
-                                                                   f" (drop {m['drop_pp']:.2f} pp, over the gate)")
-                       for m in measured if m["candidate"] != best["candidate"])
+    others = "; ".join(_said(m) for m in measured if m["candidate"] != best["candidate"])
     best["reason"] = (f"fastest of {len(ok)} candidates within the {max_drop:g} pp accuracy gate: batch-1 p50 "
                       f"{best['p50_us']:.0f} µs, drop {best['drop_pp']:.2f} pp; others: {others or 'none'}")
     return best
+
+
+def _said(m: dict) -> str:
+    if "failed" in m:
+        return f"{m['candidate']} not usable here ({m['failed']})"
+    return f"{m['candidate']} {m['p50_us']:.0f} µs" + ("" if m["within_gate"] else
+                                                      f" (drop {m['drop_pp']:.2f} pp, over the gate)")
 
 
 def _write_sidecar(ctx, choice: dict, record: dict) -> None:
@@ -146,12 +194,13 @@ def _write_sidecar(ctx, choice: dict, record: dict) -> None:
 
     b, extra = ctx.bundle, dict(choice["_extra"])
     write_sidecar(ctx.out / choice["file"], {
-        "kind": "tflite" if choice["runtime"] == "litert" else "onnx", "target": ctx.target.name, "backend": "host",
+        "kind": {"litert": "tflite", "native": "native"}.get(choice["runtime"], "onnx"), "target": ctx.target.name,
+        "backend": "host",
         "runtime": choice["runtime"], "precision": choice["precision"], "choice": record,
         "source_model": str(ctx.model_path), "source_model_sha256": sha256_file(ctx.model_path), "arch": b.arch,
         "class_names": b.class_names, "fs": b.fs, "window": b.window,
         **extra, "input": {**(extra.get("input") or {}), "normalization": b.normalization},
-        "tools": tool_versions("torch", "onnxruntime", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
+        "tools": tool_versions("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
     })
 
 
@@ -160,9 +209,9 @@ def runner(build, device=None):
         raise InputError(f"{build.target} builds run on this machine; check them with --device local")
     side = build.sidecar
     return make_runner(side.get("runtime", "litert"), side.get("precision", "int8"), build.artifact,
-                       side.get("op_modules"))
+                       side.get("op_modules"), (side.get("engine") or {}).get("cpu_signature"))
 
 
-BACKEND = Backend(name="host", description="the fastest of LiteRT and ONNX Runtime (fp32/int8) on this machine "
-                  "within the accuracy gate, measured at build time", Options=Options, build=build, runner=runner,
-                  suffixes=(".tflite", ".onnx"))
+BACKEND = Backend(name="host", description="the fastest of LiteRT, ONNX Runtime (fp32/int8) and the native float C "
+                  "engine on this machine within the accuracy gate, measured at build time", Options=Options,
+                  build=build, runner=runner, suffixes=(".tflite", ".onnx", ".so"))

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError
 
 SOURCES = ("drsn_model.c", "drsn_kernels.c")
-GUARD_SOURCES = ("drsn_guard.c", "drsn_guard.h")  # engines generated before the guard existed lack them
+GUARD_SOURCES = ("drsn_guard.c", "drsn_guard.h")
 HEADERS = ("drsn_model.h", "drsn_kernels.h", "drsn_config.h")
 CFLAGS = ("-O2", "-fwrapv", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC")
 
@@ -26,35 +26,49 @@ def cache_dir() -> Path:
     return Path(base) / "cengine"
 
 
-def _digest(c_dir: Path, flags: tuple[str, ...]) -> str:
+def _digest(c_dir: Path, flags: tuple[str, ...], files: tuple[str, ...]) -> str:
     h = hashlib.sha256(" ".join(flags).encode())
-    for name in SOURCES + HEADERS + tuple(n for n in GUARD_SOURCES if (c_dir / n).is_file()):
+    if "-march=native" in flags:  # the code depends on this machine's instruction set
+        h.update(cpu_signature().encode())
+    for name in files:
         h.update(name.encode() + b"\0" + (c_dir / name).read_bytes())
     return h.hexdigest()[:24]
 
 
-def build_shared(c_dir: Path, defines: tuple[str, ...] = ()) -> Path:
-    """Compile the engine in c_dir into a shared library (or reuse a cached build)."""
+def cpu_signature() -> str:
+    """This machine's processor model and instruction-set flags (what -march=native compiles for)."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    keep = [ln.split(":", 1)[1].strip() for ln in lines if ln.split(":")[0].strip() in ("model name", "flags")][:2]
+    return hashlib.sha256(" | ".join([platform.machine(), *keep]).encode()).hexdigest()[:16]
+
+
+def build_shared(c_dir: Path, defines: tuple[str, ...] = (), *, sources: tuple[str, ...] = SOURCES,
+                 headers: tuple[str, ...] = HEADERS, cflags: tuple[str, ...] = CFLAGS, what: str = "the C engine") -> Path:
+    """Compile the sources in c_dir into a shared library (or reuse a cached build)."""
     c_dir = Path(c_dir)
-    missing = [n for n in SOURCES + HEADERS if not (c_dir / n).exists()]
+    missing = [n for n in sources + headers if not (c_dir / n).exists()]
     if missing:
         raise InputError(f"{c_dir} is not a generated C engine (missing {', '.join(missing)})")
     cc = shutil.which(os.environ.get("CC", "gcc"))
     if cc is None:
-        raise MissingDependencyError("no C compiler (gcc) found; install gcc to run the C engine on the host")
-    flags = CFLAGS + tuple(f"-D{d}" for d in defines)
-    lib = cache_dir() / _digest(c_dir, flags) / "libdrsn.so"
+        raise MissingDependencyError(f"no C compiler (gcc) found; install gcc to run {what} on the host")
+    flags = cflags + tuple(f"-D{d}" for d in defines)
+    lib = cache_dir() / _digest(c_dir, flags, sources + headers) / "libdrsn.so"
     if lib.exists():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = lib.with_name(f".libdrsn.{os.getpid()}.so")
-    guard = [str(c_dir / GUARD_SOURCES[0])] if (c_dir / GUARD_SOURCES[0]).is_file() else []
-    cmd = [cc, *flags, "-I", str(c_dir), *(str(c_dir / s) for s in SOURCES), *guard, "-o", str(tmp)]
+    cmd = [cc, *flags, "-I", str(c_dir), *(str(c_dir / s) for s in sources), "-o", str(tmp)]
     p = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if p.returncode != 0:
         tmp.unlink(missing_ok=True)
         first = next((ln for ln in p.stderr.splitlines() if "error" in ln), p.stderr.strip()[:300])
-        raise InputError(f"gcc could not compile the C engine in {c_dir}: {first}")
+        raise InputError(f"gcc could not compile {what} in {c_dir}: {first}")
     os.replace(tmp, lib)
     return lib
 
@@ -64,7 +78,8 @@ class HostEngine:
 
     def __init__(self, c_dir: Path, defines: tuple[str, ...] = ()):
         self.c_dir = Path(c_dir)
-        self.lib_path = build_shared(self.c_dir, defines)
+        c, h = ((n,) if (self.c_dir / n).is_file() else () for n in GUARD_SOURCES)  # older engines lack them
+        self.lib_path = build_shared(self.c_dir, defines, sources=SOURCES + c, headers=HEADERS + h)
         self._lib = ctypes.CDLL(str(self.lib_path))
         self._lib.drsn_infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self._lib.drsn_infer.restype = ctypes.c_int

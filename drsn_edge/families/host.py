@@ -1,4 +1,4 @@
-"""This machine's CPU: the fastest local INT8 runtime that keeps the accuracy."""
+"""This machine's CPU: the fastest local runtime (int8 or float) that keeps the accuracy."""
 
 from __future__ import annotations
 
