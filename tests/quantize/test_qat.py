@@ -96,7 +96,9 @@ def test_finetune_without_steps_changes_nothing(four):
 @pytest.mark.slow
 def test_qat_recovers_accuracy_lost_to_a_clipping_calibration(four, tmp_path):
     """The one-window calibration clips most windows' activations; fine-tuning with those ranges fixed
-    teaches the weights to live within them, so int8 accuracy must rise above plain PTQ's."""
+    teaches the weights to live within them, so int8 accuracy must rise above plain PTQ's. Eight epochs: at
+    the fine-tuning LR (1e-3) on 180 windows three epochs barely move this model's weights (int8 accuracy
+    unchanged), six bring it back to float's, ten beyond."""
     from drsn_edge.quantize.run import quantize_model
 
     def q(name, **kw):
@@ -104,8 +106,8 @@ def test_qat_recovers_accuracy_lost_to_a_clipping_calibration(four, tmp_path):
                               data=str(four["test50"]), noise_kinds=[], snrs=[], max_drop=100, max_cell_drop=100, **kw).to_json()
 
     ptq = q("ptq")
-    qat = q("qat", qat_epochs=3, qat_data=str(four["data"]))
+    qat = q("qat", qat_epochs=8, qat_data=str(four["data"]))
     assert qat["int8_accuracy"] > ptq["int8_accuracy"]
-    assert qat["qat"]["epochs"] == 3 and qat["qat"]["windows"] == 180  # train + val windows, never test
+    assert qat["qat"]["epochs"] == 8 and qat["qat"]["windows"] == 180  # train + val windows, never test
     side = json.loads((tmp_path / "qat.onnx").with_suffix(".json").read_text())
     assert side["qat"]["data"] == str(four["data"])
