@@ -511,15 +511,35 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
 def int8_tflite(ctx) -> tuple[bytes, dict]:
     """Convert the bundle to float .tflite (litert-torch), quantize to int8 in/out with the calibration
     windows (ai-edge-quantizer, global min/max), strip names and check that no float op remains."""
-    ctx.progress("convert")
-    float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window)
-    ctx.progress("quantize")
-    named = quantize_int8(float_bytes, ctx.calib_x)
+    from ..fileio import private_tmpdir
+    from ..isolate import run_isolated
+
+    ctx.progress("convert and quantize")
+    b = ctx.bundle
+    config = dict(b.meta["config"], classes=len(b.class_names))
+    state = {k: v.detach().cpu().numpy() for k, v in b.model.state_dict().items()}
+    with private_tmpdir(ctx.out / "convert"):  # the converters' temporaries, removed even on interrupt
+        float_bytes, named = run_isolated(_convert_and_quantize, b.arch, config, state, b.window,
+                                          np.asarray(ctx.calib_x, np.float32), what="the TFLite converter")
     q = strip_names(named)
     graph = check_integer_only(q)
     graph["op_modules"] = op_modules(named)  # the profiler's layer names (the artifact's are stripped)
     graph["float_bytes"] = float_bytes
     return q, graph
+
+
+def _convert_and_quantize(arch: str, config: dict, state: dict, window: int, calib_x) -> tuple[bytes, bytes]:
+    """(float .tflite, int8 .tflite with names) of a model given by its architecture and weights; run in a
+    child process by int8_tflite (drsn_edge.isolate): the converter stack is native code that a signal
+    must not reach."""
+    torch = require("torch")
+    from ..models import create_model
+
+    model = create_model(arch, **config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    model.eval()
+    float_bytes = float_tflite(model, window)
+    return float_bytes, quantize_int8(float_bytes, calib_x)
 
 
 def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.int8.tflite", **extra) -> str:
