@@ -62,6 +62,14 @@ def reraise_if_interrupted() -> None:
         raise KeyboardInterrupt
 
 
+def ending() -> None:
+    """The command is ending (its one line is being printed): further signals change nothing."""
+    _STATE["done"] = True
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def is_done() -> bool:
     return _STATE["done"]
 
@@ -72,6 +80,10 @@ def deferred():
     _STATE["defer"] += 1
     try:
         yield
+    except BaseException:
+        if _STATE["defer"] == 1:
+            _STATE["pending"] = None  # the block's own error ends the command: one signal, one interrupt
+        raise
     finally:
         _STATE["defer"] -= 1
     if not _STATE["defer"] and _STATE["pending"] is not None:

@@ -11,6 +11,7 @@ from .fileio import jsonable
 
 
 _emitted = {"json": False}
+_failed = {"code": None}
 
 
 def emit_json(obj: dict) -> None:
@@ -70,6 +71,10 @@ def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
     (unless the command already printed its object), and the exit code of the contract."""
     import os
 
+    from . import interrupts
+
+    interrupts.ending()
+    _failed["code"] = exit_code
     line = " ".join(str(exc_text).split())
     status = os.environ.get("DRSN_EDGE_STATUS_FILE")
     if int(os.environ.get("RANK", "0") or 0) != 0:
@@ -123,17 +128,23 @@ def cli_group_class():
 
             interrupts.reset()
             interrupts.install()
+            _failed["code"] = None
             _quiet_native_logs()
             try:
-                rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
-                                  standalone_mode=False, **extra)
-            except click.exceptions.NoArgsIsHelpError as exc:
-                sys.stdout.write(exc.ctx.get_help() + "\n")
-                sys.exit(0)
-            except Exception as exc:
-                _fail_from(exc, as_json)
-            except (click.Abort, KeyboardInterrupt):
-                fail(INTERRUPTED_LINE, 130, as_json)
+                try:
+                    rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
+                                      standalone_mode=False, **extra)
+                except click.exceptions.NoArgsIsHelpError as exc:
+                    sys.stdout.write(exc.ctx.get_help() + "\n")
+                    sys.exit(0)
+                except Exception as exc:
+                    _fail_from(exc, as_json)
+                except (click.Abort, KeyboardInterrupt):
+                    fail(INTERRUPTED_LINE, 130, as_json)
+            except KeyboardInterrupt:  # one raised while the error was being reported: the exit is still 130
+                if _failed["code"] is None:
+                    fail(INTERRUPTED_LINE, 130, as_json)
+                sys.exit(130)
             sys.exit(rv if isinstance(rv, int) else 0)
 
     return Cli

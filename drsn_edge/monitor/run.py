@@ -248,6 +248,11 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
     source = source or open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk,
                                   opts.channel or "DE", opts.column)
     rate = resolve_rate(model, source, opts.fs, opts.resample)
+    if rate != model.fs:  # a chunk of the source becomes chunk × fs_model / fs_source samples at once
+        from ..limits import check_alloc
+
+        check_alloc(f"resampling chunks of {chunk:,} samples from {rate:g} Hz to {model.fs:g} Hz",
+                    chunk * model.fs / rate * 8.0 * 4, "feed the data at a rate nearer the model's")
     alerts = _open_alerts(opts, warn)
     loop = Loop(model, opts, rate, write, alerts, live)
     if alerts is not None:

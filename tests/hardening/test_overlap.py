@@ -86,6 +86,16 @@ def _user_files(cwd):
     (["monitor", "--source", "rec.npy", "-o", "mine"], "is a directory"),
     (["monitor", "--source", "rec.npy", "-o", "."], "is a directory"),
     (["monitor", "--source", "rec.npy", "-o", "/dev/null/x.jsonl"], "is a file"),
+    # the alert queue is rewritten (compacted, a torn tail cut): never an input, the output or a user's file
+    (["monitor", "--source", "rec.npy", "--mqtt", "mqtt://127.0.0.1:1/t", "--alert-queue", "rec.npy"], "is the input"),
+    (["monitor", "m.drsn", "--source", "rec.npy", "--mqtt", "mqtt://127.0.0.1:1/t", "--alert-queue", "m.drsn"],
+     "is the input"),
+    (["monitor", "--source", "rec.npy", "--mqtt", "mqtt://127.0.0.1:1/t", "--alert-queue", "notes.txt"],
+     "not written by drsn-edge"),
+    (["monitor", "--source", "rec.npy", "--mqtt", "mqtt://127.0.0.1:1/t", "--alert-queue", "q.jsonl", "-o", "q.jsonl"],
+     "is the input"),
+    (["guard", "fit", "m.drsn", "--data", "d.npz", "-o", "d.npz"], "is the input"),
+    (["guard", "fit", "m.drsn", "--data", "d.npz", "-o", "d.json"], "is the input"),
 ])
 def test_report_work_and_stream_outputs_cannot_destroy_user_files(work, args, needle):
     cwd = work("d.npz", "m.drsn")
