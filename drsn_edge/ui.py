@@ -119,7 +119,6 @@ def cli_group_class():
     contract and, with --json, exactly one JSON object on stdout."""
     import click
 
-
     class Cli(click.Group):
         def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
             args = list(sys.argv[1:] if args is None else args)
