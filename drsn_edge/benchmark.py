@@ -71,7 +71,7 @@ class Bench:
         `engine` picks a microcontroller engine (c, tflm), `device` where the runner runs (None: here)."""
         from .backends.base import is_build_folder, load_build
         from .build import build
-        from .fileio import sha256_file
+        from .fileio import sha256_file, write_bytes
 
         out = self.work / folder
         if is_build_folder(out) and not self.force_build:
@@ -86,7 +86,7 @@ class Bench:
         tdir = self.work / "targets"
         tdir.mkdir(parents=True, exist_ok=True)
         for name, body in _WORK_TARGETS.items():
-            (tdir / f"{name}.toml").write_text(f'name = "{name}"\n{body}')
+            write_bytes(tdir / f"{name}.toml", f'name = "{name}"\n{body}'.encode())
         self.progress(f"build {folder}")
         t0 = time.perf_counter()
         build(target, self.model_path, [str(tdir)], out_dir=out, spec=self.spec, force=True, engine=engine, **given)
@@ -263,6 +263,9 @@ def measure(fmt: Format, b: Bench, ev, ref, warmup: int = 10) -> Row:
         sweep = runner.sweep(ev.x[:32]) if hasattr(runner, "sweep") else {}
         hwm = _status_kib("VmHWM")
     except Exception as exc:  # noqa: BLE001 - a format that fails is a row of the table, not the end of the run
+        from .interrupts import reraise_if_interrupted
+
+        reraise_if_interrupted()
         return Row(fmt.label, getattr(runner, "name", ""), "failed", _one_line(exc))
     finally:
         if runner is not None:
@@ -286,8 +289,24 @@ def _machine() -> dict:
             "cpus": os.cpu_count(), "python": platform.python_version()}
 
 
+def guard_work(work_dir, report, inputs, force: bool) -> Path:
+    """The work folder (new, empty, or holding only builds and the work targets of earlier runs, unless
+    --force) and the report folder, checked before any build; neither is nor holds an input."""
+    from .backends.base import is_build_folder
+    from .outputs import guard_into_folder, guard_report, holds_only
+    from .report import report_names
+
+    work = Path(work_dir or Path("build") / "benchmark")
+    targets = holds_only([f"{name}.toml" for name in _WORK_TARGETS])
+    ours = holds_only(report_names("benchmark"), lambda p: is_build_folder(p) or (p.name == "targets" and targets(p)))
+    guard_into_folder(work, inputs, force, "--work", ours)
+    if report:
+        guard_report(report, report_names("benchmark"), inputs, force)
+    return work
+
+
 def benchmark(model=None, *, work_dir=None, spec=None, formats: list[str] | None = None, force_build: bool = False,
-              report: str | None = None, progress=None) -> BenchmarkResult:
+              report: str | None = None, progress=None, force: bool = False) -> BenchmarkResult:
     """Build (or reuse) and run every format over the same evaluation windows; one row per format."""
     from .build import reference_logits
     from .evalspec import EvalSpec
@@ -303,12 +322,12 @@ def benchmark(model=None, *, work_dir=None, spec=None, formats: list[str] | None
         chosen = [f for f in FORMATS if f.label in formats]
     spec = spec or EvalSpec()
     bundle, model_path = resolve_model(model)
-    work = Path(work_dir or Path("build") / "benchmark")
-    work.mkdir(parents=True, exist_ok=True)
+    work = guard_work(work_dir, report, [model_path, spec.data], force)
     b = Bench(work=work, model=model, spec=spec, bundle=bundle, model_path=str(model_path), force_build=force_build,
               progress=progress or (lambda *a, **k: None))
     ev = spec.windows(bundle.meta)
     ref = reference_logits(bundle, ev.x)
+    work.mkdir(parents=True, exist_ok=True)
     rows = [measure(f, b, ev, ref) for f in chosen]
     res = BenchmarkResult(model=str(model_path), windows=len(ev), evaluation=ev.description, work_dir=str(work),
                           rows=rows, machine=_machine(), wall_s=time.perf_counter() - t0)

@@ -29,27 +29,36 @@ def clean_stale_staging(out_dir: Path) -> None:
 def staged_output(out_dir: Path):
     """Build into a temporary sibling folder; replace `out_dir` only when the build succeeds, so a
     failed or interrupted build leaves the output folder as it was."""
+    from .fileio import remove_tree, stage_prefix
+    from .interrupts import committed, deferred
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out_dir)
-    from .fileio import stage_prefix
-
-    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out_dir), dir=out_dir.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)
+    tmp = None
     try:
+        with deferred():  # a signal cannot fall between creating the folder and knowing its name
+            tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out_dir), dir=out_dir.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
         yield tmp
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:100]}.old.{os.getpid()}.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        with deferred():  # the replacement is done whole, or not started
+            _replace_folder(tmp, out_dir)
+            committed()
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None and tmp.exists():
+            remove_tree(tmp)
+
+
+def _replace_folder(new: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:100]}.old.{os.getpid()}.", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(new, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out_dir)
 
 
 def guard_output(out_dir: Path, inputs, force: bool = False) -> Path:

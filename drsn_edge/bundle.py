@@ -113,9 +113,9 @@ def save_bundle(model, meta: dict, path: str | Path) -> Path:
 
 def read_meta(path: str | Path) -> dict:
     """Read and validate only the metadata (no weights, no torch needed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model bundle '{path}' does not exist")
+    from .limits import regular_file
+
+    path = regular_file(path, "model bundle")
     try:
         with open(path, "rb") as f:
             head = f.read(8)

@@ -161,7 +161,7 @@ def locate_build(target_name: str, build_dir=None, build_first=False, build_args
 
 def check(target_name: str, build_dir=None, device: str | None = None, *, spec=None, model=None, calib=None,
           report: str | None = None, targets_dirs=None, device_opts: dict | None = None, build_first: bool = False,
-          warmup: int = 10, progress=None) -> CheckResult:
+          warmup: int = 10, progress=None, force: bool = False) -> CheckResult:
     from .devices import open_device
     from .evalspec import EvalSpec
 
@@ -173,12 +173,16 @@ def check(target_name: str, build_dir=None, device: str | None = None, *, spec=N
     spec = spec or EvalSpec()
     spec.preflight()
     if report:
-        from .outputs import check_overlap, check_writable
+        from .outputs import guard_report
+        from .report import CHECK_REPORT
 
-        check_overlap([report], [build_dir, model, calib, spec.data], "--report")
-        check_writable(report, "--report", folder=True)
+        guard_report(report, CHECK_REPORT, [build_dir, model, calib, spec.data], force)
     target_hint = _target_without_device(target_name, targets_dirs)
     url = device or (default_device(target_hint) if target_hint else "local")
+    if target_hint is not None:
+        from .targets import check_transport
+
+        check_transport(target_hint, url)
     build_args = {"model": model, "targets_dirs": targets_dirs, "spec": spec, **({"calib": calib} if calib else {})}
     if _is_mcu_link(url):  # a board or an emulated one: the build's runner opens the link itself
         if target_hint is None or target_hint.family != "mcu":

@@ -572,11 +572,13 @@ def build_cmd(ctx, model, target_name, out_dir, force, engine, device, precision
     int8 .tflite + TFLite Micro firmware for microcontrollers, int8 for this machine (host)."""
     from .build import build
     from .check import device_options
+    from .interrupts import final_commit
 
     given = _given(ctx, precision=precision, calib=calib, method=method, max_drop=max_drop,
                    max_cell_drop=max_cell_drop, dla_core=dla_core,
                    workspace_mb=workspace_mb, opt_level=opt_level, strongly_typed=strongly_typed)
-    with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv:
+    # a signal after the build folder was put in place does not interrupt: the build is reported (exit 0)
+    with ui.progress_bar(_show_progress(as_json), f"building for {target_name}") as adv, final_commit():
         res = build(target_name, model, list(targets_dir) or None, out_dir=out_dir, device=device,
                     device_options=device_options(ssh_config, ssh_identity, remote_python),
                     spec=_spec(data, noise, snr, windows_per_class, seed), force=force, engine=engine,
@@ -599,11 +601,12 @@ def build_cmd(ctx, model, target_name, out_dir, force, engine, device, precision
               help="Refuse the build unless it was calibrated with this set (with --build: calibrate with it).")
 @_eval_options
 @click.option("--report", default=None, type=click.Path(file_okay=False), help="Write JSON + Markdown + latency plot here.")
+@click.option("--force", is_flag=True, help="Write into a non-empty folder that drsn-edge did not write.")
 @_device_options
 @click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False))
 @_json_option
 def check_cmd(build_dir, target_name, device, build_first, model, calib, data, noise, snr, windows_per_class, seed,
-              report, ssh_config, ssh_identity, remote_python, targets_dir, as_json):
+              report, force, ssh_config, ssh_identity, remote_python, targets_dir, as_json):
     """Run what `build` produced (BUILD_DIR, or the artifact in it; default build/<target>) on the device and
     check accuracy and latency against the target's thresholds."""
     from .check import check, device_options, raise_if_failed
@@ -611,7 +614,7 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
     with ui.progress_bar(_show_progress(as_json), f"checking {target_name}") as adv:
         res = check(target_name, build_dir, device, spec=_spec(data, noise, snr, windows_per_class, seed), model=model,
                     calib=calib, report=report, targets_dirs=list(targets_dir) or None, build_first=build_first,
-                    device_opts=device_options(ssh_config, ssh_identity, remote_python),
+                    device_opts=device_options(ssh_config, ssh_identity, remote_python), force=force,
                     progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     if as_json:
         ui.emit_json(res)
@@ -632,9 +635,10 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @click.option("--report", default=None, type=click.Path(file_okay=False),
               help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
 @_device_options
+@click.option("--force", is_flag=True, help="Write into a non-empty folder that drsn-edge did not write.")
 @_json_option
 def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, device, report, ssh_config, ssh_identity,
-                remote_python, as_json):
+                remote_python, force, as_json):
     """Per-layer latency of what `build` produced (BUILD_DIR or the artifact in it; default build/<target>):
     layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches. C-engine
     builds for emulated Cortex-M boards: instructions per kernel on QEMU."""
@@ -644,7 +648,7 @@ def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, device, repor
     with ui.progress_bar(_show_progress(as_json), "profiling") as adv:
         res = profile(build_dir, target_name, repeats=repeats, warmup=warmup, sweep=not no_sweep, report=report,
                       device=device, device_options=device_options(ssh_config, ssh_identity, remote_python),
-                      progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
+                      force=force, progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     if as_json:
         ui.emit_json(res)
     else:
@@ -659,15 +663,16 @@ def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, device, repor
 @click.option("--rebuild", is_flag=True, help="Rebuild every format even when the work folder has it.")
 @_eval_options
 @click.option("--report", default=None, type=click.Path(file_okay=False), help="Write benchmark.json, .md and .png here.")
+@click.option("--force", is_flag=True, help="Write into a non-empty folder that drsn-edge did not write.")
 @_json_option
-def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_per_class, seed, report, as_json):
+def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_per_class, seed, report, force, as_json):
     """Every format this machine can run for MODEL (default: the shipped model), on the same evaluation
     windows: status, artifact size, accuracy, agreement with float, batch-1 p50/p99, throughput, peak memory."""
     from .benchmark import benchmark
 
     with ui.progress_bar(_show_progress(as_json), "benchmarking") as adv:
         res = benchmark(model, work_dir=work_dir, spec=_spec(data, noise, snr, windows_per_class, seed),
-                        formats=list(formats) or None, force_build=rebuild, report=report,
+                        formats=list(formats) or None, force_build=rebuild, report=report, force=force,
                         progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     if as_json:
         ui.emit_json(res)
@@ -689,7 +694,7 @@ def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_p
 @click.option("--realtime", is_flag=True, help="Replay a file at its real rate (default: as fast as possible).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "f32"]), default="auto", show_default=True,
               help="stdin/tcp/serial: one number per line, or raw little-endian float32.")
-@click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default="DE", show_default=True, help="CWRU .mat channel.")
+@click.option("--channel", type=click.Choice(["DE", "FE", "BA"]), default=None, help="CWRU .mat channel (default: DE).")
 @click.option("--column", default=None, help="CSV column (name or index), NPZ key or WAV channel.")
 @click.option("--healthy-class", default="normal", show_default=True, help="The model's class that means healthy.")
 @click.option("--enter", "enter", default="4/6", show_default=True,
@@ -707,7 +712,8 @@ def benchmark_cmd(model, work_dir, formats, rebuild, data, noise, snr, windows_p
               help="TOML file with [mqtt] client_id, username, password, ca_file, cert_file, key_file.")
 @click.option("--alert-queue", default=None, type=click.Path(dir_okay=False),
               help="On-disk alert queue (default: ~/.local/state/drsn-edge/alerts-<broker>.jsonl).")
-@click.option("--queue-max", default=10_000, show_default=True, type=Count(1, 10_000_000), help="Alerts the queue holds while the broker is away.")
+@click.option("--queue-max", default=None, type=Count(1, 10_000_000),
+              help="Alerts the queue holds while the broker is away (default: 10000).")
 @click.option("--guard/--no-guard", default=True, show_default=True,
               help="Windows the model's domain guard finds unlike its training data vote 'unknown', not a fault.")
 @_json_option

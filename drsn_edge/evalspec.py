@@ -86,13 +86,22 @@ class EvalSpec:
         """Refuse, before any long work, evaluation data that cannot be used (missing, empty, another model's)."""
         from .data.dataset import load_dataset
         from .evaluate import check_compatible
+        from .limits import check_alloc, windows_bytes
 
+        n, window = 0, int((meta or {}).get("window", 2048))
         if self.data is not None:
             ds = load_dataset(self.data)
+            n, window = len(ds), ds.window
             if meta is not None:
                 check_compatible(meta, ds)
-        elif meta is not None:
-            self.source(meta)
+        elif meta is not None and self.source(meta)[0] == "simulated":
+            k = len(meta["class_names"])
+            n = self.windows_per_class * k
+            check_alloc(f"{self.windows_per_class:,} windows per class × {k} classes", windows_bytes(n, window),
+                        "simulate fewer windows per class")
+        cells = 1 + len(self.noise) * len(self.snrs) if self.noise and self.snrs else 1
+        check_alloc(f"a noise sweep of {n:,} windows × {cells} cells", windows_bytes(n * cells, window),
+                    "use fewer windows, noise kinds or SNR levels")
 
     def windows(self, meta: dict, split: str = "test") -> "EvalWindows":
         """The evaluation windows for a model (its metadata: classes, fs, window, normalization).

@@ -58,12 +58,17 @@ def private_tmpdir(out: str | os.PathLike) -> Iterator[Path]:
     folder beside `out`, removed on the way out — also after Ctrl-C or SIGTERM, and by the next run after a kill."""
     import shutil
 
+    from .interrupts import deferred
+
     out = Path(out)
     clean_stale(out)
-    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out), suffix=".tmp", dir=out.parent if out.parent.is_dir() else None))
+    tmp = None
     saved, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)  # native libraries read the environment
     try:
+        with deferred():  # a signal cannot fall between creating the folder and knowing its name
+            tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(out), suffix=".tmp",
+                                        dir=out.parent if out.parent.is_dir() else None))
+        tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)  # native libraries read the environment
         yield tmp
     finally:
         tempfile.tempdir = saved
@@ -71,26 +76,42 @@ def private_tmpdir(out: str | os.PathLike) -> Iterator[Path]:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = saved_env
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
+
+
+def remove_tree(path) -> None:
+    """Remove a temporary folder completely, even when a second signal arrives meanwhile."""
+    import shutil
+
+    from .interrupts import deferred
+
+    if path is not None:
+        with deferred():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    from .interrupts import deferred
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=stage_prefix(path), suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        with deferred():  # a signal cannot fall between creating the file and knowing its name
+            fd, tmp = tempfile.mkstemp(prefix=stage_prefix(path), suffix=suffix or path.suffix, dir=path.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with deferred():
+                tmp_path.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -284,6 +284,10 @@ def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_Q
     from .validate import finite
 
     finite("--quantile", quantile, lo=0.5, hi=1.0)
+    from .data.dataset import manifest_path
+    from .outputs import guard_file
+
+    guard_file(out, [data, manifest_path(data)])  # may be the model itself: rewritten whole, atomically
     b = load_bundle(model_path)
     ds = check_compatible(b.meta, load_dataset(data))
     train_ds, val_ds = ds.select_split("train"), ds.select_split("val")

@@ -17,6 +17,18 @@ def _resolved(p) -> Path:
     return Path(os.path.abspath(os.path.realpath(p)))
 
 
+NAME_MAX = 255  # bytes per name on every Linux filesystem drsn-edge writes to; check_writable asks the filesystem
+
+
+def check_names(path, flag: str) -> None:
+    """Refuse a path with a name longer than any filesystem allows, before anything looks it up (a lookup
+    fails with 'File name too long')."""
+    for name in Path(os.path.abspath(path)).parts:
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise InputError(f"{flag} '{str(path)[:60]}…': the name '{name[:40]}…' is {len(os.fsencode(name))} "
+                             f"bytes, more than the {NAME_MAX} a filesystem allows — use a shorter name")
+
+
 def _overlaps(out: Path, inp: Path) -> str | None:
     """How `out` would destroy `inp`: the same file, a folder holding it, or a file inside an input folder."""
     if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
@@ -32,6 +44,7 @@ def check_overlap(outputs, inputs, flag: str = "-o") -> None:
     """Refuse outputs (a file and its companions, such as a manifest) that are or contain an input."""
     ins = [(i, _resolved(i)) for i in inputs if i is not None]
     for out in outputs:
+        check_names(out, flag)
         o = _resolved(out)
         for raw, inp in ins:
             how = _overlaps(o, inp)
@@ -107,12 +120,57 @@ def guard_folder(out_dir, inputs=(), force: bool = False, flag: str = "-o", is_o
     cwd = _resolved(Path.cwd())
     if out == cwd or out in cwd.parents:
         raise InputError(f"{flag} '{out_dir}' is the current folder or one above it; name a new folder")
-    check_overlap([out_dir], inputs, flag)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{flag} '{out_dir}' is a file; name a folder")
-    if out.is_dir() and any(out.iterdir()) and not force and not (is_ours and is_ours(out)):
-        raise InputError(f"{flag} '{out_dir}' is not empty and was not written by drsn-edge; choose a new folder, "
-                         "or pass --force to replace it")
-    check_writable(out_dir, flag, folder=True)
-    return Path(out_dir)
+    return guard_into_folder(out_dir, inputs, force, flag, is_ours, "replace it")
 
+
+def guard_into_folder(folder, inputs=(), force: bool = False, flag: str = "--report", is_ours=None,
+                      verb: str = "write into it") -> Path:
+    """A folder the command writes its files into (a report, a work folder of builds): it is not, does not
+    hold and does not sit inside an input; it is new, empty, holds only what drsn-edge writes there
+    (`is_ours(path)`) or --force is given; it can be written."""
+    check_overlap([folder], inputs, flag)
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{flag} '{folder}' is a file; name a folder")
+    if out.is_dir() and any(out.iterdir()) and not force and not (is_ours and is_ours(out)):
+        raise InputError(f"{flag} '{folder}' is not empty and was not written by drsn-edge; choose a new folder, "
+                         f"or pass --force to {verb}")
+    check_writable(folder, flag, folder=True)
+    return out
+
+
+def holds_only(names, allow_dirs=None):
+    """`is_ours` for a folder that drsn-edge fills with the given file names (and hidden temporaries of its
+    runs); `allow_dirs(path)` accepts subfolders (e.g. build folders)."""
+    names = set(names)
+
+    def ours(folder: Path) -> bool:
+        for p in folder.iterdir():
+            if p.name.startswith(".") or (p.is_file() and not p.is_symlink() and p.name in names):
+                continue
+            if p.is_dir() and not p.is_symlink() and allow_dirs is not None and allow_dirs(p):
+                continue
+            return False
+        return True
+
+    return ours
+
+
+def guard_report(folder, names, inputs=(), force: bool = False, flag: str = "--report") -> Path:
+    """A report folder: new, empty, a previous report (only these file names) or --force."""
+    return guard_into_folder(folder, inputs, force, flag, holds_only(names))
+
+
+def guard_append(path, inputs=(), flag: str = "--out", is_ours=None) -> Path:
+    """A file the command appends to: not an input, writable, and when it exists and is not empty, one that
+    drsn-edge wrote (`is_ours(path)`) — lines are never added to a file of the user's."""
+    check_overlap([path], inputs, flag)
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise InputError(f"{flag} '{path}' is not a regular file; name a file")
+    check_writable(path, flag)
+    if p.is_file() and p.stat().st_size and is_ours is not None and not is_ours(p):
+        raise InputError(f"{flag} '{path}' exists and was not written by drsn-edge; choose another file")
+    if p.is_file() and not os.access(p, os.W_OK):
+        raise InputError(f"{flag} '{path}': no permission to write it; choose another file")
+    return p

@@ -90,19 +90,40 @@ def _runner_with_profiler(build):
     return runner
 
 
+def _check_profile_size(runner, x, repeats: int, warmup: int) -> None:
+    """Before the work: the profiler's trace grows with the runs it records (memory), and a profiler that
+    records a bounded number of events would silently drop the later runs."""
+    runs = warmup + repeats
+    if hasattr(runner, "profile_bytes"):
+        from .limits import check_alloc
+
+        check_alloc(f"a per-op profile of {runs:,} runs", runner.profile_bytes(runs),
+                    "use fewer --repeats (100 time each op well)")
+    if hasattr(runner, "profile_max_runs"):
+        most = runner.profile_max_runs(x)
+        if runs > most:
+            raise InputError(f"{runner.name}'s profiler records at most {most:,} runs of this model, not {runs:,} "
+                             f"(--warmup + --repeats); use --repeats {max(1, most - warmup)} or fewer")
+
+
+_CHUNK = 256
+
+
 def _wall_p50_us(runner, x: np.ndarray, repeats: int, warmup: int) -> float:
     from .backends.base import warm_up
 
-    xs = np.repeat(x, repeats, axis=0)
+    xs = np.repeat(x, min(repeats, _CHUNK), axis=0)  # the same window again; never `repeats` copies of it
     runner.activate()
-    warm_up(runner, xs, warmup)
-    runner.infer(xs)
+    warm_up(runner, np.repeat(x, min(max(warmup, 1), _CHUNK), axis=0), warmup)
+    for done in range(0, repeats, _CHUNK):
+        runner.infer(xs[: min(_CHUNK, repeats - done)])
     return float(np.median(runner.timing().latencies_ms)) * 1000.0
 
 
 def _host_profile(b, x: np.ndarray, repeats: int, warmup: int, sweep: bool, step) -> tuple[dict, str]:
     """The runner's own profiler hook on this machine, the unprofiled wall clock and the batch sweep."""
     runner = _runner_with_profiler(b)
+    _check_profile_size(runner, x, repeats, warmup)
     try:
         step("wall clock")
         wall = _wall_p50_us(runner, x, repeats, warmup)
@@ -169,7 +190,7 @@ def _group(rows: list[dict], key: str, cost: str = "time_us") -> list[dict]:
 
 def profile(path=None, target: str | None = None, *, repeats: int = 100, warmup: int = 20, sweep: bool = True,
             report: str | None = None, seed: int = 0, device: str | None = None, device_options: dict | None = None,
-            progress=None) -> ProfileResult:
+            progress=None, force: bool = False) -> ProfileResult:
     """Profile the artifact of a build folder, one batch-1 window at a time: on this machine with the runner's
     own profiler, or on the build's device (the C engine on QEMU, a TensorRT engine on a Jetson)."""
     if repeats < 1 or warmup < 0:
@@ -177,10 +198,10 @@ def profile(path=None, target: str | None = None, *, repeats: int = 100, warmup:
     step = progress or (lambda *a, **k: None)
     b = _locate(path, target)
     if report:
-        from .outputs import check_overlap, check_writable
+        from .outputs import guard_report
+        from .report import report_names
 
-        check_overlap([report], [b.folder], "--report")
-        check_writable(report, "--report", folder=True)
+        guard_report(report, report_names("profile"), [b.folder], force)
     x = np.random.default_rng(seed).standard_normal((1, 1, b.window)).astype(np.float32)
     if b.backend in DEVICE_PROFILERS:
         raw, runtime = _device_profile(b, x, repeats, warmup, device, device_options or {}, step)

@@ -77,22 +77,43 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+CHECK_REPORT = ("check.json", "check.md", "latency.png")
+
+
 def write_report(res: dict, folder: str | Path, latencies) -> dict:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "check.json", res)
-    write_bytes(folder / "check.md", markdown(res).encode())
-    latency_plot(latencies, folder / "latency.png", f"{res['target']} · {res['runtime']}")
-    return {"json": str(folder / "check.json"), "markdown": str(folder / "check.md"), "plot": str(folder / "latency.png")}
+    title = f"{res['target']} · {res['runtime']}"
+    paths = commit_files(folder, {
+        "check.json": lambda p: write_json(p, res), "check.md": lambda p: write_bytes(p, markdown(res).encode()),
+        "latency.png": lambda p: latency_plot(latencies, p, title)})
+    return {"json": paths["check.json"], "markdown": paths["check.md"], "plot": paths["latency.png"]}
+
+
+def report_names(stem: str) -> tuple[str, str, str]:
+    return f"{stem}.json", f"{stem}.md", f"{stem}.png"
 
 
 def write_report_files(folder, stem: str, doc: dict, markdown_text: str, figure) -> dict:
     """`<stem>.json`, `<stem>.md` and `<stem>.png` (drawn by `figure(path)`) in `folder`; their paths."""
+    j, m, png = report_names(stem)
+    paths = commit_files(folder, {j: lambda p: write_json(p, doc), m: lambda p: write_bytes(p, markdown_text.encode()),
+                                  png: lambda p: figure(Path(p))})
+    return {"json": paths[j], "markdown": paths[m], "plot": paths[png]}
+
+
+def commit_files(folder, writers: dict) -> dict:
+    """Write every file (`writers[name](path)`) into a hidden staging folder inside `folder`, then move them
+    all in place together: a failure or an interrupt leaves none of them half-written or missing."""
+    import os
+
+    from .fileio import private_tmpdir
+    from .interrupts import deferred
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(folder / f"{stem}.json"), "markdown": str(folder / f"{stem}.md"),
-             "plot": str(folder / f"{stem}.png")}
-    write_json(files["json"], doc)
-    write_bytes(files["markdown"], markdown_text.encode())
-    figure(Path(files["plot"]))
-    return files
+    with private_tmpdir(folder / sorted(writers)[0]) as stage:
+        for name, write in writers.items():
+            write(stage / name)
+        with deferred():
+            for name in writers:
+                os.replace(stage / name, folder / name)
+    return {name: str(folder / name) for name in writers}

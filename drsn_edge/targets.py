@@ -256,6 +256,17 @@ def load_target_file(path: str | Path) -> Target:
                   hardware=hardware, device=device, check=check, path=path.resolve())
 
 
+def check_transport(target, url: str, flag: str = "--device") -> None:
+    """Refuse, before connecting, a device whose transport does not fit the target's family (ssh for a
+    microcontroller, serial or qemu for a Jetson); `local` runs on this machine for any family."""
+    from .devices.base import device_scheme
+
+    transport = device_scheme(url)
+    if transport in TRANSPORTS and transport != "local" and transport not in FAMILY_TRANSPORTS[target.family]:
+        raise InputError(f"{flag} {url} does not apply to {target.name} ({target.family}); use "
+                         f"{' or '.join(FAMILY_TRANSPORTS[target.family])}")
+
+
 def _device(path: Path, family: str, hardware: dict, raw) -> dict:
     dev = _section(path, "device", raw, DEVICE, fill_defaults=False)
     transport = dev.setdefault("transport", DEFAULT_TRANSPORT[family])

@@ -11,6 +11,7 @@ from .fileio import jsonable
 
 
 _emitted = {"json": False}
+_failed = {"code": None}
 
 
 def emit_json(obj: dict) -> None:
@@ -70,6 +71,10 @@ def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
     (unless the command already printed its object), and the exit code of the contract."""
     import os
 
+    from . import interrupts
+
+    interrupts.ending()
+    _failed["code"] = exit_code
     line = " ".join(str(exc_text).split())
     status = os.environ.get("DRSN_EDGE_STATUS_FILE")
     if int(os.environ.get("RANK", "0") or 0) != 0:
@@ -114,36 +119,63 @@ def cli_group_class():
     contract and, with --json, exactly one JSON object on stdout."""
     import click
 
-    from .errors import EXIT_BAD_INPUT
-
     class Cli(click.Group):
         def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
             args = list(sys.argv[1:] if args is None else args)
             as_json = _wants_json(args)
-            _install_sigterm()
+            from . import interrupts
+
+            interrupts.reset()
+            interrupts.install()
+            _failed["code"] = None
             _quiet_native_logs()
             try:
-                rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
-                                  standalone_mode=False, **extra)
-            except click.exceptions.NoArgsIsHelpError as exc:
-                sys.stdout.write(exc.ctx.get_help() + "\n")
-                sys.exit(0)
-            except click.UsageError as exc:
-                cmd = exc.ctx.command_path if exc.ctx else "drsn-edge"
-                fail(f"{exc.format_message()} (see '{cmd} --help')", EXIT_BAD_INPUT, as_json)
-            except click.ClickException as exc:
-                fail(exc.format_message(), EXIT_BAD_INPUT, as_json)
-            except DrsnEdgeError as exc:
-                fail(str(exc), exc.exit_code, as_json)
-            except (click.Abort, KeyboardInterrupt):
-                fail("interrupted; nothing half-written was left behind", 130, as_json)
-            except OSError as exc:
-                fail(*os_error_line(exc), as_json)
-            except MemoryError:
-                fail("out of memory; use smaller inputs or sizes", EXIT_BAD_INPUT, as_json)
+                try:
+                    rv = super().main(args=args, prog_name=prog_name or "drsn-edge", complete_var=complete_var,
+                                      standalone_mode=False, **extra)
+                except click.exceptions.NoArgsIsHelpError as exc:
+                    sys.stdout.write(exc.ctx.get_help() + "\n")
+                    sys.exit(0)
+                except Exception as exc:
+                    _fail_from(exc, as_json)
+                except (click.Abort, KeyboardInterrupt):
+                    fail(INTERRUPTED_LINE, 130, as_json)
+            except KeyboardInterrupt:  # one raised while the error was being reported: the exit is still 130
+                if _failed["code"] is None:
+                    fail(INTERRUPTED_LINE, 130, as_json)
+                sys.exit(130)
             sys.exit(rv if isinstance(rv, int) else 0)
 
     return Cli
+
+
+INTERRUPTED_LINE = "interrupted; nothing half-written was left behind"
+
+
+def _fail_from(exc: Exception, as_json: bool) -> None:
+    """The one line and exit code of an error. After SIGINT/SIGTERM, any error is the interrupt's: a library
+    that catches the KeyboardInterrupt and raises its own error (safetensors, ONNX Runtime) must not turn
+    Ctrl-C into 'unreadable file' or 'missing dependency'."""
+    import click
+
+    from . import interrupts
+    from .errors import EXIT_BAD_INPUT
+
+    if interrupts.interrupted():
+        fail(INTERRUPTED_LINE, 130, as_json)
+    try:
+        raise exc
+    except click.UsageError as err:
+        cmd = err.ctx.command_path if err.ctx else "drsn-edge"
+        fail(f"{err.format_message()} (see '{cmd} --help')", EXIT_BAD_INPUT, as_json)
+    except click.ClickException as err:
+        fail(err.format_message(), EXIT_BAD_INPUT, as_json)
+    except DrsnEdgeError as err:
+        fail(str(err), err.exit_code, as_json)
+    except OSError as err:
+        fail(*os_error_line(err), as_json)
+    except MemoryError:
+        fail("out of memory; use smaller inputs or sizes", EXIT_BAD_INPUT, as_json)
 
 
 def _quiet_native_logs() -> None:
@@ -153,24 +185,6 @@ def _quiet_native_logs() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GLOG_minloglevel", "2")
-
-
-def _install_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging folders and temporaries are removed on the way out; both
-    record the signal (errors.INTERRUPTED) before unwinding."""
-    import signal
-
-    from .errors import INTERRUPTED
-
-    def _raise(signum, frame):
-        INTERRUPTED["signal"] = signum
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, _raise)
-        signal.signal(signal.SIGINT, _raise)
-    except ValueError:  # not the main thread
-        pass
 
 
 @contextmanager

@@ -114,13 +114,13 @@ def test_an_explicit_tflite_method_is_used_as_given(tiny_model, tiny_calib):
     from types import SimpleNamespace
 
     from drsn_edge.backends.tflite import float_tflite, quantize_int8
-    from drsn_edge.backends.tflite_calib import calibrate
+    from drsn_edge.backends.tflite_calib import candidates, choose
     from drsn_edge.calibration import model_and_calibration
 
+    ctx = SimpleNamespace(options=SimpleNamespace(method="percentile"))
+    assert candidates(ctx) == {"percentile": 99.0}  # one calibration, nothing to choose
+    assert choose(ctx, {"percentile": b"q"}) == (b"q", "percentile", None)
+    assert candidates(SimpleNamespace(options=SimpleNamespace(method="auto"))) == {"minmax": None, "percentile": 99.0}
     bundle, *_, cx = model_and_calibration(tiny_model, tiny_calib)
     fb = float_tflite(bundle.model, bundle.window)
-    ctx = SimpleNamespace(options=SimpleNamespace(method="percentile"), calib_x=cx)
-    q, method, selection = calibrate(ctx, fb)
-    assert (method, selection) == ("percentile", None)
-    assert q == quantize_int8(fb, cx, 99.0)
-    assert q != quantize_int8(fb, cx, None)  # the percentile clips: other scales than global min/max
+    assert quantize_int8(fb, cx, 99.0) != quantize_int8(fb, cx, None)  # the percentile clips: other scales

@@ -519,17 +519,25 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
 
 def int8_tflite(ctx, guard_taps: bool = False) -> tuple[bytes, dict]:
     """Convert the bundle to float .tflite (litert-torch), quantize to int8 in/out with the calibration
-    windows (ai-edge-quantizer; the method from the options, see tflite_calib), strip names and check that no
-    float op remains. With guard_taps and a bundle with a domain guard, the guard's taps are int8 outputs after
-    the logits."""
+    windows (ai-edge-quantizer; each candidate of the options' method, see tflite_calib, which keeps one),
+    strip names and check that no float op remains. With guard_taps and a bundle with a domain guard, the
+    guard's taps are int8 outputs after the logits. Conversion and quantization run in a child process
+    (drsn_edge.isolate): the converter stack is native code that a signal must not reach."""
+    from ..fileio import private_tmpdir
     from ..guard import from_meta
-    from .tflite_calib import calibrate, describe
+    from ..isolate import run_isolated
+    from .tflite_calib import candidates, choose, describe
 
     g = from_meta(ctx.bundle.meta) if guard_taps else None
-    ctx.progress("convert")
-    float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window, taps=g.taps if g is not None else ())
-    ctx.progress("quantize")
-    named, method, selection = calibrate(ctx, float_bytes)
+    ctx.progress("convert and quantize")
+    b = ctx.bundle
+    config = dict(b.meta["config"], classes=len(b.class_names))
+    state = {k: v.detach().cpu().numpy() for k, v in b.model.state_dict().items()}
+    with private_tmpdir(ctx.out / "convert"):  # the converters' temporaries, removed even on interrupt
+        float_bytes, made = run_isolated(_convert_and_quantize, b.arch, config, state, b.window,
+                                         np.asarray(ctx.calib_x, np.float32), tuple(g.taps) if g is not None else (),
+                                         candidates(ctx), what="the TFLite converter")
+    named, method, selection = choose(ctx, made)
     q = strip_names(named)
     graph = check_integer_only(q)
     graph["calibration_method"], graph["method_selection"] = describe(method), selection
@@ -541,6 +549,21 @@ def int8_tflite(ctx, guard_taps: bool = False) -> tuple[bytes, dict]:
 def calibration_details(graph: dict) -> dict:
     """The build result's record of how the .tflite was calibrated (and, for auto, the table it chose from)."""
     return {"method": graph.get("calibration_method"), "method_selection": graph.get("method_selection")}
+
+
+def _convert_and_quantize(arch: str, config: dict, state: dict, window: int, calib_x, taps: tuple,
+                          methods: dict) -> tuple[bytes, dict]:
+    """(float .tflite, {method: int8 .tflite with names}) of a model given by its architecture and weights,
+    one int8 model per calibration (`methods`: name → percentile or None for global min/max); run in a
+    child process by int8_tflite."""
+    torch = require("torch")
+    from ..models import create_model
+
+    model = create_model(arch, **config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    model.eval()
+    float_bytes = float_tflite(model, window, taps=taps)
+    return float_bytes, {m: quantize_int8(float_bytes, calib_x, p) for m, p in methods.items()}
 
 
 def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.int8.tflite", **extra) -> str:

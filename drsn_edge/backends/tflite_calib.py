@@ -1,6 +1,6 @@
 """Calibration of the int8 .tflite (the LiteRT, TFLite Micro and C-engine builds): global min/max, a
-percentile of the per-window extremes, or `auto` — each candidate quantized with the same calibration windows,
-run in LiteRT on validation windows (never the test windows the build reports on), and the one whose worst SNR
+percentile of the per-window extremes, or `auto` — each candidate quantized with the same calibration windows
+(in the converter's child process, backends/tflite.py), run in LiteRT on validation windows (never the test windows the build reports on), and the one whose worst SNR
 level loses least kept (the rule of `quantize --method auto`, drsn_edge/quantize/auto.py)."""
 
 from __future__ import annotations
@@ -24,30 +24,36 @@ def describe(method: str) -> str:
     return f"{method}: {DESCRIPTIONS[method]} (ai-edge-quantizer static_wi8_ai8)"
 
 
-def calibrate(ctx, float_bytes: bytes) -> tuple[bytes, str, dict | None]:
-    """(int8 .tflite with names, the method used, the auto selection table or None)."""
-    from .tflite import quantize_int8
-
+def candidates(ctx) -> dict:
+    """The calibrations to quantize with: the options' method, or every candidate of auto (name → the
+    percentile handed to quantize_int8, None for global min/max)."""
     method = getattr(ctx.options, "method", "minmax")
-    if method != AUTO:
-        return quantize_int8(float_bytes, ctx.calib_x, TFLITE_METHODS[method]), method, None
-    return _auto(ctx, float_bytes)
+    names = AUTO_CANDIDATES if method == AUTO else (method,)
+    return {m: TFLITE_METHODS[m] for m in names}
 
 
-def _auto(ctx, float_bytes: bytes) -> tuple[bytes, str, dict]:
+def choose(ctx, made: dict) -> tuple[bytes, str, dict | None]:
+    """(int8 .tflite with names, the method kept, the auto selection table or None) from the quantized
+    candidates `made` (method → bytes)."""
+    if len(made) == 1:
+        (method, q), = made.items()
+        return q, method, None
+    return _auto(ctx, made)
+
+
+def _auto(ctx, made: dict) -> tuple[bytes, str, dict]:
     from ..evaluate import predict_logits
-    from ..quantize.auto import choose
+    from ..quantize.auto import choose as choose_method
     from ..quantize.report import compare
-    from .tflite import litert_run, quantize_int8
+    from .tflite import litert_run
 
     sel = ctx.spec.windows(ctx.bundle.meta, split="val")
     reference = predict_logits(ctx.bundle.model, sel.x)
-    made: dict[str, bytes] = {}
 
     def measure(m: str) -> dict:
-        made[m] = quantize_int8(float_bytes, ctx.calib_x, TFLITE_METHODS[m])
-        return compare(reference, litert_run(made[m], sel.x), sel.y, sel.noise, sel.snr_db, ctx.bundle.class_names)
+        logits = litert_run(made[m], sel.x)  # output 0: the logits (guard taps, if any, come after)
+        return compare(reference, logits, sel.y, sel.noise, sel.snr_db, ctx.bundle.class_names)
 
-    chosen, table = choose(AUTO_CANDIDATES, measure, lambda info, i, n: ctx.progress(info))
+    chosen, table = choose_method(tuple(made), measure, lambda info, i, n: ctx.progress(info))
     return made[chosen], chosen, {"chosen": chosen, "windows": sel.description, "n": int(len(sel.y)), "table": table,
                                   "rule": "smallest worst SNR drop; ties: worst noise × SNR cell, overall drop"}

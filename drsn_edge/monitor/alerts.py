@@ -64,8 +64,10 @@ def load_config(path: str | os.PathLike | None = None, env=None, warn=None) -> M
     env = os.environ if env is None else env
     values: dict = {}
     p = Path(path) if path else default_config_path()
-    if path and not p.is_file():
-        raise InputError(f"MQTT config file '{p}' does not exist")
+    if path:
+        from ..limits import regular_file
+
+        regular_file(p, "MQTT config file")
     if p.is_file():
         try:
             doc = tomllib.loads(p.read_text())
@@ -119,6 +121,19 @@ def parse_url(url: str) -> Broker:
 # ---------------------------------------------------------------------------------------------- journal
 
 
+def is_journal(path) -> bool:
+    """Whether a file is empty or starts with an alert-queue record (a torn tail is the journal's to mend)."""
+    with open(path, "rb") as f:
+        first = f.readline(65536)
+    if not first:
+        return True
+    try:
+        rec = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and bool({"seq", "try", "ack"} & set(rec))
+
+
 class Journal:
     """Append-only, fsynced queue file: {"seq": n, "msg": {...}} to enqueue, {"try": n} before a send,
     {"ack": n} after the broker's acknowledgement. Reopening it resumes the pending alerts."""
@@ -141,6 +156,9 @@ class Journal:
         if not self.path.exists():
             return
         raw = self.path.read_bytes()
+        if raw and not is_journal(self.path):
+            raise InputError(f"alert queue '{self.path}' is not a drsn-edge alert queue (its first line is not a "
+                             "queue record); choose another --alert-queue file")
         msgs, acked, good = {}, 0, 0
         for line in raw.splitlines(keepends=True):
             if not line.endswith(b"\n"):

@@ -40,7 +40,7 @@ class MonitorOptions:
     realtime: bool = False
     resample: bool = False
     fmt: str = "auto"
-    channel: str = "DE"
+    channel: str | None = None  # the sensor of a CWRU .mat file (None: DE, the drive end)
     column: str | None = None
     health: HealthConfig = field(default_factory=HealthConfig)
     checks: SampleChecks = field(default_factory=SampleChecks)
@@ -48,10 +48,13 @@ class MonitorOptions:
     mqtt: str | None = None
     mqtt_config: str | None = None
     alert_queue: str | None = None
-    queue_max: int = 10_000
+    queue_max: int | None = None  # None: DEFAULT_QUEUE_MAX
     max_windows: int | None = None
     batch: int = 64
     lines: bool = True  # write JSON lines (to `out`, else stdout)
+
+
+DEFAULT_QUEUE_MAX = 10_000
 
 
 class Counters(dict):
@@ -242,8 +245,14 @@ def run(opts: MonitorOptions, write, warn, live=None, stop: threading.Event | No
     model = model or load_model(opts.model, guard=opts.guard)
     hop = opts.hop or model.window
     chunk = max(1, min(hop, int(model.fs // 100))) if opts.realtime else hop * opts.batch
-    source = source or open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk, opts.channel, opts.column)
+    source = source or open_source(opts.source, opts.fs, opts.fmt, opts.realtime, chunk,
+                                  opts.channel or "DE", opts.column)
     rate = resolve_rate(model, source, opts.fs, opts.resample)
+    if rate != model.fs:  # a chunk of the source becomes chunk × fs_model / fs_source samples at once
+        from ..limits import check_alloc
+
+        check_alloc(f"resampling chunks of {chunk:,} samples from {rate:g} Hz to {model.fs:g} Hz",
+                    chunk * model.fs / rate * 8.0 * 4, "feed the data at a rate nearer the model's")
     alerts = _open_alerts(opts, warn)
     loop = Loop(model, opts, rate, write, alerts, live)
     if alerts is not None:
@@ -271,7 +280,8 @@ def _open_alerts(opts: MonitorOptions, warn):
         return None
     from .alerts import MqttAlerts, load_config
 
-    alerts = MqttAlerts(opts.mqtt, opts.alert_queue, load_config(opts.mqtt_config, warn=warn), opts.queue_max, warn)
+    alerts = MqttAlerts(opts.mqtt, opts.alert_queue, load_config(opts.mqtt_config, warn=warn),
+                          opts.queue_max or DEFAULT_QUEUE_MAX, warn)
     alerts.start()
     return alerts
 

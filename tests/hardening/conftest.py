@@ -55,6 +55,23 @@ def _sha(p):
     return sha256_file(p)
 
 
+@pytest.fixture(scope="session")
+def build_asset(assets) -> str:
+    """A QDQ ONNX build folder 'b' among the assets (ONNX Runtime on this machine; made once, when asked for)."""
+    from drsn_edge.build import build
+
+    if not (assets / "b").is_dir():
+        tdir = assets / "targets"
+        tdir.mkdir(exist_ok=True)
+        (tdir / "bench-onnxruntime.toml").write_text('name = "bench-onnxruntime"\nfamily = "host"\n'
+                                                      'backend = "onnxruntime"\n')
+        from drsn_edge.evalspec import EvalSpec
+
+        build("bench-onnxruntime", assets / "m.drsn", [str(tdir)], out_dir=assets / "b", method="minmax",
+              calib=str(assets / "cal.npz"), spec=EvalSpec(windows_per_class=2), max_drop=100.0, max_cell_drop=100.0)
+    return "b"
+
+
 @pytest.fixture
 def work(tmp_path, assets):
     """A fresh working folder and a `put(*names)` that copies session assets (and their manifests) into it."""
@@ -63,6 +80,9 @@ def work(tmp_path, assets):
 
     def put(*names):
         for n in names:
+            if (assets / n).is_dir():
+                shutil.copytree(assets / n, cwd / n)
+                continue
             shutil.copy(assets / n, cwd / n)
             side = (assets / n).with_suffix(".json")
             if n.endswith(".npz") and side.exists():

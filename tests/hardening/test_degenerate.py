@@ -41,3 +41,14 @@ def test_save_dataset_refuses_to_write_an_empty_dataset(tmp_path, assets):
     with pytest.raises(InputError, match="no windows"):
         save_dataset(ds.subset(np.zeros(0, dtype=np.int64)), tmp_path / "e.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["benchmark", "m.drsn", "--format", "pytorch fp32", "--data", "empty.npz", "--work", "w"],
+    ["guard", "fit", "m.drsn", "--data", "empty.npz", "-o", "g.drsn"],
+    ["data", "merge", "empty.npz", "d.npz", "-o", "x.npz"],
+    ["check", "--build", "--target", "qemu-m7", "--data", "empty.npz"],
+])
+def test_empty_data_of_later_commands_is_one_line_and_leaves_nothing(work, args):
+    """No work folder, build folder or output is started for data that cannot be used."""
+    expect(args, work("empty.npz", "d.npz", "m.drsn"), "input", contains="no windows")

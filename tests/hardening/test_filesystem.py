@@ -20,6 +20,11 @@ WRITERS = [
     ["train", "--data", "d.npz", "-o", "{o}.drsn", "--epochs", "1"],
     ["import", "m.drsn", "-o", "{o}.drsn"],
     ["data", "import", "d.npz", "-o", "{o}.npz"],
+    ["data", "merge", "d.npz", "cal.npz", "-o", "{o}.npz"],
+    ["guard", "fit", "m.drsn", "--data", "d.npz", "-o", "{o}.drsn"],
+    ["monitor", "m.drsn", "--source", "missing.npy", "-o", "{o}.jsonl"],
+    ["benchmark", "m.drsn", "--format", "pytorch fp32", "--work", "{o}"],
+    ["benchmark", "m.drsn", "--format", "pytorch fp32", "--work", "w", "--report", "{o}"],
 ]
 IDS = [" ".join(w[:2]) for w in WRITERS]
 

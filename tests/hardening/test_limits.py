@@ -89,3 +89,28 @@ def test_import_meta_json_that_is_a_device_is_refused(work):
     cwd = work("m.drsn")
     os.symlink("/dev/zero", cwd / "meta.json")
     expect(["import", "m.drsn", "-o", "x.drsn", "--meta", "meta.json"], cwd, "input", timeout=60)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["build", "m.drsn", "--engine", "c", "--target", "qemu-m7", "--windows-per-class", "100000"], "would need"),
+    (["build", "m.drsn", "--target", "host", "--snr", "-5:5:0.02", "--windows-per-class", "2000"], "noise sweep"),
+    (["check", "--build", "--target", "qemu-m7", "--windows-per-class", "100000"], "would need"),
+    (["benchmark", "m.drsn", "--windows-per-class", "100000"], "would need"),
+    (["monitor", "m.drsn", "--source", "rec.npy", "--fs", "1", "--resample"], "resampling"),
+])
+def test_evaluation_and_stream_sizes_are_refused_before_the_work(work, args, needle):
+    """build measures after converting: its evaluation windows are counted before (EvalSpec.preflight), and
+    no build folder is started; monitor's resampler would turn each chunk into chunk × 12000 samples."""
+    import numpy as np
+
+    cwd = work("m.drsn")
+    np.save(cwd / "rec.npy", np.zeros(300_000, np.float32))
+    expect(args, cwd, "input", contains=needle, env_extra=BUDGET, timeout=300)
+
+
+@pytest.mark.parametrize("repeats,needle", [("1000000", "would need"), ("5000", "records at most")])
+def test_profiler_trace_is_bounded_before_the_work(work, build_asset, repeats, needle):
+    """ONNX Runtime's per-op trace is read back whole (about 5 kB per node and run) and keeps at most
+    1,000,000 events (about 1,590 runs of the shipped model's QDQ graph): both are refused up front."""
+    expect(["profile", build_asset, "--repeats", repeats], work(build_asset), "input", contains=needle,
+           env_extra={"DRSN_EDGE_MAX_MEMORY_MB": "100000"} if needle != "would need" else BUDGET, timeout=300)
