@@ -129,7 +129,7 @@ def build(target_name: str, model=None, targets_dirs=None, *, out_dir=None, devi
 
 def _build(target, model, dev, given, spec, out_dir, force, progress):
     from .backends import get_backend
-    from .backends.base import BUILD_MANIFEST, BuildContext, BuildResult, make_options
+    from .backends.base import BuildContext, BuildResult, make_options
     from .calibration import model_and_calibration
     from .evalspec import EvalSpec
     from .quantize.auto import worst_snr_drop_pp

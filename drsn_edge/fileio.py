@@ -56,8 +56,6 @@ def glob_escape(text: str) -> str:
 def private_tmpdir(out: str | os.PathLike) -> Iterator[Path]:
     """Send every temporary file of the block (ours and the libraries' through `tempfile`) into a hidden
     folder beside `out`, removed on the way out — also after Ctrl-C or SIGTERM, and by the next run after a kill."""
-    import shutil
-
     from .interrupts import deferred
 
     out = Path(out)

@@ -19,7 +19,7 @@ weights and leaves the model's tensors untouched.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 

@@ -23,9 +23,9 @@ from .families import get_family
 from .families.base import NON_NEGATIVE as _NONNEG
 from .families.base import POSITIVE as _POS
 from .families.base import field_spec as _f
-from .families.mcu import CPUS as MCU_CPUS
+from .families.mcu import CPUS as MCU_CPUS  # noqa: F401 (the schema's names, for callers)
 from .families.mcu import DEFAULT_RAM_SHARE
-from .families.mcu import FPUS as MCU_FPUS
+from .families.mcu import FPUS as MCU_FPUS  # noqa: F401
 
 ENV_DIRS = "DRSN_EDGE_TARGETS_DIR"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CheckFailedError, InputError
-from .cengine import FIRMWARE, PROFILE_ELF
+from .cengine import PROFILE_ELF
 
 # What the outside-kernel part of drsn_infer (prologue, output copy, epilogue) may take in the normal
 # firmware, in instructions: it is a few dozen; the bound leaves room for a larger output copy.

@@ -273,10 +273,6 @@ def ort_profile(path: Path, x: np.ndarray, threads: int, repeats: int, warmup: i
     """Per-node kernel times from ONNX Runtime's own profiler (SessionOptions.enable_profiling) over
     `repeats` batch-1 runs after `warmup` untimed ones. Node names are the optimized graph's; a node that
     ONNX Runtime inserted without a scope (layout reorders) is charged to the node before it."""
-    import json
-    import os
-
-    from ..deps import onnxruntime
     from ..layers import onnx_node_module
 
     events = _ort_trace(path, x, threads, warmup + repeats)
