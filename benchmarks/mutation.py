@@ -63,6 +63,22 @@ VERDICT_TESTS = _tests(
     "test_staged_output_replaces_only_on_success", "test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept",
     "test_memory_fit_needs_flash_and_ram_both", "test_memory_fit_without_a_runtime_figure_assumes_200_kib",
     "test_arena_margin_is_ten_percent_rounded_up_to_16_bytes")
+GATE_TESTS = _tests(
+    "tests/quantize/test_auto.py", "test_worst_snr_drop_includes_the_clean_cell_and_never_goes_below_zero",
+    "test_auto_picks_the_smallest_worst_snr_drop_on_a_stubbed_table",
+    "test_ties_go_to_the_worst_cell_then_the_overall_drop_then_the_method_order",
+    "test_gate_error_checks_the_overall_drop_and_the_worst_snr_level", "test_gate_error_at_and_beside_each_limit_by_hand",
+    "test_raise_if_failed_raises_the_summary_error_with_exit_code_1",
+    "test_row_copies_the_figures_and_select_breaks_every_tie_in_order",
+    "test_choose_measures_each_method_once_in_order_and_reports_progress",
+    "test_worst_snr_drop_without_a_curve_or_a_clean_cell", "test_quantize_options_are_checked_on_both_sides_of_each_bound")
+# end to end (each mutant trains the 4-class fixture and builds): the drop gate and the cell gate at the tie and
+# one window over, on onnxruntime (gated in quantize) and LiteRT (gated by build itself)
+BUILD_TESTS = _tests(
+    "tests/test_verdicts.py", "test_build_gate_passes_a_tie_and_replaces_the_previous_build",
+    "test_build_gate_fails_one_window_over_and_keeps_the_previous_build") + _tests(
+    "tests/test_cell_gate.py", "test_build_passes_a_cell_drop_equal_to_max_cell_drop",
+    "test_build_fails_one_window_over_max_cell_drop")
 QAT_TESTS = _tests(
     "tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
     "test_calibrating_records_the_running_max_and_passes_values_through",
@@ -91,6 +107,10 @@ MODULES = {
     "protocol": (["drsn_edge/firmware/protocol.py"], ["tests/firmware/test_protocol.py"], None),
     "targets": (["drsn_edge/targets.py"], ["tests/test_targets_rules.py"],
                 _fns("drsn_edge.targets", "_value", "_section", "load_target_file", "_device", "summary_row")),
+    "gates": (["drsn_edge/quantize/run.py", "drsn_edge/quantize/auto.py"], GATE_TESTS,
+              _fns("drsn_edge.quantize.run", "gate_error", "raise_if_failed", "_validate", "_check_out")
+              + _fns("drsn_edge.quantize.auto", "worst_snr_drop_pp", "row", "select", "choose")),
+    "build": (["drsn_edge/build.py"], BUILD_TESTS, _fns("drsn_edge.build", "_build", "measure_build", "reference_logits")),
     "qat": (["drsn_edge/quantize/qat.py"], QAT_TESTS,
             _fns("drsn_edge.quantize.qat", "ActFakeQuant.forward", "_weight_fq", "cosine_lr")),
 }
