@@ -132,7 +132,7 @@ def _copy_tree(dest: Path) -> None:
         shutil.copy2(ROOT / rel, target)
 
 
-def _setup_cfg(sources: list[str], tests: list[str]) -> str:
+def _setup_cfg(sources: list[str], tests: list[str], timeout_multiplier: float = 30.0) -> str:
     def block(items):
         return "\n" + "\n".join(f"    {i}" for i in items)
 
@@ -143,7 +143,7 @@ def _setup_cfg(sources: list[str], tests: list[str]) -> str:
             f"pytest_add_cli_args ={block(['-q', '-p', 'no:cacheprovider', '-m', 'not slow'])}\n"
             "use_git_change_detection = false\n"
             # generous time limits: on a busy machine a slow run is not a caught mutant
-            "timeout_multiplier = 30.0\n"
+            f"timeout_multiplier = {timeout_multiplier}\n"
             "timeout_constant = 10.0\n")
 
 
@@ -166,7 +166,10 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
     try:
         _copy_tree(work)
         (work / "setup.cfg").write_text(_setup_cfg(sources, tests))
-        env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1")
+        # one thread for torch/OpenMP: mutmut forks a child per mutant from a process that has run the tests,
+        # and a thread pool inherited through fork can deadlock the child (a spurious "timeout")
+        env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
         # mutmut's first run in a fresh folder can fail to import the test packages it has just copied
         # (the import system cached the folder before the copy); the second run finds them
         for _ in range(2):
@@ -180,6 +183,14 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
         if not res or all(s == "not checked" for s in res.values()):
             tail = (log.stdout + log.stderr).replace("\r", "\n")[-3000:]
             raise SystemExit(f"{name}: mutmut ran no mutant (exit {log.returncode}):\n{tail}")
+        first_timeouts = sorted(n for n, st in res.items() if st == "timeout")
+        if first_timeouts:
+            # a changed time limit makes mutmut re-check exactly its timeouts: a mutant that loops forever
+            # times out again, one whose child hung by accident (load, a stuck fork) gets its real verdict
+            (work / "setup.cfg").write_text(_setup_cfg(sources, tests, timeout_multiplier=31.0))
+            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                            *first_timeouts], cwd=work, env=env, capture_output=True, text=True)
+            res.update({n: st for n, st in _results(work).items() if n in first_timeouts})
         survivors = sorted(n for n, s in res.items() if s == "survived")
         diffs = {}
         if show:
@@ -190,6 +201,8 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
         return {"module": name, "sources": sources, "tests": tests, "generated": len(res),
                 "killed": sum(s in NOTICED for s in res.values()), "survived": len(survivors),
                 "other": other, "survivors": survivors, "diffs": diffs,
+                "timeouts": sorted(n for n, st in res.items() if st == "timeout"),
+                "timeouts_rechecked": first_timeouts,
                 "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None}
     finally:
         if not keep:
@@ -234,6 +247,8 @@ def main(argv=None) -> int:
                 print("      " + r["diffs"][m].replace("\n", "\n      "))
         for m, s in r["other"].items():
             print(f"    {s}: {m}")
+        for m in r["timeouts"]:
+            print(f"    timeout (twice; counted as killed): {m}")
         _save(out, r)  # after each module: a long run stopped early keeps what it finished
     return 0
 
