@@ -150,11 +150,12 @@ def test_load_test_windows_keeps_only_test_when_present(tmp_path):
     meta = {"class_names": CLASSES, "fs": 1000.0, "window": WINDOW, "normalization": "zscore"}
     data = tmp_path / "d.npz"
     save_dataset(_dataset(Y, SPLIT), data)
-    ds, _ = load_test_windows(meta, data)
+    ds, source = load_test_windows(meta, data)
     assert len(ds) == 4 and set(ds.split) == {"test"} and ds.y.tolist() == [0, 1, 1, 1]
+    assert source == str(data)  # where the windows came from, as reports print it
     save_dataset(_dataset([0, 1, 2], ["train", "val", "val"]), data)
-    ds, _ = load_test_windows(meta, data)
-    assert len(ds) == 3  # no test split: every window
+    ds, source = load_test_windows(meta, data)
+    assert len(ds) == 3 and source == str(data)  # no test split: every window
 
 
 @pytest.mark.parametrize("field,value,needle", [
