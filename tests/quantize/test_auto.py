@@ -115,6 +115,8 @@ def test_row_copies_the_figures_and_select_breaks_every_tie_in_order():
     order = ("minmax", "percentile", "mse")
     assert select(rows((1.0, 0, 0), (0.5, 9, 9), (0.75, 0, 0)), order)["method"] == "percentile"  # worst SNR first
     assert select(rows((0.5, 2, 0), (0.5, 1, 9), (0.5, 3, 0)), order)["method"] == "percentile"  # then worst cell
+    assert select(rows((0.5, 1.4, 0.1), (0.5, 1.2, 0.3)), order)["method"] == "percentile"  # not rounded to whole pp
+    assert select(rows((0.5, 1, 0.3), (0.5, 1, 0.1)), order)["method"] == "percentile"  # overall drop, fractional
     assert select(rows((0.5, 1, 0.3), (0.5, 1, 0.2), (0.5, 1, 0.4)), order)["method"] == "percentile"  # overall
     assert select(rows((0.5, 1, 0.2), (0.5, 1, 0.2), (0.5, 1, 0.2)), order)["method"] == "minmax"  # method order
     assert select(rows((0.5, 1, 0.2), (0.5, 1, 0.2)), ("percentile", "minmax"))["method"] == "percentile"
