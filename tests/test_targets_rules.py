@@ -192,3 +192,13 @@ def test_summary_rows(tmp_path):
         "name": "board", "family": "jetson", "backend": "tensorrt", "chip": "Ampere", "clock": None, "flash": None,
         "ram": "8 GB", "ram_budget": None, "stack": "sm 87 · TRT 10.3 · JP 6.2 · 2 DLA", "transport": "ssh"}
     assert summary_row(_jetson(tmp_path))["stack"] == "sm 87 · TRT 10.3 · JP 6.2"
+
+
+def test_ram_budget_of_a_target_made_in_code_uses_the_default_share():
+    """A Target built in code (no file, so no defaults filled in): half the RAM, as a profile would get."""
+    from drsn_edge.targets import Target
+
+    t = Target(name="t", family="mcu", backend="tflm", description="", hardware={"ram_kb": 64, "flash_kb": 256})
+    assert (t.ram_bytes, t.ram_budget_bytes, t.flash_bytes, t.runtime_code_bytes) == (65536, 32768, 262144, None)
+    h = Target(name="h", family="host", backend="onnxruntime", description="", hardware={"ram_gb": 0.5})
+    assert (h.ram_bytes, h.ram_budget_bytes) == (536870912, None)  # the budget is an MCU figure
