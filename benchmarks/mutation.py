@@ -51,7 +51,10 @@ EVALUATE_TESTS = _tests(
     "test_grid_mean_without_noisy_cells_is_none", "test_no_windows_is_an_input_error",
     "test_evaluate_uses_exactly_the_chosen_split", "test_evaluate_noise_grid_replicates_the_test_split",
     "test_load_test_windows_keeps_only_test_when_present", "test_incompatible_data_is_refused",
-    "test_evaluate_never_falls_back_to_other_splits")
+    "test_evaluate_never_falls_back_to_other_splits", "test_confusion_matrix_is_whole_counts_in_json",
+    "test_incompatible_data_messages", "test_evaluate_sweeps_the_test_windows_with_its_seed_and_scores_each_answer",
+    "test_noise_types_without_snrs_evaluate_the_windows_as_they_are") + _tests(
+    "tests/test_guard.py", "test_training_stores_a_guard_that_keeps_held_out_windows_in_domain")
 VERDICT_TESTS = _tests(
     "tests/quantize/test_quantize.py", "test_compare_figures_by_hand", "test_compare_curve_averages_noise_types_per_snr",
     "test_compare_without_any_loss",
