@@ -242,3 +242,6 @@ def test_evaluate_never_falls_back_to_other_splits():
                                                "normalization": "zscore", "arch": "drsn-cw"})
     with pytest.raises(InputError, match="no test windows"):
         evaluate(b, _dataset([0, 1], ["train", "val"]), splits=("test",))
+    with pytest.raises(InputError) as ei:
+        evaluate(b, _dataset([0, 1], ["train", "train"]), splits=("val", "test"))
+    assert str(ei.value) == "dataset has no val/test windows; choose --split from ['train'] or all"
