@@ -80,8 +80,8 @@ GATE_TESTS = _tests(
 BUILD_TESTS = _tests(
     "tests/test_verdicts.py", "test_build_gate_passes_a_tie_and_replaces_the_previous_build",
     "test_build_gate_fails_one_window_over_and_keeps_the_previous_build") + _tests(
-    "tests/test_cell_gate.py", "test_build_passes_a_cell_drop_equal_to_max_cell_drop",
-    "test_build_fails_one_window_over_max_cell_drop")
+    "tests/test_cell_gate.py", "test_build_passes_a_cell_drop_equal_to_max_cell_drop[litert]",
+    "test_build_fails_one_window_over_max_cell_drop[litert]")
 QAT_TESTS = _tests(
     "tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
     "test_calibrating_records_the_running_max_and_passes_values_through",
@@ -163,8 +163,10 @@ def _results(work: Path) -> dict[str, str]:
     return res
 
 
-def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
+def run_module(name: str, max_children: int, show: bool, keep: bool, only: list[str] | None = None) -> dict:
     sources, tests, globs = MODULES[name]
+    if only:  # a partial run: only these mutant names (or globs) of the module's functions
+        globs = [o for o in only if globs is None or any(fnmatch.fnmatch(o, g) for g in globs)]
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     t0 = time.perf_counter()
     try:
@@ -207,7 +209,8 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
                 "other": other, "survivors": survivors, "diffs": diffs,
                 "timeouts": sorted(n for n, st in res.items() if st == "timeout"),
                 "timeouts_rechecked": first_timeouts,
-                "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None}
+                "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None,
+                "only": only or None}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -230,6 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (to inspect with mutmut browse)")
+    ap.add_argument("--only", nargs="+", metavar="MUTANT",
+                    help="a partial run: only these mutant names or globs (e.g. drsn_edge.build.x__build__mutmut_9*)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation.json"))
     a = ap.parse_args(argv)
     if a.list:
@@ -242,7 +247,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     print(f"{'module':10s} {'generated':>9s} {'killed':>7s} {'survived':>8s} {'other':>6s} {'wall s':>7s}")
     for name in a.modules or list(MODULES):
-        r = run_module(name, a.max_children, a.show, a.keep)
+        r = run_module(name, a.max_children, a.show, a.keep, a.only)
         print(f"{name:10s} {r['generated']:9d} {r['killed']:7d} {r['survived']:8d} {len(r['other']):6d} "
               f"{r['wall_s']:7.0f}", flush=True)
         for m in r["survivors"]:
