@@ -2,8 +2,8 @@
 """Per-layer profiles of the shipped model on this machine: the host build (the runtime `build --target
 host` chose) and the ONNX Runtime int8 QDQ build — the latter shows why int8 is slower than float on an
 x86 host — each with the top-5 layers, the op types that take the time and the share of the shrinkage
-branches. The emulated Cortex-M (qemu-m7) profile needs the C engine's per-kernel markers; without it the
-line says so. Uses the builds of benchmarks/format_matrix.py (run that first).
+branches, and the C engine's per-kernel instruction counts on the emulated Cortex-M7 (qemu-m7; see
+benchmarks/profile_qemu.py). Uses the builds of benchmarks/format_matrix.py (run that first).
 
   python benchmarks/profile_host.py [--work build/benchmark] [--repeats 200]
 """
@@ -45,10 +45,13 @@ def main(argv=None) -> int:
             print(f"\n== {name}: no build at {folder}; run benchmarks/format_matrix.py first")
             continue
         show(name, profile(folder, repeats=a.repeats, warmup=20, report=str(Path(a.out) / name)))
+    folder = Path(a.work) / "c-engine"
     try:
-        profile(Path(a.work) / "c-engine", repeats=a.repeats)
+        from profile_qemu import show as show_qemu
+
+        show_qemu(profile(folder, repeats=min(a.repeats, 50), warmup=1))
     except DrsnEdgeError as exc:
-        print(f"\n== qemu-m7: skipped — {exc}")
+        print(f"\n== qemu-m7: skipped — {exc} (benchmarks/profile_qemu.py builds and profiles it)")
     return 0
 
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         for m in ("auto", *METHODS):
             t0 = time.perf_counter()
             r = quantize_model(a.model, a.calib, Path(tmp) / f"{m}.onnx", method=m, max_drop=100, max_cell_drop=100,
-                               spec=spec)
+                               spec=spec).to_json()
             rows[m] = {"method": r["method"], "drop_pp": r["accuracy_drop_pp"], "worst_snr_drop_pp": r["worst_snr_drop_pp"],
                        "max_cell_drop_pp": r["max_cell_drop_pp"], "float_accuracy": r["float_accuracy"],
                        "int8_accuracy": r["int8_accuracy"], "curve": {s: c["drop_pp"] for s, c in r["snr_curve"].items()},

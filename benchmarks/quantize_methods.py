@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     for m in a.methods.split(","):
         t0 = time.perf_counter()
         s = quantize_model(None, None, work / f"{m}.onnx", method=m, max_drop=100,
-                           windows_per_class=a.windows_per_class)
+                           windows_per_class=a.windows_per_class).to_json()
         rows[m] = {k: s[k] for k in ("float_accuracy", "int8_accuracy", "accuracy_drop_pp", "grid_drop_pp",
                                      "max_cell_drop_pp", "agreement", "sqnr_db", "quantize_s", "n", "snr_curve")}
         rows[m]["wall_s"] = time.perf_counter() - t0

@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from . import ui, views
-from .validate import SEED, Count, Fractions, Real
+from .validate import SEED, Count, Fractions, Real, SnrRange
 
 SPLIT_HELP = "train,val,test fractions of recordings per class"
 
@@ -199,7 +199,7 @@ def models_cmd(as_json):
 @click.option("--width", default=1.0, show_default=True, type=Real(0.0, 16.0, lo_open=True), help="Channel multiplier (1 = paper: 4/8/16).")
 @click.option("--depth", default=4, show_default=True, type=Count(1, 64), help="Units per stage (4 = paper).")
 @click.option("--noise", default="all", show_default=True, help="Augmentation noise types, or 'none'.")
-@click.option("--snr-range", default="-5:5", show_default=True, help="Augmentation SNR range lo:hi in dB.")
+@click.option("--snr-range", default="-5:5", show_default=True, type=SnrRange(), help="Augmentation SNR range lo:hi in dB.")
 @click.option("--clean-fraction", default=0.2, show_default=True, type=Real(0.0, 1.0), help="Share of windows kept clean per epoch.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside the output (m.drsn: m.resume.pt).")
@@ -218,21 +218,13 @@ def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, dept
               seed, resume, nproc, threads, val_data, init, as_json):
     """Train a model with the paper's recipe and on-the-fly noise augmentation."""
     from .data.noise import parse_noise
-    from .errors import InputError
+    from .train import TrainConfig, preflight, recipe, train
 
-    lo_hi = snr_range.split(":")
-    try:
-        snr_min, snr_max = float(lo_hi[0]), float(lo_hi[1])
-    except (ValueError, IndexError):
-        raise InputError(f"--snr-range takes lo:hi in dB such as -5:5, got '{snr_range}'") from None
-    from .train import FINETUNE_EPOCHS, FINETUNE_LR, TrainConfig, preflight, train
-
-    if init is not None:  # fine-tuning: a short recipe unless the user set one
-        given = _given(ctx, epochs=epochs, lr=lr)
-        epochs, lr = given.get("epochs", FINETUNE_EPOCHS), given.get("lr", FINETUNE_LR)
+    if init is not None:  # fine-tuning: the short recipe for what the user did not set
+        epochs, lr = recipe(**_given(ctx, epochs=epochs, lr=lr))
     cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, batch=batch, lr=lr,
                       weight_decay=weight_decay, width=width, depth=depth, noise=tuple(parse_noise(noise)),
-                      snr_min=snr_min, snr_max=snr_max, clean_fraction=clean_fraction, seed=seed, resume=resume,
+                      snr_min=snr_range[0], snr_max=snr_range[1], clean_fraction=clean_fraction, seed=seed, resume=resume,
                       threads=threads, val_data=val_data, init=init)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from .distributed import relaunch_with_torchrun
@@ -261,13 +253,7 @@ def train_cmd(ctx, data, arch, out, epochs, batch, lr, weight_decay, width, dept
     if as_json:
         ui.emit_json(summary)
     else:
-        con = ui.console()
-        con.print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
-            ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
-            ["kept", summary["selection"]], ["validation", summary["validation"]],
-            ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
-            ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
-            ["processes", summary["world_size"]]]))
+        views.print_train(arch, summary)
 
 
 @main.command("evaluate")
@@ -288,17 +274,12 @@ def evaluate_cmd(model, data, split, noise, snr, windows_per_class, condition, s
     from .data.noise import parse_noise, parse_snr
     from .evaluate import run_evaluation
 
-    if data is None:
-        noise = noise or "all"
-        snr = snr or "-5:5"
-    kinds = parse_noise(noise) if noise else None
-    snrs = parse_snr(snr) if snr else None
-    rep = run_evaluation(model, data, kinds, snrs, seed=seed, split=split,
-                         windows_per_class=windows_per_class, condition=condition, plot=plot)
+    res = run_evaluation(model, data, parse_noise(noise) if noise else None, parse_snr(snr) if snr else None,
+                         seed=seed, split=split, windows_per_class=windows_per_class, condition=condition, plot=plot)
     if as_json:
-        ui.emit_json(rep)
+        ui.emit_json(res.to_json())
         return
-    views.print_evaluation(rep)
+    views.print_evaluation(res.to_json())
 
 
 @main.group()
@@ -482,13 +463,12 @@ def quantize_cmd(model, calib, method, out, batch, max_drop, max_cell_drop, data
                              max_cell_drop=max_cell_drop, spec=spec,
                              sensitivity=sensitivity, auto_mixed=auto_mixed, qat_epochs=qat_epochs, qat_data=qat_data,
                              progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
-    res.pop("comparison", None)
-    for w in res["warnings"]:
+    for w in res.warnings:
         print(f"drsn-edge: warning: {w}", file=sys.stderr)
     if as_json:
-        ui.emit_json(res)
+        ui.emit_json(res.to_json())
     else:
-        views.print_quantize(res)
+        views.print_quantize(res.to_json())
     raise_if_failed(res)
 
 
@@ -567,7 +547,8 @@ def _device_options(f):
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--calib", default=None, type=click.Path(dir_okay=False), help="Calibration set (default: the shipped one).")
 @click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
-              show_default=True, help="Calibration method for QDQ ONNX targets (auto: the best on validation windows).")
+              show_default=True, help="Calibration method (auto: the best on validation windows). .tflite targets "
+                                      "(microcontrollers, LiteRT) take auto, minmax or percentile.")
 @click.option("--max-drop", default=1.0, show_default=True, type=Real(0.0, 100.0), help="Fail (exit 1) above this INT8 accuracy drop (pp).")
 @click.option("--max-cell-drop", default=0.5, show_default=True, type=Real(0.0, 100.0),
               help="Fail (exit 1) above this drop (pp) at the worst SNR level.")
@@ -641,16 +622,24 @@ def check_cmd(build_dir, target_name, device, build_first, model, calib, data, n
 @click.option("--repeats", default=100, show_default=True, type=Count(1, 1_000_000), help="Timed runs per op.")
 @click.option("--warmup", default=20, show_default=True, type=Count(0, 1_000_000), help="Untimed runs first.")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
+@click.option("--device", default=None,
+              help="Where a device build runs: ssh://user@jetson for a TensorRT engine (default: this Jetson); "
+                   "C-engine builds for emulated boards run on QEMU.")
 @click.option("--report", default=None, type=click.Path(file_okay=False),
               help="Write profile.json, profile.md and profile.png (slowest layers, time per block) here.")
+@_device_options
 @_json_option
-def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, report, as_json):
+def profile_cmd(build_dir, target_name, repeats, warmup, no_sweep, device, report, ssh_config, ssh_identity,
+                remote_python, as_json):
     """Per-layer latency of what `build` produced (BUILD_DIR or the artifact in it; default build/<target>):
-    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches."""
+    layer, op type, MACs, time, share, achieved MAC/s, and the share of the shrinkage branches. C-engine
+    builds for emulated Cortex-M boards: instructions per kernel on QEMU."""
+    from .check import device_options
     from .profile import profile
 
     with ui.progress_bar(_show_progress(as_json), "profiling") as adv:
         res = profile(build_dir, target_name, repeats=repeats, warmup=warmup, sweep=not no_sweep, report=report,
+                      device=device, device_options=device_options(ssh_config, ssh_identity, remote_python),
                       progress=lambda stage, i=0, n=0: adv(i, n or None, info=stage))
     if as_json:
         ui.emit_json(res)

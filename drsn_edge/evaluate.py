@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
+
 import numpy as np
 
 from .data.dataset import Dataset, normalize
@@ -79,8 +81,37 @@ def drop_pp(y_true: np.ndarray, ref_pred: np.ndarray, pred: np.ndarray) -> float
     return 100 * (k_ref - k) / len(y_true)
 
 
+@dataclass
+class EvaluationResult:
+    """A model's accuracy on one set of windows: overall, per class, per noise × SNR cell (and the window count
+    of each), the confusion matrix (rows = truth), and the share its domain guard flags."""
+
+    arch: str
+    accuracy: float
+    n: int
+    per_class: dict
+    per_snr: dict
+    per_snr_n: dict
+    class_names: list
+    confusion: list
+    classes_present: list
+    domain: dict | None
+    grid_mean_accuracy: float | None
+    model_path: str | None = None
+    data: str | None = None
+    plot: str | None = None
+    wall_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        skip = {"arch", "model_path", "extra"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {"model": {"arch": self.arch, "classes": len(self.class_names), "path": self.model_path}, **d,
+                **self.extra}
+
+
 def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: list[float] | None = None,
-             seed: int = 0, include_clean: bool = True, splits: tuple[str, ...] | None = ("test",)) -> dict:
+             seed: int = 0, include_clean: bool = True, splits: tuple[str, ...] | None = ("test",)) -> EvaluationResult:
     """Evaluate a loaded bundle on a dataset (it may hold a subset of the model's classes: per-class figures for
     those present, accuracy over them, argmax over all outputs). With noise kinds + SNRs, every window is swept."""
     ds = check_compatible(bundle.meta, ds)
@@ -93,11 +124,10 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
     xn = normalize(ds.x, bundle.normalization)
     logits = predict_logits(bundle.model, xn)
-    report = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
-    report["model"] = {"arch": bundle.arch, "classes": len(bundle.class_names)}
-    report["classes_present"] = [bundle.class_names[k] for k in sorted(set(ds.y.tolist()))]
-    report["domain"] = domain_report(bundle, xn, ds.noise, ds.snr_db)
-    return report
+    rep = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
+    return EvaluationResult(arch=bundle.arch, **rep, grid_mean_accuracy=grid_mean(rep),
+                            classes_present=[bundle.class_names[k] for k in sorted(set(ds.y.tolist()))],
+                            domain=domain_report(bundle, xn, ds.noise, ds.snr_db))
 
 
 def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
@@ -154,11 +184,17 @@ def fresh_test_set(meta: dict, windows_per_class: int, seed: int, condition: str
 
 
 def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, split="test",
-                   windows_per_class=40, condition="nominal", plot=None) -> dict:
-    """The `evaluate` command: load, pick or simulate data, evaluate, optionally plot."""
+                   windows_per_class=40, condition="nominal", plot=None) -> EvaluationResult:
+    """The `evaluate` command: load, pick or simulate data, evaluate, optionally plot. Without --data the
+    simulated test set is swept over every noise type at −5…5 dB unless noise_kinds/snrs say otherwise."""
     import time
 
     from .data.dataset import load_dataset
+    from .data.noise import parse_noise, parse_snr
+
+    if data is None:
+        noise_kinds = parse_noise("all") if noise_kinds is None else noise_kinds
+        snrs = parse_snr("-5:5") if snrs is None else snrs
 
     t0 = time.perf_counter()
     bundle, model_path = resolve_model(model)
@@ -175,16 +211,14 @@ def run_evaluation(model=None, data=None, noise_kinds=None, snrs=None, seed=0, s
         ds = load_dataset(data)
         source = str(data)
     splits = tuple(s for s in split.split(",") if s) if split and split != "all" else None
-    report = evaluate(bundle, ds, noise_kinds, snrs, seed=seed, splits=splits)
-    report["model"]["path"] = model_path
-    report["data"] = source
-    report["grid_mean_accuracy"] = grid_mean(report)
-    report["wall_s"] = time.perf_counter() - t0
+    result = evaluate(bundle, ds, noise_kinds, snrs, seed=seed, splits=splits)
+    result.model_path, result.data = model_path, source
     if plot:
         from .plots import evaluation_figure
 
-        report["plot"] = str(evaluation_figure(report, plot, title=f"{bundle.arch} on {source}"))
-    return report
+        result.plot = str(evaluation_figure(result.to_json(), plot, title=f"{bundle.arch} on {source}"))
+    result.wall_s = time.perf_counter() - t0
+    return result
 
 
 def load_test_windows(meta: dict, data) -> tuple[Dataset, str]:

@@ -100,3 +100,43 @@ def assign_modules(names: list[str]) -> list[str]:
 
 def conv_macs(out_numel: int, in_channels_per_group: int, kernel_elems: int) -> int:
     return int(out_numel) * int(in_channels_per_group) * int(kernel_elems)
+
+
+# a TensorRT layer name carries the ONNX node names it was built from: alone (`/units/units.3/shrink/fc2/Conv`),
+# fused (`/a/Conv + /a/Relu`), in a pointwise fusion (`PWN(/a/Sigmoid, /a/Mul)`), as a region
+# (`{ForeignNode[/a/Abs.../a/Sub_1]}`), after a reformat (`Reformatting CopyNode for Input Tensor 0 to /a/Conv`),
+# or as a weight (`units.0.conv1.weight_DequantizeLinear`)
+_TRT_NODE = re.compile(r"(?<![\w.])/[\w.\-/]+")
+_TRT_WEIGHT = re.compile(r"(?<![\w./])([A-Za-z_]\w*(?:\.\w+)*)\.(?:weight|bias)(?![A-Za-z0-9])")
+_MAC_OPS = re.compile(r"^(Conv|Gemm|MatMul|QLinearConv)(_\d+)?$")
+
+
+def trt_layer_nodes(layer: str) -> list[str]:
+    """The ONNX node names inside a TensorRT layer name, in order (a region's `first...last` gives both)."""
+    return _TRT_NODE.findall(layer.replace("...", " "))
+
+
+def trt_layer_modules(layer: str) -> list[str]:
+    """The model's module paths a TensorRT layer covers, in order (first: the layer's own place)."""
+    mods = [onnx_node_module(n) for n in trt_layer_nodes(layer)] + [m.group(1) for m in _TRT_WEIGHT.finditer(layer)]
+    return list(dict.fromkeys(m for m in mods if m))
+
+
+def trt_layer_op_type(layer: str) -> str:
+    """What a TensorRT layer runs, from its name: the ONNX ops it fused (`Conv+Relu`), a reformat, or a
+    fused region (Myelin's ForeignNode)."""
+    if layer.startswith("Reformatting"):
+        return "Reformat"
+    if "ForeignNode" in layer:
+        return "ForeignNode"
+    ops = [re.sub(r"_\d+$", "", n.rsplit("/", 1)[-1]) for n in trt_layer_nodes(layer)]
+    ops = [o.rsplit("_", 1)[-1] if o.endswith(("QuantizeLinear", "DequantizeLinear")) else o for o in ops]
+    return "+".join(dict.fromkeys(ops)) or layer.split("_")[-1] or "?"
+
+
+def trt_mac_nodes(layer: str) -> list[str]:
+    """The modules of the convolutions / matrix products a TensorRT layer runs (their MACs are its own; a
+    reformat only names the layer it feeds)."""
+    if layer.startswith("Reformatting"):
+        return []
+    return [onnx_node_module(n) for n in trt_layer_nodes(layer) if _MAC_OPS.match(n.rsplit("/", 1)[-1])]

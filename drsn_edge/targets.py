@@ -18,20 +18,27 @@ from .backends import BACKENDS as _BACKEND_REGISTRY
 from .backends import family_backends
 from .devices.base import TRANSPORT_SCHEMA
 from .errors import InputError
+from .families import FAMILIES as _FAMILY_REGISTRY
+from .families import get_family
+from .families.base import NON_NEGATIVE as _NONNEG
+from .families.base import POSITIVE as _POS
+from .families.base import field_spec as _f
+from .families.mcu import CPUS as MCU_CPUS
+from .families.mcu import DEFAULT_RAM_SHARE
+from .families.mcu import FPUS as MCU_FPUS
 
 ENV_DIRS = "DRSN_EDGE_TARGETS_DIR"
 
-FAMILIES = ("jetson", "mcu", "host")
-# what a profile may name comes from the registries: a new backend or transport is one module + one line there
+# what a profile may name comes from the registries: a new family, backend or transport is one module + one
+# line there (drsn_edge/families, drsn_edge/backends, drsn_edge/devices)
+FAMILIES = tuple(_FAMILY_REGISTRY)
 BACKENDS = tuple(_BACKEND_REGISTRY)
-FAMILY_BACKENDS = {f: family_backends(f) for f in FAMILIES}
-FAMILY_TRANSPORTS = {f: tuple(t for t, (fams, _) in TRANSPORT_SCHEMA.items() if f in fams) for f in FAMILIES}
-DEFAULT_TRANSPORT = {"mcu": "serial", "jetson": "ssh", "host": "local"}
+FAMILY_BACKENDS = {f: tuple(dict.fromkeys((*family_backends(f), *get_family(f).backends))) for f in FAMILIES}
+FAMILY_TRANSPORTS = {f: tuple(dict.fromkeys((*(t for t, (fams, _) in TRANSPORT_SCHEMA.items() if f in fams),
+                                             get_family(f).default_transport, *get_family(f).transports)))
+                     for f in FAMILIES}
+DEFAULT_TRANSPORT = {f: get_family(f).default_transport for f in FAMILIES}
 TRANSPORTS = tuple(TRANSPORT_SCHEMA)
-
-MCU_CPUS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "xtensa-lx7")
-MCU_FPUS = ("none", "fpv4-sp-d16", "fpv5-d16", "fpv5-sp-d16")
-DEFAULT_RAM_SHARE = 0.5
 
 # L4T (Jetson Linux) major release → JetPack major version
 L4T_TO_JETPACK = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}
@@ -45,16 +52,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
 
 
-# ------------------------------------------------------------------ schema
-# Each field: (kind, required, default, check) where kind is one of "str", "int", "float", "bool";
-# check is None, a tuple of allowed values, or a (lo, hi, lo_inclusive) numeric range (None = open).
-def _f(kind, required=False, default=None, check=None):
-    return {"kind": kind, "required": required, "default": default, "check": check}
-
-
-_POS = (0, None, False)  # > 0
-_NONNEG = (0, None, True)  # >= 0
-
+# ------------------------------------------------------------------ schema (field_spec in drsn_edge/families/base.py)
 TOP_KEYS = {
     "name": _f("str", True),
     "family": _f("str", True, check=FAMILIES),
@@ -63,33 +61,7 @@ TOP_KEYS = {
 }
 SECTIONS = ("hardware", "device", "check")
 
-HARDWARE = {
-    "mcu": {
-        "cpu": _f("str", True, check=MCU_CPUS),
-        "clock_mhz": _f("float", True, check=_POS),
-        "flash_kb": _f("int", True, check=_POS),
-        "ram_kb": _f("int", True, check=_POS),
-        "ram_share": _f("float", default=DEFAULT_RAM_SHARE, check=(0, 1, False)),
-        "fpu": _f("str", default="none", check=MCU_FPUS),
-        "cmsis_nn": _f("bool", default=False),
-        "qemu_machine": _f("str"),
-        "runtime_code_kb": _f("int", check=_NONNEG),
-    },
-    "jetson": {
-        "gpu": _f("str", True),
-        "sm": _f("int", True, check=_POS),
-        "dla_cores": _f("int", default=0, check=_NONNEG),
-        "jetpack": _f("str", True, check="version"),
-        "tensorrt": _f("str", True, check="version"),
-        "cuda": _f("str", True, check="version"),
-        "ram_gb": _f("float", True, check=_POS),
-        "cpu": _f("str", True),
-    },
-    "host": {
-        "cpu": _f("str"),
-        "ram_gb": _f("float", check=_POS),
-    },
-}
+HARDWARE = {f: get_family(f).hardware for f in FAMILIES}
 
 DEVICE = {
     "transport": _f("str", check=TRANSPORTS),
@@ -458,14 +430,7 @@ def match_jetson(release_text: str | None, model: str | None = None,
 def summary_row(t: Target) -> dict:
     """One line of `drsn-edge targets`: the facts that tell profiles apart."""
     hw = t.hardware
-    if t.family == "jetson":
-        chip, clock, flash = hw.get("gpu"), None, None
-        stack = f"sm {t.sm} · TRT {t.tensorrt} · JP {t.jetpack}" + (f" · {t.dla_cores} DLA" if t.dla_cores else "")
-    else:
-        chip = hw.get("cpu")
-        clock = f"{hw['clock_mhz']:g} MHz" if hw.get("clock_mhz") else None
-        flash = f"{hw['flash_kb']} KB" if hw.get("flash_kb") else None
-        stack = None
+    fam = get_family(t.family).summary(t)
     if hw.get("ram_kb"):
         ram = f"{hw['ram_kb']} KB"
     elif hw.get("ram_gb"):
@@ -473,5 +438,5 @@ def summary_row(t: Target) -> dict:
     else:
         ram = None
     budget = f"{t.ram_budget_bytes // 1024} KB" if t.ram_budget_bytes is not None else None
-    return {"name": t.name, "family": t.family, "backend": t.backend, "chip": chip, "clock": clock, "flash": flash,
-            "ram": ram, "ram_budget": budget, "stack": stack, "transport": t.transport}
+    return {"name": t.name, "family": t.family, "backend": t.backend, "chip": fam["chip"], "clock": fam["clock"],
+            "flash": fam["flash"], "ram": ram, "ram_budget": budget, "stack": fam["stack"], "transport": t.transport}

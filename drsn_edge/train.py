@@ -55,6 +55,11 @@ FINETUNE_EPOCHS = 15
 FINETUNE_LR = 0.01
 
 
+def recipe(epochs: int | None = None, lr: float | None = None) -> tuple[int, float]:
+    """Epochs and learning rate of a fine-tuning run (--init): the short recipe for what the user did not set."""
+    return (FINETUNE_EPOCHS if epochs is None else epochs), (FINETUNE_LR if lr is None else lr)
+
+
 def is_better(rec: dict, best: dict | None) -> bool:
     """Does epoch record `rec` beat `best` under SELECTION_RULE? (Equal loss too: the later epoch wins.)"""
     if best is None:

@@ -96,4 +96,20 @@ def Fractions(n: int, total: float | None = None):
                        f"{n} comma-separated fractions" + (f" adding up to {total:g}" if total else ""))
 
 
+def snr_range(name: str, text) -> tuple[float, float]:
+    """lo:hi in dB (finite, within ±100 dB, lo ≤ hi)."""
+    parts = str(text).split(":")
+    if len(parts) != 2:
+        raise InputError(f"{name} takes lo:hi in dB such as -5:5, got {text!r}")
+    lo, hi = (finite(name, p, -100.0, 100.0) for p in parts)
+    if lo > hi:
+        raise InputError(f"{name} {text!r} is empty: lo must not exceed hi")
+    return lo, hi
+
+
+def SnrRange():
+    """A Click type for an SNR range lo:hi in dB (e.g. --snr-range -5:5)."""
+    return _click_type(snr_range, "lo:hi", "SNR range lo:hi in dB")
+
+
 SEED = Count(0, 2**32 - 1)  # numpy and torch seeds

@@ -25,6 +25,15 @@ def print_dataset(man: dict, as_json: bool, title: str) -> None:
         con.print("noise grid: clean (no added noise)")
 
 
+def print_train(arch: str, summary: dict) -> None:
+    ui.console().print(ui.table(f"trained {arch} → {summary['out']}", ["metric", "value"], [
+        ["best val accuracy %", ui.pct(summary["best_val_acc"])], ["best epoch", summary["best_epoch"]],
+        ["kept", summary["selection"]], ["validation", summary["validation"]],
+        ["training windows", summary["train_windows"]], ["parameters", summary["params"]],
+        ["wall time s", round(summary["wall_s"], 1)], ["windows/s", round(summary["windows_per_s"] or 0)],
+        ["processes", summary["world_size"]]]))
+
+
 def print_evaluation(rep: dict) -> None:
     con = ui.console()
     con.print(f"[bold]{rep['model']['arch']}[/bold] ({rep['model']['path']}) on {rep['data']}: "
@@ -161,6 +170,8 @@ def print_profile(res) -> None:
     """A ProfileResult: the slowest layers, the blocks, the totals."""
     con = ui.console()
     con.print(f"[bold]{res.target}[/bold]: {res.runtime} — {res.method}; {res.warmup} warm-up, {res.repeats} runs")
+    if res.unit != "us":
+        return _print_counter_profile(con, res)
     con.print(ui.table("slowest layers", ["layer", "block", "ops", "MACs", "µs", "share %", "MMAC/s"], [
         [r["module"], r["block"], ", ".join(r["op_types"]), r["macs"], f"{r['time_us']:.1f}", ui.pct(r["share"]),
          f"{r['macs_per_s'] / 1e6:.0f}" if r["macs_per_s"] else ""] for r in res.top(15)]))
@@ -171,6 +182,26 @@ def print_profile(res) -> None:
               f"of the op time; {res.total_macs} MACs")
     if res.sweep:
         con.print("throughput by batch: " + ", ".join(f"b{k}: {v:.0f}/s" for k, v in res.sweep.items()))
+    if res.report:
+        con.print(f"report: {res.report['markdown']}")
+
+
+def _print_counter_profile(con, res) -> None:
+    """Per-kernel instruction (cycle) counts: the costliest kernels, the blocks, and the check of the sum."""
+    u, c = res.unit, res.counts
+    top = sorted(res.rows, key=lambda r: -r["instructions"])[:15]
+    con.print(ui.table(f"costliest kernels ({u} per inference)", ["kernel", "layer", "block", "op", "MACs", u,
+                                                                  "share %", f"{u}/MAC"], [
+        [r["name"], r["module"], r["block"], r["op_type"], r["macs"], f"{r['instructions']:.0f}", ui.pct(r["share"]),
+         f"{r['instructions_per_mac']:.2f}" if r["instructions_per_mac"] else ""] for r in top]))
+    con.print(ui.table("per block", ["block", "kernels", u, "share %", f"of it shrinkage {u}"], [
+        [g["block"], g["ops"], f"{g['instructions']:.0f}", ui.pct(g["share"]), f"{g['shrinkage_instructions']:.0f}"]
+        for g in res.blocks]))
+    con.print(f"{u} per inference: {c['per_inference_unprofiled']:.0f} (normal firmware), kernels' sum "
+              f"{c['kernels_sum']:.0f} (outside the kernels {c['outside_kernels']:.0f}, tolerance ±{c['tolerance']:.0f}: "
+              f"{'ok' if c['within_tolerance'] else 'EXCEEDED'}); markers add {c['marker_overhead_per_inference']:.0f}; "
+              f"shrinkage branches {ui.pct(res.shrinkage_share)} %; {res.total_macs} MACs, "
+              f"{c['per_inference_unprofiled'] / max(res.total_macs, 1):.2f} {u}/MAC")
     if res.report:
         con.print(f"report: {res.report['markdown']}")
 

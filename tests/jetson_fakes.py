@@ -155,3 +155,42 @@ def tool_dir(path: Path, stubs: dict[str, str]) -> Path:
     for name, text in stubs.items():
         write_stub(path / name, text)
     return path
+
+
+# trtexec for `profile-engine`: records its argv in trtexec.argv next to itself, refuses an engine file
+# that says "foreign" the way TensorRT refuses an engine of another version, and writes the layer profile
+# (--exportProfile) and the per-iteration times (--exportTimes) in the format trtexec writes them
+# (TensorRT 8.6-10: sampleReporting.cpp's exportJSONProfile / exportJSONTrace, default stream precision)
+# for the layers listed in layers.json next to itself ([[name, ms per iteration], ...]).
+TRTEXEC_PROFILE_STUB = r"""#!/usr/bin/env python3
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "trtexec.argv"), "w") as f:
+    f.write("\n".join(sys.argv[1:]) + "\n")
+opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+with open(opts["loadEngine"], "rb") as f:
+    if b"foreign" in f.read():
+        print("[E] Error[1]: [stdArchiveReader.cpp::StdArchiveReader::40] Error Code 1: Serialization "
+              "(Serialization assertion stdVersionRead == serializationVersion failed.Version tag does not match.)")
+        print("&&&& FAILED TensorRT.trtexec")
+        sys.exit(1)
+layers = json.load(open(os.path.join(here, "layers.json")))
+count = int(opts.get("iterations", "10"))
+total = sum(ms for _, ms in layers) * count
+out = ["[", '  { "count" : %d }' % count]
+for name, ms in layers:
+    out.append(', { "name" : "%s", "timeMs" : %g, "averageMs" : %g, "medianMs" : %g, "percentage" : %g }'
+               % (name, ms * count, ms, ms, ms * count / total * 100))
+open(opts["exportProfile"], "w").write("\n".join(out + ["]"]) + "\n")
+rows, t = [], 0.0
+for i in range(count):
+    c = sum(ms for _, ms in layers) * (0.9 + 0.2 * (i % 3) / 2)
+    rows.append(('{ "startEnqMs" : %g, "endEnqMs" : %g, "startH2dMs" : %g, "endH2dMs" : %g, "startComputeMs" : %g, '
+                 '"endComputeMs" : %g, "startD2hMs" : %g, "endD2hMs" : %g, "h2dMs" : %g, "computeMs" : %g, '
+                 '"d2hMs" : %g, "latencyMs" : %g }') % (t, t + .01, t + .01, t + .02, t + .02, t + .02 + c,
+                                                        t + .02 + c, t + .03 + c, .01, c, .01, c + .02))
+    t += c + .05
+open(opts["exportTimes"], "w").write("[\n  " + "\n, ".join(rows) + "\n]\n")
+print("=== Profile (%d iterations ) ===" % count)
+print("&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec " + " ".join(sys.argv[1:]))
+"""

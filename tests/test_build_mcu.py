@@ -94,3 +94,35 @@ def test_broken_calibration_exit_2(tiny_model, tmp_path):
     r = run_cli("build", tiny_model, "--target", "stm32h743", "--calib", bad, "-o", tmp_path / "o")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_auto_calibration_of_the_tflite_follows_the_rule(mcu_build):
+    """The default (auto) measures global min/max and the percentile calibration on validation windows and keeps
+    the one with the smallest worst-SNR drop; the build, its sidecar and its manifest say which."""
+    from drsn_edge.quantize.auto import select
+
+    out, res = mcu_build
+    sel = res["method_selection"]
+    assert [r["method"] for r in sel["table"]] == ["minmax", "percentile"]
+    chosen = select(sel["table"], ("minmax", "percentile"))["method"]
+    assert sel["chosen"] == chosen and res["method"].startswith(f"{chosen}: ")
+    assert [r["chosen"] for r in sel["table"]] == [r["method"] == chosen for r in sel["table"]]
+    assert sel["windows"] != res["evaluation"]["description"]  # chosen on other windows than those reported on
+    side = json.loads((out / "model.int8.json").read_text())
+    assert side["calibration"]["method"] == res["method"] and side["calibration"]["selection"] == sel
+
+
+def test_an_explicit_tflite_method_is_used_as_given(tiny_model, tiny_calib):
+    from types import SimpleNamespace
+
+    from drsn_edge.backends.tflite import float_tflite, quantize_int8
+    from drsn_edge.backends.tflite_calib import calibrate
+    from drsn_edge.calibration import model_and_calibration
+
+    bundle, *_, cx = model_and_calibration(tiny_model, tiny_calib)
+    fb = float_tflite(bundle.model, bundle.window)
+    ctx = SimpleNamespace(options=SimpleNamespace(method="percentile"), calib_x=cx)
+    q, method, selection = calibrate(ctx, fb)
+    assert (method, selection) == ("percentile", None)
+    assert q == quantize_int8(fb, cx, 99.0)
+    assert q != quantize_int8(fb, cx, None)  # the percentile clips: other scales than global min/max

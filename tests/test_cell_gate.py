@@ -40,12 +40,12 @@ def _quantize(four, out, limit):
     from drsn_edge.quantize.run import quantize_model
 
     return quantize_model(four["model"], four["calib1"], out, method="minmax", spec=_spec(four), max_drop=100.0,
-                          max_cell_drop=limit)
+                          max_cell_drop=limit)  # a QuantizeResult
 
 
 @pytest.fixture(scope="module")
 def q_open(four, tmp_path_factory):
-    s = _quantize(four, tmp_path_factory.mktemp("cell") / "open.onnx", 100.0)
+    s = _quantize(four, tmp_path_factory.mktemp("cell") / "open.onnx", 100.0).to_json()
     k = _worst_windows(s["per_snr"])
     assert k >= 1, "the clipping calibration must lose at least one window in some cell"
     # the noisy level's drop is 100·(mean float − mean int8) in floats: equal to 2k up to rounding
@@ -56,8 +56,9 @@ def q_open(four, tmp_path_factory):
 def test_quantize_passes_a_cell_drop_equal_to_max_cell_drop(four, q_open, tmp_path):
     _, k = q_open
     out = tmp_path / "tie.onnx"
-    s = _quantize(four, out, 2.0 * k)
-    assert (s["passed"], s["error"], s["artifact"]) == (True, None, str(out)) and out.exists()
+    res = _quantize(four, out, 2.0 * k)
+    assert (res.passed, res.error, res.artifact) == (True, None, str(out)) and out.exists()
+    assert res.to_json()["passed"] is True
 
 
 def test_quantize_fails_one_window_over_max_cell_drop(four, q_open, tmp_path):
@@ -65,12 +66,12 @@ def test_quantize_fails_one_window_over_max_cell_drop(four, q_open, tmp_path):
 
     s0, k = q_open
     out = tmp_path / "over.onnx"
-    s = _quantize(four, out, 2.0 * (k - 1))
-    assert (s["passed"], s["artifact"]) == (False, None) and not out.exists() and not out.with_suffix(".json").exists()
-    assert s["error"] == _message(s0["worst_snr_drop_pp"], 2.0 * (k - 1))
+    res = _quantize(four, out, 2.0 * (k - 1))
+    assert (res.passed, res.artifact) == (False, None) and not out.exists() and not out.with_suffix(".json").exists()
+    assert res.error == _message(s0["worst_snr_drop_pp"], 2.0 * (k - 1)) and res.to_json()["passed"] is False
     with pytest.raises(CheckFailedError) as ei:
-        raise_if_failed(s)
-    assert ei.value.exit_code == 1 and str(ei.value) == s["error"]
+        raise_if_failed(res)
+    assert ei.value.exit_code == 1 and str(ei.value) == res.error
 
 
 @pytest.mark.slow

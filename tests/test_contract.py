@@ -22,7 +22,8 @@ def test_registry_names_every_backend_a_target_uses():
 @pytest.mark.parametrize("args,needle", [
     (["--target", "stm32h743", "--dla-core", "0"], "--dla-core applies to tensorrt targets; stm32h743 builds with c"),
     (["--target", "stm32h743", "--method", "entropy"],
-     "--method applies to onnxruntime and tensorrt targets; stm32h743 builds with c"),
+     "--method entropy is not a .tflite calibration; stm32h743 takes auto, minmax, percentile"),
+    (["--target", "host", "--method", "minmax"], "--method applies to onnxruntime, litert, tflm, tensorrt and c targets; host builds with host"),
     (["--target", "host", "--opt-level", "3"], "--opt-level applies to tensorrt targets; host builds with host"),
     (["--target", "stm32h743", "--device", "ssh://u@127.0.0.1:1"], "--device applies to tensorrt targets"),
     (["--target", "jetson-nano", "--strongly-typed"], "--strongly-typed needs TensorRT ≥ 10"),
@@ -113,3 +114,39 @@ def test_same_float_accuracy_everywhere_on_the_default_spec(tiny_model, tiny_cal
     qf = json.loads(q.stdout)["float_accuracy"]
     _, built = host_build
     assert built["accuracy"]["reference_accuracy"] == qf
+
+
+def test_a_new_family_is_one_module_one_registry_line_and_one_toml(tmp_path):
+    """A family the tool has never heard of: its module (hardware schema, default transport, summary), one line
+    in the registry and one profile are all a target needs to load, validate and be listed."""
+    import subprocess
+    import sys
+
+    (tmp_path / "edge-npu.toml").write_text('name = "edge-npu"\nfamily = "npu"\nbackend = "onnxruntime"\n'
+                                            '[hardware]\ntops = 4.0\n')
+    (tmp_path / "bad-npu.toml").write_text('name = "bad-npu"\nfamily = "npu"\nbackend = "onnxruntime"\n'
+                                           '[hardware]\ntops = -1.0\n')
+    script = f"""
+import sys, types
+import drsn_edge.families as fams
+from drsn_edge.families.base import POSITIVE, Family, field_spec
+mod = types.ModuleType("drsn_edge.families.npu")
+mod.FAMILY = Family(name="npu", description="a neural accelerator", hardware={{"tops": field_spec("float", True, check=POSITIVE)}},
+                    default_transport="local", summary=lambda t: {{"chip": "npu", "clock": None, "flash": None,
+                    "stack": f"{{t.hardware['tops']:g}} TOPS"}}, backends=("onnxruntime",))
+sys.modules["drsn_edge.families.npu"] = mod
+fams.FAMILIES["npu"] = "npu"
+from drsn_edge.errors import InputError
+from drsn_edge.targets import load_target_file, summary_row
+t = load_target_file({str(tmp_path / "edge-npu.toml")!r})
+print(t.family, t.backend, t.transport, summary_row(t)["stack"])
+try:
+    load_target_file({str(tmp_path / "bad-npu.toml")!r})
+except InputError as e:
+    print("refused:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "npu onnxruntime local 4 TOPS"
+    assert lines[1].startswith("refused:") and "hardware.tops" in lines[1]

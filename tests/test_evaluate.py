@@ -117,7 +117,7 @@ def test_confusion_matrix_is_whole_counts_in_json():
 def test_evaluate_uses_exactly_the_chosen_split(splits, n, acc):
     b = Bundle(model=_constant_model(0), meta={"class_names": CLASSES, "fs": 1000.0, "window": WINDOW,
                                                "normalization": "zscore", "arch": "drsn-cw"})
-    r = evaluate(b, _dataset(Y, SPLIT), splits=splits)
+    r = evaluate(b, _dataset(Y, SPLIT), splits=splits).to_json()
     assert r["n"] == n and r["accuracy"] == pytest.approx(acc)
     assert r["confusion"][0][0] + r["confusion"][1][0] + r["confusion"][2][0] == n  # every answer is 'a'
 
@@ -125,13 +125,13 @@ def test_evaluate_uses_exactly_the_chosen_split(splits, n, acc):
 def test_evaluate_noise_grid_replicates_the_test_split():
     b = Bundle(model=_constant_model(1), meta={"class_names": CLASSES, "fs": 1000.0, "window": WINDOW,
                                                "normalization": "zscore", "arch": "drsn-cw"})
-    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian", "pink"], [0.0, 5.0], splits=("test",))
+    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian", "pink"], [0.0, 5.0], splits=("test",)).to_json()
     # 4 test windows × (clean + 2 kinds × 2 SNRs); 3 of each 4 are class b
     assert r["n"] == 4 * 5
     assert r["per_snr_n"] == {"none": {"clean": 4}, "gaussian": {"0": 4, "5": 4}, "pink": {"0": 4, "5": 4}}
     assert r["accuracy"] == pytest.approx(0.75)
     assert r["per_class"] == pytest.approx({"a": 0.0, "b": 1.0})
-    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian"], [0.0], splits=("test",), include_clean=False)
+    r = evaluate(b, _dataset(Y, SPLIT), ["gaussian"], [0.0], splits=("test",), include_clean=False).to_json()
     assert r["n"] == 4 and set(r["per_snr"]) == {"gaussian"}
 
 
@@ -139,10 +139,10 @@ def test_run_evaluation_split_option(always_a, tmp_path):
     data = tmp_path / "d.npz"
     save_dataset(_dataset(Y, SPLIT), data)
     for split, n, acc in [("test", 4, 0.25), ("train,val", 5, 4 / 5), ("all", 9, 5 / 9), ("val", 2, 0.5)]:
-        r = run_evaluation(always_a, data, split=split)
+        r = run_evaluation(always_a, data, split=split).to_json()
         assert (r["n"], r["accuracy"]) == (n, pytest.approx(acc)), split
         assert r["per_class"]["a"] == 1.0
-    assert run_evaluation(always_a, data, split="test")["per_class"] == {"a": 1.0, "b": 0.0}
+    assert run_evaluation(always_a, data, split="test").to_json()["per_class"] == {"a": 1.0, "b": 0.0}
 
 
 def test_run_evaluation_refuses_a_split_the_data_lacks(always_a, tmp_path):
@@ -221,18 +221,19 @@ def test_evaluate_sweeps_the_test_windows_with_its_seed_and_scores_each_answer(s
     from drsn_edge.data.noise import noise_sweep
 
     net = _Recorder()
-    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [0.0], **seed_kw)
+    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [0.0], **seed_kw).to_json()
     test = _dataset(Y, SPLIT).select_split("test")
     np.testing.assert_array_equal(np.concatenate(net.seen), normalize(noise_sweep(test, ["gaussian"], [0.0], seed=seed).x))
     assert (r["n"], r["accuracy"], r["per_class"]) == (8, 0.5, {"a": 1.0, "b": 2 / 6})
     assert r["confusion"] == [[2, 0, 0, 0], [0, 2, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]
     assert r["per_snr"] == {"none": {"clean": 0.5}, "gaussian": {"0": 0.5}}
-    assert (r["model"], r["classes_present"], r["domain"]) == ({"arch": "drsn-cw", "classes": 4}, ["a", "b"], None)
+    assert (r["model"], r["classes_present"], r["domain"]) == ({"arch": "drsn-cw", "classes": 4, "path": None},
+                                                               ["a", "b"], None)
 
 
 def test_noise_types_without_snrs_evaluate_the_windows_as_they_are():
     net = _Recorder()
-    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [], include_clean=False)
+    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [], include_clean=False).to_json()
     assert r["n"] == 4 and r["per_snr_n"] == {"none": {"clean": 4}}
 
 

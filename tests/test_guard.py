@@ -67,7 +67,7 @@ def test_training_stores_a_guard_that_keeps_held_out_windows_in_domain(tiny_mode
     f = pooled_features(b.model, x[:4])
     torch_feats = b.model.features(__import__("torch").from_numpy(x[:4])).detach().numpy()
     np.testing.assert_allclose(f, torch_feats, rtol=0, atol=0)  # the hook sees exactly the head's input
-    rep = evaluate(b, load_dataset(tiny_data))  # the test split, clean
+    rep = evaluate(b, load_dataset(tiny_data)).to_json()  # the test split, clean
     test = load_dataset(tiny_data).select_split("test")
     _, ok_test = guard_scores(b, normalize(test.x, "zscore"))
     assert rep["domain"]["n"] == rep["n"] == len(test)

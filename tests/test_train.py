@@ -177,7 +177,7 @@ def test_training_beats_chance_on_unseen_recordings(four_class_data, tmp_path):
     out = tmp_path / "m.drsn"
     train(TrainConfig(data=str(four_class_data), out=str(out), epochs=12, batch=16, width=1, depth=1, threads=1,
                       noise=(), seed=0))
-    r = run_evaluation(out, four_class_data, split="test")
+    r = run_evaluation(out, four_class_data, split="test").to_json()
     assert r["n"] == 60 and r["accuracy"] >= 0.5
 
 

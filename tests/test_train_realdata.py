@@ -100,7 +100,7 @@ def test_evaluate_on_faults_only(tiny_model, tiny_data):
     faults = ds.subset(ds.y >= 7)
     faults.y = faults.y - 7
     faults.class_names = ds.class_names[7:]
-    rep = evaluate(load_bundle(tiny_model), faults)
+    rep = evaluate(load_bundle(tiny_model), faults).to_json()
     assert rep["classes_present"] == ["OR007", "OR014", "OR021"]
     assert list(rep["per_class"]) == ["OR007", "OR014", "OR021"]
     assert rep["n"] == int(((ds.y >= 7) & (ds.split == "test")).sum())

@@ -159,7 +159,8 @@ def make_options(backend: "Backend", target, given: dict):
         if key in accepted:
             continue
         takers = [n for n in BACKENDS if key in option_fields(get_backend(n).Options)]
-        where = f"applies to {' and '.join(takers)} targets" if takers else "is not a build option"
+        names = ", ".join(takers[:-1]) + f" and {takers[-1]}" if len(takers) > 1 else "".join(takers)
+        where = f"applies to {names} targets" if takers else "is not a build option"
         raise InputError(f"{FLAGS.get(key, key)} {where}; {target.name} builds with {backend.name}")
     opts = backend.Options(**given)
     opts.validate(target)

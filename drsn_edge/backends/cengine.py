@@ -19,6 +19,7 @@ from .tflite import Int8RunnerBase
 
 FIRMWARE = "firmware"
 ELF = "firmware.elf"
+PROFILE_ELF = "firmware.profile.elf"  # the same engine with per-kernel markers (drsn-edge profile), emulated boards
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")  # cores with the DSP (SIMD) extension
 
 
@@ -47,12 +48,26 @@ def _compile_for_target(ctx, engine_dir: Path) -> dict:
     t = ctx.target
     machine = (t.device or {}).get("machine") or t.hardware.get("qemu_machine")
     if machine in QEMU_BOARDS:
-        return dict(build_qemu_elf(engine_dir, t, ctx.out / ELF), image=ELF)
+        return dict(build_qemu_elf(engine_dir, t, ctx.out / ELF), image=ELF,
+                    profile_image=_profile_image(ctx, engine_dir))
     if not str(t.hardware.get("cpu", "")).startswith("cortex-m"):
         return {"flash_bytes": None, "ram_bytes": None, "image": None,
                 "note": f"{t.hardware.get('cpu')} is built with its vendor toolchain (see the board file); "
                         "flash and RAM are not measured here"}
     return dict(build_fit_elf(engine_dir, t, ctx.out / "fit.elf"), image=None)
+
+
+def _profile_image(ctx, engine_dir: Path) -> str | None:
+    """The profiling firmware next to the normal one (drsn-edge profile runs it); a build whose profiling
+    image alone does not fit the emulated board's memory goes on without it."""
+    from ..firmware.cfirmware import build_qemu_elf
+
+    try:
+        build_qemu_elf(engine_dir, ctx.target, ctx.out / PROFILE_ELF, profile=True)
+    except CheckFailedError as exc:
+        ctx.progress(f"no profiling firmware: {exc}")
+        return None
+    return PROFILE_ELF
 
 
 def memory_fit(target, measured: dict, engine: dict) -> dict:
@@ -70,7 +85,7 @@ def build(ctx) -> BuildOutput:
     from ..cengine import generate
     from ..comparison import compare
     from ..firmware.cfirmware import board_for_target, copy_firmware_sources
-    from .tflite import int8_tflite, write_tflite
+    from .tflite import calibration_details, int8_tflite, write_tflite
     from .tflm import check_ops_supported
 
     q, graph = int8_tflite(ctx)
@@ -97,11 +112,12 @@ def build(ctx) -> BuildOutput:
     acc.bit_exact = float((mine == micro).all(axis=1).mean())
     info = {k: engine[k] for k in ("arena_bytes", "weight_bytes", "macs", "crc", "dsp", "kernels")}
     name = write_tflite(ctx, q, graph, "c", engine=info, memory=memory, firmware=FIRMWARE,
-                        image=measured.get("image"))
+                        image=measured.get("image"), profile_image=measured.get("profile_image"))
     return BuildOutput(artifact=name, accuracy=acc, memory=memory,
                        details={"engine": "c", "bit_exact_with_tflm": acc.bit_exact, "macs": engine["macs"],
                                 "dsp": dsp, "kernels": len(engine["kernels"]), "image": measured.get("image"),
-                                "firmware": f"{FIRMWARE}/", "op_counts": graph["op_counts"]})
+                                "firmware": f"{FIRMWARE}/", "op_counts": graph["op_counts"],
+                                **calibration_details(graph)})
 
 
 class HostEngineRunner(Int8RunnerBase, RunnerBase):

@@ -11,11 +11,12 @@ from .tflite import Int8RunnerBase
 
 
 def build(ctx: BuildContext) -> BuildOutput:
-    from .tflite import int8_tflite, write_tflite
+    from .tflite import calibration_details, int8_tflite, write_tflite
 
     q, graph = int8_tflite(ctx)
     name = write_tflite(ctx, q, graph, "litert")
-    return BuildOutput(artifact=name, details={"op_counts": graph["op_counts"], "bytes": len(q)})
+    return BuildOutput(artifact=name, details={"op_counts": graph["op_counts"], "bytes": len(q),
+                                                 **calibration_details(graph)})
 
 
 class LiteRTRunner(Int8RunnerBase, RunnerBase):

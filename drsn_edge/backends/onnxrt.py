@@ -56,7 +56,7 @@ def write_onnx(ctx: BuildContext, method: str, precision: str) -> BuildOutput:
         q = quantize_model(ctx.model_path, ctx.calibration_path, path, method=method, max_drop=ctx.options.max_drop,
                            max_cell_drop=ctx.options.max_cell_drop, spec=ctx.spec)
         raise_if_failed(q)
-        accuracy, method, selection = q["comparison"], q["method"], q["method_selection"]
+        accuracy, method, selection = q.comparison, q.method, q.method_selection
     else:
         export(ctx.model_path, path)
         accuracy, selection = None, None

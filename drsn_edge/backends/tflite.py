@@ -510,16 +510,25 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
 
 def int8_tflite(ctx) -> tuple[bytes, dict]:
     """Convert the bundle to float .tflite (litert-torch), quantize to int8 in/out with the calibration
-    windows (ai-edge-quantizer, global min/max), strip names and check that no float op remains."""
+    windows (ai-edge-quantizer; the method from the options, see tflite_calib), strip names and check that no
+    float op remains."""
+    from .tflite_calib import calibrate, describe
+
     ctx.progress("convert")
     float_bytes = float_tflite(ctx.bundle.model, ctx.bundle.window)
     ctx.progress("quantize")
-    named = quantize_int8(float_bytes, ctx.calib_x)
+    named, method, selection = calibrate(ctx, float_bytes)
     q = strip_names(named)
     graph = check_integer_only(q)
+    graph["calibration_method"], graph["method_selection"] = describe(method), selection
     graph["op_modules"] = op_modules(named)  # the profiler's layer names (the artifact's are stripped)
     graph["float_bytes"] = float_bytes
     return q, graph
+
+
+def calibration_details(graph: dict) -> dict:
+    """The build result's record of how the .tflite was calibrated (and, for auto, the table it chose from)."""
+    return {"method": graph.get("calibration_method"), "method_selection": graph.get("method_selection")}
 
 
 def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.int8.tflite", **extra) -> str:
@@ -534,7 +543,8 @@ def write_tflite(ctx, q: bytes, graph: dict, backend: str, name: str = "model.in
         "kind": "tflite", "target": ctx.target.name, "backend": backend, "precision": "int8",
         "source_model": str(ctx.model_path), "source_model_sha256": sha256_file(ctx.model_path), "arch": b.arch,
         "calibration": {"path": ctx.calibration_path, "sha256": sha256_file(ctx.calibration_path),
-                        "windows": len(ctx.calibration), "method": "global min/max (ai-edge-quantizer static_wi8_ai8)"},
+                        "windows": len(ctx.calibration),
+                        "method": graph.get("calibration_method", "minmax"), "selection": graph.get("method_selection")},
         "input": {**graph["input"], "normalization": b.normalization}, "output": graph["output"],
         "class_names": b.class_names, "fs": b.fs, "window": b.window, "op_counts": graph["op_counts"],
         "op_modules": graph.get("op_modules"),
@@ -549,9 +559,13 @@ class Int8Options(CommonOptions):
     """Options of the .tflite backends (LiteRT, TFLite Micro): int8 in and out only."""
 
     precision: str = "int8"
+    method: str = "auto"  # calibration: auto, minmax or percentile (drsn_edge/backends/tflite_calib.py)
 
     def validate(self, target) -> None:
+        from .tflite_calib import check_method
+
         super().validate(target)
+        check_method(self.method, target.name)
         if self.precision != "int8":
             raise InputError(f"{target.name} builds an int8 .tflite only, got --precision {self.precision}")
 

@@ -28,7 +28,7 @@ from ..deps import require
 from ..errors import CheckFailedError, InputError
 from .base import Backend, BuildOutput, RunnerBase
 from .tflite import Int8Options as Options
-from .tflite import Int8RunnerBase, _as_windows, graph_ops, quantize_input
+from .tflite import Int8RunnerBase, _as_windows, calibration_details, graph_ops, quantize_input
 
 EXTRA = "tflite"
 
@@ -333,7 +333,8 @@ def _output(name, acc, memory, ops, graph, cross, files):
     return BuildOutput(artifact=name, accuracy=acc, memory=memory,
                        details={"ops": ops, "op_counts": graph["op_counts"], **cross,
                                 "reference": "TFLite Micro (what the microcontroller computes)",
-                                "firmware": "firmware/", "firmware_files": [f"firmware/{f}" for f in files["files"]]})
+                                "firmware": "firmware/", "firmware_files": [f"firmware/{f}" for f in files["files"]],
+                                **calibration_details(graph)})
 
 
 class TflmRunner(Int8RunnerBase, RunnerBase):

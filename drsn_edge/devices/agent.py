@@ -10,7 +10,7 @@ are imported only by the commands that use them. It prints exactly one JSON obje
 library prints there is diverted to stderr) and exits 0, or 1 when the object carries "error" (then also
 "error_kind": usage | input | missing_dependency | disk_full | not_implemented | internal).
 
-Commands: info, ping, run-onnx, build-engine, run-engine. To add one, write `def f(args: dict) -> dict`
+Commands: info, ping, run-onnx, trt-info, build-engine, run-engine, profile-engine. To add one, write `def f(args: dict) -> dict`
 and decorate it with @command("name"); raise AgentError(message, kind) for a clean failure.
 Relative paths in the arguments are relative to the work dir (the agent's working directory).
 """
@@ -401,6 +401,71 @@ def run_engine(args):
         raise
     except Exception as exc:
         raise AgentError("TensorRT engine run failed: %s" % one_line(exc), "run")
+
+
+# ------------------------------------------------------------------------------- TensorRT layer profile
+
+TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
+
+
+def _find_trtexec(given):
+    for path in (given, shutil.which("trtexec"), TRTEXEC_JETPACK):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise AgentError("trtexec not found (not on PATH, not in %s)" % TRTEXEC_JETPACK, "missing_dependency",
+                     "install TensorRT with JetPack: sudo apt install nvidia-jetpack")
+
+
+def _read_trtexec_json(path, what):
+    try:
+        with open(path, "r") as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError) as exc:
+        raise AgentError("trtexec wrote no readable %s (%s): %s" % (what, path, one_line(exc)), "run")
+
+
+def trtexec_profile_command(exe, engine, iterations, warmup_ms, shapes=None):
+    """TensorRT's layer profiler through trtexec: a timed run without the profiler, then a separate run with
+    it (--separateProfileRun), per-layer times exported as JSON (--exportProfile) and printed (--dumpProfile),
+    per-iteration times of the unprofiled run exported too (--exportTimes)."""
+    cmd = [exe, "--loadEngine=" + engine, "--iterations=%d" % iterations, "--warmUp=%d" % warmup_ms, "--duration=0",
+           "--separateProfileRun", "--dumpProfile", "--exportProfile=profile.json", "--exportTimes=times.json"]
+    if shapes:
+        cmd.append("--shapes=" + shapes)
+    return cmd
+
+
+@command("profile-engine")
+def profile_engine(args):
+    """Per-layer times of a TensorRT engine from trtexec. args: engine, iterations (100), warmup_ms (200),
+    shapes (trtexec --shapes, for an engine with dynamic input shapes), trtexec (its path; default: PATH, then
+    JetPack's /usr/src/tensorrt/bin). Returns trtexec's exported profile as it wrote it ([{"count": N},
+    {"name", "timeMs", "averageMs", ["medianMs",] "percentage"}, ...]) and the unprofiled run's computeMs."""
+    engine = _arg(args, "engine", str, required=True)
+    iterations, warmup_ms = _arg(args, "iterations", int, 100), _arg(args, "warmup_ms", int, 200)
+    if not os.path.isfile(engine):
+        raise AgentError("file '%s' is not in the work dir" % engine, "input")
+    if iterations < 1 or warmup_ms < 0:
+        raise AgentError("need iterations >= 1 and warmup_ms >= 0", "input")
+    exe = _find_trtexec(args.get("trtexec"))
+    cmd = trtexec_profile_command(exe, engine, iterations, warmup_ms, args.get("shapes"))
+    for name in ("profile.json", "times.json"):
+        if os.path.exists(name):
+            os.unlink(name)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              timeout=_arg(args, "timeout_s", float, 1800.0))
+    except subprocess.TimeoutExpired:
+        raise AgentError("trtexec did not finish within the time limit", "run")
+    log = proc.stdout.splitlines()
+    if proc.returncode != 0:
+        errors = [ln for ln in log if "[E]" in ln or "rror" in ln] or log[-1:] or ["exit status %d" % proc.returncode]
+        raise AgentError("trtexec failed: %s" % one_line(errors[0]), "run")
+    times = _read_trtexec_json("times.json", "--exportTimes file")
+    return {"profile": _read_trtexec_json("profile.json", "--exportProfile file"), "command": cmd, "trtexec": exe,
+            "compute_ms": [t["computeMs"] for t in times if isinstance(t, dict) and "computeMs" in t],
+            "packages": _dpkg_versions(["tensorrt", "libnvinfer8", "libnvinfer10"]),
+            "log_tail": log[-40:]}
 
 
 # ------------------------------------------------------------------------------------------------- main

@@ -18,6 +18,11 @@ from .bundle import CPU, TEMPLATES
 
 COMMON = ("main_c.c", "drsn_proto.c")
 HEADERS = ("drsn_board.h", "drsn_proto.h")
+# the profiling firmware: per-kernel tick totals behind the PROFILE request (boards with board_ticks())
+PROFILE_SOURCES = ("drsn_prof.c",)
+PROFILE_HEADERS = ("drsn_prof.h",)
+PROFILE_FLAGS = ("-DDRSN_PROFILING", '-DDRSN_HOOKS_HEADER="drsn_prof.h"', '-DDRSN_FW_NAME="drsn-edge c engine (profile)"')
+PROFILE_BOARDS = ("qemu-mps2",)
 # board family -> board file (UART, counter, reset; each documents clock and flashing)
 BOARDS = {
     "qemu-mps2": "board_qemu_mps2.c",
@@ -73,7 +78,8 @@ def copy_firmware_sources(out_dir: str | Path, board: str) -> list[str]:
     """Copy main_c.c, the protocol, the board header and the board file into a firmware folder."""
     out_dir = Path(out_dir)
     names = []
-    for src in [*firmware_sources(board), *(TEMPLATES / h for h in HEADERS)]:
+    extra = [*PROFILE_SOURCES, *PROFILE_HEADERS] if board in PROFILE_BOARDS else []
+    for src in [*firmware_sources(board), *(TEMPLATES / h for h in (*HEADERS, *extra))]:
         shutil.copyfile(src, out_dir / src.name)
         names.append(src.name)
     return names
@@ -81,7 +87,7 @@ def copy_firmware_sources(out_dir: str | Path, board: str) -> list[str]:
 
 def engine_sources(engine_dir: str | Path) -> list[Path]:
     engine_dir = Path(engine_dir)
-    firmware = set(COMMON) | set(BOARDS.values())  # a firmware folder holds both
+    firmware = set(COMMON) | set(BOARDS.values()) | set(PROFILE_SOURCES)  # a firmware folder holds both
     srcs = [p for p in sorted(engine_dir.glob("*.c")) if p.name not in firmware]
     if not (engine_dir / "drsn_model.h").is_file() or not srcs:
         raise InputError(f"'{engine_dir}' holds no generated C engine (drsn_model.h and .c files)")
@@ -120,10 +126,11 @@ def arm_flags(cpu: str) -> list[str]:
     return CPU[cpu][0].split()
 
 
-def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_flags=()) -> dict:
+def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_flags=(), profile: bool = False) -> dict:
     """Build the firmware for a QEMU target (board_qemu_mps2.c on the target's machine) with arm-none-eabi-gcc
     and picolibc; the linker refuses an image over the target's flash or RAM. Returns {flash_bytes, ram_bytes,
-    sections}."""
+    sections}. `profile`: the profiling firmware (the same sources plus drsn_prof.c, the kernel markers on,
+    answers PROFILE); the normal firmware is built without any of it."""
     gcc = shutil.which("arm-none-eabi-gcc")
     if not gcc:
         raise MissingDependencyError(f"arm-none-eabi-gcc is not installed; run: {_APT}")
@@ -134,6 +141,9 @@ def build_qemu_elf(engine_dir: str | Path, target, out_elf: str | Path, extra_fl
     board = QEMU_BOARDS[machine]
     flash, ram = target.flash_bytes, target.ram_bytes
     srcs = [*firmware_sources("qemu-mps2"), *engine_sources(engine_dir)]
+    if profile:
+        srcs += [TEMPLATES / s for s in PROFILE_SOURCES]
+        extra_flags = (*PROFILE_FLAGS, *extra_flags)
     out_elf = Path(out_elf)
     with atomic_path(out_elf, suffix=".elf") as tmp:
         _compile([gcc, *arm_flags(target.hardware.get("cpu", "")), "-O2", "-fwrapv", "-std=c99", "-Wall", "-ffunction-sections",

@@ -9,6 +9,10 @@ Types:
                  1 instructions), model_crc u32, name (rest, UTF-8)
   0x02 INFER     host → device: int8 input window [input_len]
   0x82 RESULT    device → host: status u8, counts u32 (cycles or instructions of the inference), int8 logits
+  0x03 PROFILE   host → device, no payload (answered by the profiling firmware only; others send ERROR 1)
+  0x83 PROFILE_RSP device → host: kernels u16, tick_hz u32, cal_pairs u32, cal_ticks u32, ticks u32[kernels]:
+                 each kernel's raw counter ticks since the previous PROFILE (then cleared), and the ticks of
+                 cal_pairs empty marker brackets (the markers' own cost)
   0x80 HELLO     device → host at boot (a device reset mid-session shows up as this frame)
   0xFF ERROR     device → host: code u16, message (UTF-8)
 The host resynchronizes on the 0xA5 0x5A marker, drops frames with a bad CRC, an impossible length or a
@@ -31,8 +35,8 @@ from ..errors import DeviceError
 
 SYNC = b"\xa5\x5a"
 VERSION = 1
-INFO, INFER = 0x01, 0x02
-HELLO, INFO_RSP, RESULT, ERROR = 0x80, 0x81, 0x82, 0xFF
+INFO, INFER, PROFILE = 0x01, 0x02, 0x03
+HELLO, INFO_RSP, RESULT, PROFILE_RSP, ERROR = 0x80, 0x81, 0x82, 0x83, 0xFF
 MAX_PAYLOAD = 65535
 _HEAD = struct.Struct("<BBHH")
 _INFO = struct.Struct("<BIHfbfbIIBI")
@@ -123,6 +127,26 @@ class DeviceInfo:
                    v[10], payload[_INFO.size :].decode(errors="replace"))
 
 
+@dataclass
+class KernelTicks:
+    """A PROFILE answer: raw counter ticks per kernel since the previous request, the counter's rate, and
+    the ticks of `cal_pairs` empty marker brackets."""
+
+    ticks: list[int]
+    tick_hz: int
+    cal_pairs: int
+    cal_ticks: int
+
+    @classmethod
+    def unpack(cls, payload: bytes, where: str) -> "KernelTicks":
+        if len(payload) < 14:
+            raise DeviceError(f"the device on {where} sent a short PROFILE answer ({len(payload)} bytes)")
+        n, hz, pairs, cal = struct.unpack_from("<HIII", payload)
+        if len(payload) != 14 + 4 * n:
+            raise DeviceError(f"the device on {where} sent a PROFILE answer of {len(payload)} bytes for {n} kernels")
+        return cls(list(struct.unpack_from(f"<{n}I", payload, 14)), hz, pairs, cal)
+
+
 def port_name(port) -> str:
     """What to call a pyserial-like port in messages: its device path or URL."""
     return str(getattr(port, "name", None) or getattr(port, "port", None) or "the serial port")
@@ -171,7 +195,7 @@ class SerialClient:
                 if fr.ver != VERSION:
                     raise DeviceError(f"the device on {self.name} speaks protocol version {fr.ver}, this drsn-edge "
                                       f"speaks {VERSION}: flash firmware built by this drsn-edge")
-                if fr.type in (INFO, INFER):
+                if fr.type in (INFO, INFER, PROFILE):
                     continue  # the line echoed the host's own request (some adapters do): not an answer
                 if fr.type == HELLO and self.info is None:
                     continue  # the boot frame of a device we just connected to
@@ -216,3 +240,15 @@ class SerialClient:
         if logits.size != info.output_len:
             raise DeviceError(f"the device on {self.name} returned {logits.size} outputs, expected {info.output_len}")
         return logits.copy(), int(counts)
+
+    def kernel_ticks(self) -> KernelTicks:
+        """Ask the profiling firmware for its per-kernel totals (which it then clears); a firmware without the
+        profiler is named as such."""
+        try:
+            fr = self._request(PROFILE, b"", PROFILE_RSP)
+        except DeviceError as exc:
+            if "unknown request" in str(exc):
+                raise DeviceError(f"the firmware on {self.name} has no per-kernel profiler (it is the normal "
+                                  "firmware): run the build's profiling firmware") from None
+            raise
+        return KernelTicks.unpack(fr.payload, self.name)

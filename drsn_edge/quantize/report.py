@@ -3,6 +3,8 @@ comparison every runtime uses (drsn_edge.comparison)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 
@@ -32,3 +34,40 @@ def as_report(c) -> dict:
         "snr_curve": c.snr_curve,
         "n": c.n,
     }
+
+
+@dataclass
+class QuantizeResult:
+    """What `quantize` did: the gates' verdict, the artifact it wrote (None when a gate failed), how the
+    calibration method was chosen, and float vs INT8 on the evaluation spec (`comparison`)."""
+
+    passed: bool
+    error: str | None
+    artifact: str | None
+    sidecar: str | None
+    model: str
+    calibration: str
+    calibration_windows: int
+    evaluation: str
+    eval_spec: dict
+    comparison: object  # drsn_edge.comparison.Comparison
+    max_drop_pp: float
+    max_cell_drop_pp_limit: float
+    worst_snr_drop_pp: float
+    method: str
+    method_requested: str
+    method_selection: dict | None
+    qat: dict | None
+    float_groups: list
+    sensitivity: list | None
+    mixed: dict | None
+    warnings: list
+    quantize_s: float
+    wall_s: float
+
+    def to_json(self) -> dict:
+        """Every field, the comparison in the report's float_/int8_ key names at the top level."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "comparison"}
+        rep = as_report(self.comparison)
+        rep.pop("_comparison")
+        return {**d, **rep}

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import CheckFailedError, InputError
 from .auto import AUTO, AUTO_METHODS, worst_snr_drop_pp
 from .ptq import METHODS
+from .report import QuantizeResult
 
 DEFAULT_MAX_CELL_DROP = 0.5  # pp, the worst SNR level (mean over noise types)
 
@@ -175,7 +176,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
                    max_drop: float = 1.0, max_cell_drop: float = DEFAULT_MAX_CELL_DROP, data=None, noise_kinds=None,
                    snrs=None, windows_per_class: int | None = None, seed: int | None = None, sensitivity: bool = False,
                    auto_mixed: bool = False, qat_epochs: int = 0, qat_data: str | None = None, progress=None,
-                   spec=None) -> dict:
+                   spec=None) -> "QuantizeResult":
     """Quantize, lint and measure float vs INT8 on the evaluation spec (`spec`, or the default spec with
     data/noise_kinds/snrs/windows_per_class/seed overriding its fields); write the QDQ ONNX and its sidecar
     only when the drop is within max_drop and the worst SNR level's drop within max_cell_drop.
@@ -192,7 +193,7 @@ def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = 
 
 
 def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, data, noise_kinds, snrs,
-                    windows_per_class, seed, sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec) -> dict:
+                    windows_per_class, seed, sensitivity, auto_mixed, qat_epochs, qat_data, progress, spec) -> "QuantizeResult":
     import dataclasses
 
     from ..calibration import model_and_calibration
@@ -222,23 +223,20 @@ def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, d
     q_bytes, rep = mp.pop("q_bytes") or q_bytes, mp.pop("rep")
     comparison = rep.pop("_comparison")
     worst = worst_snr_drop_pp(rep)
-    summary = {
-        "artifact": None, "model": str(model_path), "calibration": cal_path,
-        "calibration_windows": len(cal), "evaluation": ev.description, "eval_spec": spec.to_json(),
-        "warnings": warnings, "max_drop_pp": max_drop, "max_cell_drop_pp_limit": max_cell_drop,
-        "worst_snr_drop_pp": worst, "quantize_s": t_quant, "method": job.method, "method_requested": method,
-        "method_selection": selection, "qat": qat_info, **mp, **rep, "wall_s": time.perf_counter() - t0,
-        "comparison": comparison,
-    }
-    summary["error"] = gate_error(rep["accuracy_drop_pp"], worst, max_drop, max_cell_drop)
-    summary["passed"] = summary["error"] is None
-    if not summary["passed"]:
-        return summary
-    summary["artifact"] = str(out)
+    error = gate_error(rep["accuracy_drop_pp"], worst, max_drop, max_cell_drop)
+    result = QuantizeResult(
+        passed=error is None, error=error, artifact=None, sidecar=None, model=str(model_path), calibration=cal_path,
+        calibration_windows=len(cal), evaluation=ev.description, eval_spec=spec.to_json(), comparison=comparison,
+        max_drop_pp=max_drop, max_cell_drop_pp_limit=max_cell_drop, worst_snr_drop_pp=worst, method=job.method,
+        method_requested=method, method_selection=selection, qat=qat_info, float_groups=mp["float_groups"],
+        sensitivity=mp["sensitivity"], mixed=mp["mixed"], warnings=warnings, quantize_s=t_quant,
+        wall_s=time.perf_counter() - t0)
+    if not result.passed:
+        return result
     _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, job.method, qat_info, mp["float_groups"], batch, rep,
                spec, ev.description)
-    summary["sidecar"] = str(out.with_suffix(".json"))
-    return summary
+    result.artifact, result.sidecar = str(out), str(out.with_suffix(".json"))
+    return result
 
 
 def _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, method, qat_info, float_groups, batch, rep, spec,
@@ -303,6 +301,6 @@ def gate_error(drop: float, worst_snr_drop: float, max_drop: float, max_cell_dro
     return None
 
 
-def raise_if_failed(summary: dict) -> None:
-    if not summary["passed"]:
-        raise CheckFailedError(summary["error"])
+def raise_if_failed(result: "QuantizeResult") -> None:
+    if not result.passed:
+        raise CheckFailedError(result.error)

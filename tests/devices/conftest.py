@@ -88,8 +88,9 @@ def cmdline(pid: int) -> str:
 
 
 class SshServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_config: str = ""):
         self.root = root
+        self.extra_config = extra_config  # more sshd_config lines (e.g. SetEnv PATH=... for stub tools)
         self.user = getpass.getuser()
         self.host = "127.0.0.1"
         self.host_key = keygen(root / "host_key")
@@ -150,7 +151,7 @@ class SshServer:
                 f"AuthorizedKeysFile {self.authorized_keys}\nStrictModes no\nUsePAM no\n"
                 "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                 "PermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\nMaxStartups 100\nMaxSessions 50\n"
-                "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n")
+                "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n" + self.extra_config)
             self.log.write_text("")
             self.proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(self.log)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

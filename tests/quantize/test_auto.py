@@ -52,7 +52,7 @@ def test_gate_error_checks_the_overall_drop_and_the_worst_snr_level():
 
 def test_auto_is_the_default_and_reports_its_table(tiny_model, tiny_calib, tiny_data, tmp_path):
     s = quantize_model(tiny_model, tiny_calib, tmp_path / "m.onnx", data=str(tiny_data), noise_kinds=["gaussian"],
-                       snrs=[0.0], max_drop=100, max_cell_drop=100)
+                       snrs=[0.0], max_drop=100, max_cell_drop=100).to_json()
     sel = s["method_selection"]
     assert s["method_requested"] == "auto" and [r["method"] for r in sel["table"]] == list(AUTO_METHODS)
     assert s["method"] == sel["chosen"] == select(sel["table"], METHODS)["method"]
@@ -97,9 +97,11 @@ def test_raise_if_failed_raises_the_summary_error_with_exit_code_1():
     from drsn_edge.errors import CheckFailedError
     from drsn_edge.quantize.run import raise_if_failed
 
-    raise_if_failed({"passed": True, "error": None})
+    from types import SimpleNamespace
+
+    raise_if_failed(SimpleNamespace(passed=True, error=None))  # a QuantizeResult's verdict fields
     with pytest.raises(CheckFailedError) as ei:
-        raise_if_failed({"passed": False, "error": "the reason"})
+        raise_if_failed(SimpleNamespace(passed=False, error="the reason"))
     assert (str(ei.value), ei.value.exit_code) == ("the reason", 1)
 
 

@@ -19,10 +19,11 @@ from drsn_edge.quantize.run import quantize_model, raise_if_failed
 from ..conftest import run_cli
 
 
-def _q(four, out, calib="calib1", **kw):
+def _q(four, out, calib="calib1", as_result=False, **kw):
     kw.setdefault("method", "minmax")
     kw.setdefault("max_cell_drop", 100.0)  # the overall drop gate alone (the clean cell's drop is the same figure)
-    return quantize_model(four["model"], four[calib], out, data=str(four["test50"]), noise_kinds=[], snrs=[], **kw)
+    r = quantize_model(four["model"], four[calib], out, data=str(four["test50"]), noise_kinds=[], snrs=[], **kw)
+    return r if as_result else r.to_json()
 
 
 def _right(logits, y):
@@ -65,10 +66,11 @@ def test_reported_figures_match_a_recount_from_the_artifact(clipped):
 def test_a_drop_equal_to_max_drop_passes(four, clipped, tmp_path):
     _, kf, kq = clipped
     out = tmp_path / "tie.onnx"
-    s = _q(four, out, max_drop=2.0 * (kf - kq))
+    result = _q(four, out, max_drop=2.0 * (kf - kq), as_result=True)
+    s = result.to_json()
     assert s["passed"] is True and s["artifact"] == str(out) and out.exists() and s.get("error") is None
     assert json.loads(out.with_suffix(".json").read_text())["accuracy"]["accuracy_drop_pp"] == 2.0 * (kf - kq)
-    raise_if_failed(s)  # no exception
+    raise_if_failed(result)  # no exception
 
 
 @pytest.mark.parametrize("below", [2.0, 0.01])
@@ -76,13 +78,14 @@ def test_a_drop_over_max_drop_fails_and_writes_nothing(four, clipped, tmp_path, 
     _, kf, kq = clipped
     limit = 2.0 * (kf - kq) - below
     out = tmp_path / "over.onnx"
-    s = _q(four, out, max_drop=limit)
+    result = _q(four, out, max_drop=limit, as_result=True)
+    s = result.to_json()
     assert s["passed"] is False and s["artifact"] is None
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert s["error"] == (f"INT8 accuracy drop {2.0 * (kf - kq):.2f} pp exceeds --max-drop {limit:g} pp; "
                           "try --method auto, --auto-mixed or --sensitivity")
     with pytest.raises(CheckFailedError, match="exceeds --max-drop"):
-        raise_if_failed(s)
+        raise_if_failed(result)
 
 
 def test_no_drop_passes_a_zero_limit(four, tmp_path):

@@ -101,7 +101,7 @@ def test_qat_recovers_accuracy_lost_to_a_clipping_calibration(four, tmp_path):
 
     def q(name, **kw):
         return quantize_model(four["model"], four["calib1"], tmp_path / f"{name}.onnx", method="minmax",
-                              data=str(four["test50"]), noise_kinds=[], snrs=[], max_drop=100, max_cell_drop=100, **kw)
+                              data=str(four["test50"]), noise_kinds=[], snrs=[], max_drop=100, max_cell_drop=100, **kw).to_json()
 
     ptq = q("ptq")
     qat = q("qat", qat_epochs=3, qat_data=str(four["data"]))

@@ -20,7 +20,7 @@ def _q(tiny_model, tiny_calib, tiny_data, out, **kw):
     kw.setdefault("noise_kinds", ["gaussian"])
     kw.setdefault("snrs", [0.0])
     kw.setdefault("max_cell_drop", 100)
-    return quantize_model(tiny_model, tiny_calib, out, data=str(tiny_data), **kw)
+    return quantize_model(tiny_model, tiny_calib, out, data=str(tiny_data), **kw).to_json()
 
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])

@@ -63,6 +63,14 @@ uint32_t board_counter(void) {
 }
 
 uint32_t board_clock_hz(void) { return SYSCLK_HZ; }
+
+#if defined(DRSN_PROFILING)
+/* Profiling firmware: SysTick's raw value turned into an up-counter (24 bits); one tick is 1e9 / SYSCLK_HZ
+ * instructions under -icount shift=0 (40 at 25 MHz). */
+uint32_t board_ticks(void) { return 0x00FFFFFFu - SYST_CVR; }
+const uint32_t board_ticks_mask = 0x00FFFFFFu;
+uint32_t board_tick_hz(void) { return SYSCLK_HZ; }
+#endif
 uint8_t board_counter_is_instructions(void) { return 1u; }
 
 void board_reset(void) {

@@ -9,4 +9,10 @@ uint32_t board_counter(void);                /* free-running 32-bit counter: cyc
 uint32_t board_clock_hz(void);               /* core clock the counter's cycles refer to */
 uint8_t board_counter_is_instructions(void); /* 1 under QEMU -icount (instructions), 0 for cycle counters */
 void board_reset(void);                      /* a full system reset (the device boots and says HELLO again) */
+#if defined(DRSN_PROFILING)
+/* Only the profiling firmware (drsn_prof.c) needs these; a board without them cannot be profiled per kernel. */
+uint32_t board_ticks(void);                  /* raw free-running up-counter, read as cheaply as possible */
+extern const uint32_t board_ticks_mask;      /* its width: it wraps from board_ticks_mask to 0 */
+uint32_t board_tick_hz(void);                /* the rate it counts at */
+#endif
 #endif

@@ -65,6 +65,10 @@ static void answer(const drsn_info_t *info, uint8_t type, uint16_t seq, const ui
     put32(p + 1, counts);
     memcpy(p + 5, logits, info->output_len);
     drsn_send(DRSN_RESULT, seq, p, (uint16_t)(5 + info->output_len));
+#if defined(DRSN_PROFILING)
+  } else if (type == DRSN_PROFILE) {
+    drsn_prof_answer(seq);
+#endif
   } else {
     send_error(seq, 1, "unknown request");
   }

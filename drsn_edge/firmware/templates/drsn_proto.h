@@ -6,8 +6,8 @@
 #include <stdint.h>
 
 #define DRSN_PROTO_VERSION 1u
-enum { DRSN_INFO = 0x01, DRSN_INFER = 0x02, DRSN_HELLO = 0x80, DRSN_INFO_RSP = 0x81, DRSN_RESULT = 0x82,
-       DRSN_ERROR = 0xFF };
+enum { DRSN_INFO = 0x01, DRSN_INFER = 0x02, DRSN_PROFILE = 0x03, DRSN_HELLO = 0x80, DRSN_INFO_RSP = 0x81,
+       DRSN_RESULT = 0x82, DRSN_PROFILE_RSP = 0x83, DRSN_ERROR = 0xFF };
 
 typedef struct {
   uint32_t input_len;
@@ -29,6 +29,11 @@ void uart_write(const uint8_t *data, size_t n);
 /* Run one inference: input int8[input_len] → logits int8[output_len]; *counts = cycles or instructions.
  * Returns 0 on success. */
 int drsn_proto_infer(const int8_t *input, int8_t *logits, uint32_t *counts);
+
+#if defined(DRSN_PROFILING)
+/* The profiling firmware's answer to PROFILE (drsn_prof.c): per-kernel tick totals since the last request. */
+void drsn_prof_answer(uint16_t seq);
+#endif
 
 uint16_t drsn_crc16(const uint8_t *data, size_t n, uint16_t crc);
 void drsn_send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len);
