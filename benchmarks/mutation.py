@@ -91,12 +91,13 @@ QAT_TESTS = _tests(
 # train, quantize or build a model take minutes each and run in the normal suite.
 MODULES = {
     "verdicts": (["drsn_edge/comparison.py", "drsn_edge/evaluate.py", "drsn_edge/quantize/sensitivity.py",
-                  "drsn_edge/check.py", "drsn_edge/build.py", "drsn_edge/backends/tflm.py",
+                  "drsn_edge/check.py", "drsn_edge/build.py", "drsn_edge/fileio.py", "drsn_edge/backends/tflm.py",
                   "drsn_edge/firmware/bundle.py"], VERDICT_TESTS,
                  _fns("drsn_edge.comparison", "compare", "output_stats") + _fns("drsn_edge.evaluate", "drop_pp")
                  + _fns("drsn_edge.quantize.sensitivity", "analyse", "auto_mixed")
                  + _fns("drsn_edge.check", "verdict", "Thresholds.of")
-                 + _fns("drsn_edge.build", "staged_output", "clean_stale_staging", "_pid_alive")
+                 + _fns("drsn_edge.build", "staged_output", "clean_stale_staging")
+                 + _fns("drsn_edge.fileio", "clean_stale", "_pid_alive")
                  + _fns("drsn_edge.backends.tflm", "memory_fit") + _fns("drsn_edge.firmware.bundle", "arena_with_margin")),
     "evaluate": (["drsn_edge/evaluate.py"], EVALUATE_TESTS,
                  _fns("drsn_edge.evaluate", "accuracy_report", "evaluate", "check_compatible", "grid_mean",
