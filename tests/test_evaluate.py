@@ -226,7 +226,7 @@ def test_evaluate_sweeps_the_test_windows_with_its_seed_and_scores_each_answer(s
     np.testing.assert_array_equal(np.concatenate(net.seen), normalize(noise_sweep(test, ["gaussian"], [0.0], seed=seed).x))
     assert (r["n"], r["accuracy"], r["per_class"]) == (8, 0.5, {"a": 1.0, "b": 2 / 6})
     assert r["confusion"] == [[2, 0, 0, 0], [0, 2, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]
-    assert r["per_snr"] == {"none": {"clean": 0.5}, "gaussian": {"0": 0.5}}
+    assert r["per_snr"] == {"none": {"clean": 0.5}, "gaussian": {"0": 0.5}} and r["grid_mean_accuracy"] == 0.5
     assert (r["model"], r["classes_present"], r["domain"]) == ({"arch": "drsn-cw", "classes": 4, "path": None},
                                                                ["a", "b"], None)
 
