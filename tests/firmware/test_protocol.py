@@ -533,3 +533,39 @@ def test_a_port_with_its_own_read_timeout_is_not_selected_on(select_calls):
         assert select_calls == [] and port.reads == 1
     finally:
         port.close()
+
+
+# ---------------------------------------------------------------- PROFILE (the profiling firmware's per-kernel ticks)
+
+from drsn_edge.firmware.protocol import PROFILE, PROFILE_RSP, KernelTicks  # noqa: E402
+
+
+def test_kernel_ticks_are_decoded_and_every_bad_length_is_named():
+    payload = struct.pack("<HIII3I", 3, 25_000_000, 1024, 512, 101, 1, 50)
+    assert KernelTicks.unpack(payload, "p") == KernelTicks([101, 1, 50], 25_000_000, 1024, 512)
+    assert KernelTicks.unpack(struct.pack("<HIII", 0, 1, 2, 3), "p") == KernelTicks([], 1, 2, 3)  # 14 bytes
+    for cut, message in [(payload[:13], "the device on p sent a short PROFILE answer (13 bytes)"),
+                         (payload[:25], "the device on p sent a PROFILE answer of 25 bytes for 3 kernels"),
+                         (payload + b"\0" * 4, "the device on p sent a PROFILE answer of 30 bytes for 3 kernels")]:
+        with pytest.raises(DeviceError) as ei:
+            KernelTicks.unpack(cut, "p")
+        assert str(ei.value) == message
+
+
+def test_kernel_ticks_request_and_a_firmware_without_the_profiler():
+    payload = struct.pack("<HIII2I", 2, 1000, 8, 4, 7, 9)
+    port = ScriptedPort(lambda t, seq, p: encode(PROFILE_RSP, seq, payload) if t == PROFILE else b"")
+    client = SerialClient(port, timeout_s=0.5)
+    assert client.kernel_ticks() == KernelTicks([7, 9], 1000, 8, 4)
+    assert [(r.type, r.payload) for r in port.requests] == [(PROFILE, b"")]
+    normal = ScriptedPort(lambda t, seq, p: encode(ERROR, seq, struct.pack("<H", 1) + b"unknown request"))
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(normal).kernel_ticks()
+    assert str(ei.value) == ("the firmware on the serial port has no per-kernel profiler (it is the normal firmware): "
+                             "run the build's profiling firmware")
+    other = ScriptedPort(lambda t, seq, p: encode(ERROR, seq, struct.pack("<H", 2) + b"arena too small"))
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(other).kernel_ticks()
+    assert str(ei.value) == "device error 2 on the serial port: arena too small"
+    echo = ScriptedPort(lambda t, seq, p: encode(PROFILE, seq) + encode(PROFILE_RSP, seq, payload))
+    assert SerialClient(echo).kernel_ticks().ticks == [7, 9]  # the echoed request is not the answer
