@@ -79,7 +79,7 @@ GATE_TESTS = _tests(
 # tie and one window over on LiteRT, whose build is gated by build itself (ONNX Runtime's is gated in quantize)
 BUILD_TESTS = _tests(
     "tests/test_cell_gate.py", "test_build_passes_a_cell_drop_equal_to_max_cell_drop[litert]",
-    "test_build_fails_one_window_over_max_cell_drop[litert]")
+    "test_build_fails_one_window_over_max_cell_drop[litert]", "test_a_float_build_is_neither_measured_nor_gated")
 QAT_TESTS = _tests(
     "tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
     "test_calibrating_records_the_running_max_and_passes_values_through",

@@ -150,3 +150,14 @@ def test_build_cli_exit_codes_at_the_cell_tie(four, b_open, tmp_path):
     assert (r.returncode, json.loads(r.stdout)) == (1, {"error": BACKENDS[backend] + _message(worst, 2.0 * (k - 1)),
                                                         "exit_code": 1})
     assert not (tmp_path / "over").exists()
+
+
+def test_a_float_build_is_neither_measured_nor_gated(four, tmp_path):
+    """--precision fp32 on ONNX Runtime: the artifact is the float model itself, so build reports no accuracy
+    figure and no gate applies, even with both limits at 0."""
+    from drsn_edge.build import build
+
+    res = build("cell-host", four["model"], [_profile_dir(tmp_path / "p", "onnxruntime")], out_dir=tmp_path / "b",
+                spec=_spec(four), calib=str(four["calib1x32"]), precision="fp32", max_drop=0.0, max_cell_drop=0.0)
+    assert res.accuracy is None and res.precision == "fp32"
+    assert "accuracy" not in json.loads((tmp_path / "b" / "build.json").read_text())
