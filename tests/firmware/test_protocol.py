@@ -544,6 +544,8 @@ def test_kernel_ticks_are_decoded_and_every_bad_length_is_named():
     payload = struct.pack("<HIII3I", 3, 25_000_000, 1024, 512, 101, 1, 50)
     assert KernelTicks.unpack(payload, "p") == KernelTicks([101, 1, 50], 25_000_000, 1024, 512)
     assert KernelTicks.unpack(struct.pack("<HIII", 0, 1, 2, 3), "p") == KernelTicks([], 1, 2, 3)  # 14 bytes
+    big = struct.pack("<HIII1I", 1, 3_000_000_000, 2**31, 2**32 - 1, 2**32 - 2)  # unsigned 32-bit fields
+    assert KernelTicks.unpack(big, "p") == KernelTicks([2**32 - 2], 3_000_000_000, 2**31, 2**32 - 1)
     for cut, message in [(payload[:13], "the device on p sent a short PROFILE answer (13 bytes)"),
                          (payload[:25], "the device on p sent a PROFILE answer of 25 bytes for 3 kernels"),
                          (payload + b"\0" * 4, "the device on p sent a PROFILE answer of 30 bytes for 3 kernels")]:
@@ -567,5 +569,10 @@ def test_kernel_ticks_request_and_a_firmware_without_the_profiler():
     with pytest.raises(DeviceError) as ei:
         SerialClient(other).kernel_ticks()
     assert str(ei.value) == "device error 2 on the serial port: arena too small"
+    short = ScriptedPort(lambda t, seq, p: encode(PROFILE_RSP, seq, payload[:10]))
+    short.name = "/dev/ttyACM3"
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(short).kernel_ticks()
+    assert str(ei.value) == "the device on /dev/ttyACM3 sent a short PROFILE answer (10 bytes)"
     echo = ScriptedPort(lambda t, seq, p: encode(PROFILE, seq) + encode(PROFILE_RSP, seq, payload))
     assert SerialClient(echo).kernel_ticks().ticks == [7, 9]  # the echoed request is not the answer
