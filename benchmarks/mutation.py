@@ -51,7 +51,10 @@ EVALUATE_TESTS = _tests(
     "test_grid_mean_without_noisy_cells_is_none", "test_no_windows_is_an_input_error",
     "test_evaluate_uses_exactly_the_chosen_split", "test_evaluate_noise_grid_replicates_the_test_split",
     "test_load_test_windows_keeps_only_test_when_present", "test_incompatible_data_is_refused",
-    "test_evaluate_never_falls_back_to_other_splits")
+    "test_evaluate_never_falls_back_to_other_splits", "test_confusion_matrix_is_whole_counts_in_json",
+    "test_incompatible_data_messages", "test_evaluate_sweeps_the_test_windows_with_its_seed_and_scores_each_answer",
+    "test_noise_types_without_snrs_evaluate_the_windows_as_they_are") + _tests(
+    "tests/test_guard.py", "test_training_stores_a_guard_that_keeps_held_out_windows_in_domain")
 VERDICT_TESTS = _tests(
     "tests/quantize/test_quantize.py", "test_compare_figures_by_hand", "test_compare_curve_averages_noise_types_per_snr",
     "test_compare_without_any_loss",
@@ -63,6 +66,20 @@ VERDICT_TESTS = _tests(
     "test_staged_output_replaces_only_on_success", "test_stale_staging_of_dead_runs_is_cleaned_and_live_ones_are_kept",
     "test_memory_fit_needs_flash_and_ram_both", "test_memory_fit_without_a_runtime_figure_assumes_200_kib",
     "test_arena_margin_is_ten_percent_rounded_up_to_16_bytes")
+GATE_TESTS = _tests(
+    "tests/quantize/test_auto.py", "test_worst_snr_drop_includes_the_clean_cell_and_never_goes_below_zero",
+    "test_auto_picks_the_smallest_worst_snr_drop_on_a_stubbed_table",
+    "test_ties_go_to_the_worst_cell_then_the_overall_drop_then_the_method_order",
+    "test_gate_error_checks_the_overall_drop_and_the_worst_snr_level", "test_gate_error_at_and_beside_each_limit_by_hand",
+    "test_raise_if_failed_raises_the_summary_error_with_exit_code_1",
+    "test_row_copies_the_figures_and_select_breaks_every_tie_in_order",
+    "test_choose_measures_each_method_once_in_order_and_reports_progress",
+    "test_worst_snr_drop_without_a_curve_or_a_clean_cell", "test_quantize_options_are_checked_on_both_sides_of_each_bound")
+# end to end (each mutant trains the 4-class fixture and builds three times, about a minute): the cell gate at the
+# tie and one window over on LiteRT, whose build is gated by build itself (ONNX Runtime's is gated in quantize)
+BUILD_TESTS = _tests(
+    "tests/test_cell_gate.py", "test_build_passes_a_cell_drop_equal_to_max_cell_drop[litert]",
+    "test_build_fails_one_window_over_max_cell_drop[litert]", "test_a_float_build_is_neither_measured_nor_gated")
 QAT_TESTS = _tests(
     "tests/quantize/test_qat.py", "test_activation_fake_quant_by_hand",
     "test_calibrating_records_the_running_max_and_passes_values_through",
@@ -73,24 +90,30 @@ QAT_TESTS = _tests(
 # train, quantize or build a model take minutes each and run in the normal suite.
 MODULES = {
     "verdicts": (["drsn_edge/comparison.py", "drsn_edge/evaluate.py", "drsn_edge/quantize/sensitivity.py",
-                  "drsn_edge/check.py", "drsn_edge/build.py", "drsn_edge/backends/tflm.py",
+                  "drsn_edge/check.py", "drsn_edge/build.py", "drsn_edge/fileio.py", "drsn_edge/backends/tflm.py",
                   "drsn_edge/firmware/bundle.py"], VERDICT_TESTS,
                  _fns("drsn_edge.comparison", "compare", "output_stats") + _fns("drsn_edge.evaluate", "drop_pp")
                  + _fns("drsn_edge.quantize.sensitivity", "analyse", "auto_mixed")
                  + _fns("drsn_edge.check", "verdict", "Thresholds.of")
-                 + _fns("drsn_edge.build", "staged_output", "clean_stale_staging", "_pid_alive")
+                 + _fns("drsn_edge.build", "staged_output", "clean_stale_staging")
+                 + _fns("drsn_edge.fileio", "clean_stale", "_pid_alive")
                  + _fns("drsn_edge.backends.tflm", "memory_fit") + _fns("drsn_edge.firmware.bundle", "arena_with_margin")),
     "evaluate": (["drsn_edge/evaluate.py"], EVALUATE_TESTS,
                  _fns("drsn_edge.evaluate", "accuracy_report", "evaluate", "check_compatible", "grid_mean",
                       "load_test_windows")),
     "train": (["drsn_edge/train.py"], _tests("tests/test_train.py", "test_lr_schedule_follows_paper_fractions",
-                                             "test_epoch_selection_by_hand"),
+                                             "test_epoch_selection_by_hand",
+                                             "test_a_record_without_a_loss_counts_as_an_infinite_loss"),
               _fns("drsn_edge.train", "_lr_at", "is_better", "best_record")),
     "noise": (["drsn_edge/data/noise.py"], ["tests/test_noise.py"],
               _fns("drsn_edge.data.noise", "add_noise", "measured_snr_db", "noise_sweep", "assign_noise")),
     "protocol": (["drsn_edge/firmware/protocol.py"], ["tests/firmware/test_protocol.py"], None),
     "targets": (["drsn_edge/targets.py"], ["tests/test_targets_rules.py"],
                 _fns("drsn_edge.targets", "_value", "_section", "load_target_file", "_device", "summary_row")),
+    "gates": (["drsn_edge/quantize/run.py", "drsn_edge/quantize/auto.py"], GATE_TESTS,
+              _fns("drsn_edge.quantize.run", "gate_error", "raise_if_failed", "_validate", "_check_out")
+              + _fns("drsn_edge.quantize.auto", "worst_snr_drop_pp", "row", "select", "choose")),
+    "build": (["drsn_edge/build.py"], BUILD_TESTS, _fns("drsn_edge.build", "_build", "measure_build", "reference_logits")),
     "qat": (["drsn_edge/quantize/qat.py"], QAT_TESTS,
             _fns("drsn_edge.quantize.qat", "ActFakeQuant.forward", "_weight_fq", "cosine_lr")),
 }
@@ -112,7 +135,12 @@ def _copy_tree(dest: Path) -> None:
         shutil.copy2(ROOT / rel, target)
 
 
-def _setup_cfg(sources: list[str], tests: list[str]) -> str:
+# modules whose tests start thread pools that do not survive fork (TensorFlow's converter in the LiteRT build):
+# each mutant's worker is forked from a clean server process instead of mutmut's main process
+FORKSERVER = {"build"}
+
+
+def _setup_cfg(sources: list[str], tests: list[str], timeout_multiplier: float = 30.0, forkserver: bool = False) -> str:
     def block(items):
         return "\n" + "\n".join(f"    {i}" for i in items)
 
@@ -123,8 +151,9 @@ def _setup_cfg(sources: list[str], tests: list[str]) -> str:
             f"pytest_add_cli_args ={block(['-q', '-p', 'no:cacheprovider', '-m', 'not slow'])}\n"
             "use_git_change_detection = false\n"
             # generous time limits: on a busy machine a slow run is not a caught mutant
-            "timeout_multiplier = 30.0\n"
-            "timeout_constant = 10.0\n")
+            f"timeout_multiplier = {timeout_multiplier}\n"
+            "timeout_constant = 10.0\n"
+            + ("process_isolation = forkserver\nforkserver_warmup = none\n" if forkserver else ""))
 
 
 def _results(work: Path) -> dict[str, str]:
@@ -139,14 +168,19 @@ def _results(work: Path) -> dict[str, str]:
     return res
 
 
-def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
+def run_module(name: str, max_children: int, show: bool, keep: bool, only: list[str] | None = None) -> dict:
     sources, tests, globs = MODULES[name]
+    if only:  # a partial run: only these mutant names (or globs) of the module's functions
+        globs = [o for o in only if globs is None or any(fnmatch.fnmatch(o, g) for g in globs)]
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     t0 = time.perf_counter()
     try:
         _copy_tree(work)
-        (work / "setup.cfg").write_text(_setup_cfg(sources, tests))
-        env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1")
+        (work / "setup.cfg").write_text(_setup_cfg(sources, tests, forkserver=name in FORKSERVER))
+        # one thread for torch/OpenMP: mutmut forks a child per mutant from a process that has run the tests,
+        # and a thread pool inherited through fork can deadlock the child (a spurious "timeout")
+        env = dict(os.environ, PYTHONPATH=str(work / "mutants"), DRSN_EDGE_NO_PROGRESS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
         # mutmut's first run in a fresh folder can fail to import the test packages it has just copied
         # (the import system cached the folder before the copy); the second run finds them
         for _ in range(2):
@@ -160,6 +194,15 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
         if not res or all(s == "not checked" for s in res.values()):
             tail = (log.stdout + log.stderr).replace("\r", "\n")[-3000:]
             raise SystemExit(f"{name}: mutmut ran no mutant (exit {log.returncode}):\n{tail}")
+        first_timeouts = sorted(n for n, st in res.items() if st == "timeout")
+        if first_timeouts:
+            # a changed time limit makes mutmut re-check exactly its timeouts: a mutant that loops forever
+            # times out again, one whose child hung by accident (load, a stuck fork) gets its real verdict
+            (work / "setup.cfg").write_text(_setup_cfg(sources, tests, timeout_multiplier=31.0,
+                                                       forkserver=name in FORKSERVER))
+            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                            *first_timeouts], cwd=work, env=env, capture_output=True, text=True)
+            res.update({n: st for n, st in _results(work).items() if n in first_timeouts})
         survivors = sorted(n for n, s in res.items() if s == "survived")
         diffs = {}
         if show:
@@ -170,7 +213,10 @@ def run_module(name: str, max_children: int, show: bool, keep: bool) -> dict:
         return {"module": name, "sources": sources, "tests": tests, "generated": len(res),
                 "killed": sum(s in NOTICED for s in res.values()), "survived": len(survivors),
                 "other": other, "survivors": survivors, "diffs": diffs,
-                "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None}
+                "timeouts": sorted(n for n, st in res.items() if st == "timeout"),
+                "timeouts_rechecked": first_timeouts,
+                "wall_s": round(time.perf_counter() - t0, 1), "work": str(work) if keep else None,
+                "only": only or None}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -193,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (to inspect with mutmut browse)")
+    ap.add_argument("--only", nargs="+", metavar="MUTANT",
+                    help="a partial run: only these mutant names or globs (e.g. drsn_edge.build.x__build__mutmut_9*)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation.json"))
     a = ap.parse_args(argv)
     if a.list:
@@ -205,7 +253,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     print(f"{'module':10s} {'generated':>9s} {'killed':>7s} {'survived':>8s} {'other':>6s} {'wall s':>7s}")
     for name in a.modules or list(MODULES):
-        r = run_module(name, a.max_children, a.show, a.keep)
+        r = run_module(name, a.max_children, a.show, a.keep, a.only)
         print(f"{name:10s} {r['generated']:9d} {r['killed']:7d} {r['survived']:8d} {len(r['other']):6d} "
               f"{r['wall_s']:7.0f}", flush=True)
         for m in r["survivors"]:
@@ -214,6 +262,8 @@ def main(argv=None) -> int:
                 print("      " + r["diffs"][m].replace("\n", "\n      "))
         for m, s in r["other"].items():
             print(f"    {s}: {m}")
+        for m in r["timeouts"]:
+            print(f"    timeout (twice; counted as killed): {m}")
         _save(out, r)  # after each module: a long run stopped early keeps what it finished
     return 0
 

@@ -118,7 +118,7 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
     if splits:
         if not set(splits) & set(np.unique(ds.split)):
             raise InputError(f"dataset has no {'/'.join(splits)} windows; choose --split from "
-                             f"{sorted(set(ds.split))} or all")
+                             f"{sorted(set(ds.split.tolist()))} or all")
         ds = ds.select_split(*splits)
     if noise_kinds and snrs:
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)

@@ -55,7 +55,9 @@ def test_json_and_sidecar(mcu_build):
     acc = res["accuracy"]
     right_ref, right = round(acc["n"] * acc["reference_accuracy"]), round(acc["n"] * acc["accuracy"])
     assert acc["drop_pp"] == 100 * (right_ref - right) / acc["n"]  # exact: from window counts
-    assert 0.9 <= res["litert_tflm_agreement"] <= 1 and res["litert_tflm_max_lsb"] >= 0
+    # LiteRT and TFLite Micro run the same int8 graph with kernels that may round a requantization one LSB
+    # apart; such a difference flips top-1 only where two logits are within a few LSB, a rare window
+    assert 0.9 <= res["litert_tflm_agreement"] <= 1
     side = json.loads((out / "model.int8.json").read_text())
     assert side["input"]["dtype"] == "int8" and side["output"]["dtype"] == "int8"
     assert side["tools"]["tflite-micro"] and side["memory"] == res["memory"]

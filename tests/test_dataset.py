@@ -339,3 +339,20 @@ def test_failed_write_leaves_no_temp_files_and_keeps_old_file(tmp_path, monkeypa
     with pytest.raises(OSError):
         save_dataset(old, fresh / "new.npz")
     assert list(fresh.iterdir()) == []
+
+
+def test_unknown_split_and_noise_names_are_listed_as_plain_strings():
+    from drsn_edge.data.dataset import SPLITS, validate
+    from drsn_edge.data.simulator import synthesize
+    from drsn_edge.errors import InputError
+
+    ds = synthesize(windows_per_class=1, classes=["normal", "IR021"], seed=0, split=(1.0, 0.0, 0.0))
+    ds.split = np.array(["train", "holdout"])
+    with pytest.raises(InputError) as ei:
+        validate(ds)
+    assert str(ei.value) == f"unknown split name(s) ['holdout']; use {', '.join(SPLITS)}"
+    ds.split = np.array(["train", "test"])
+    ds.noise = np.array(["none", "brown"])
+    with pytest.raises(InputError) as ei:
+        validate(ds)
+    assert str(ei.value) == "unknown noise type(s) ['brown']"

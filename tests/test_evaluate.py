@@ -94,8 +94,14 @@ def test_grid_mean_without_noisy_cells_is_none():
 
 
 def test_no_windows_is_an_input_error():
-    with pytest.raises(InputError, match="no windows"):
+    with pytest.raises(InputError, match="^no windows to evaluate$"):
         accuracy_report(np.array([], int), np.array([], int), CLASSES, np.array([]), np.array([]))
+
+
+def test_confusion_matrix_is_whole_counts_in_json():
+    import json
+
+    assert json.dumps(_hand_report()["confusion"]) == "[[2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]"
 
 
 # ---------------------------------------------------------------- which windows are evaluated
@@ -150,11 +156,12 @@ def test_load_test_windows_keeps_only_test_when_present(tmp_path):
     meta = {"class_names": CLASSES, "fs": 1000.0, "window": WINDOW, "normalization": "zscore"}
     data = tmp_path / "d.npz"
     save_dataset(_dataset(Y, SPLIT), data)
-    ds, _ = load_test_windows(meta, data)
+    ds, source = load_test_windows(meta, data)
     assert len(ds) == 4 and set(ds.split) == {"test"} and ds.y.tolist() == [0, 1, 1, 1]
+    assert source == str(data)  # where the windows came from, as reports print it
     save_dataset(_dataset([0, 1, 2], ["train", "val", "val"]), data)
-    ds, _ = load_test_windows(meta, data)
-    assert len(ds) == 3  # no test split: every window
+    ds, source = load_test_windows(meta, data)
+    assert len(ds) == 3 and source == str(data)  # no test split: every window
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -170,9 +177,72 @@ def test_incompatible_data_is_refused(field, value, needle):
         evaluate(b, _dataset(Y, SPLIT))
 
 
+META = {"class_names": CLASSES, "fs": 1000.0, "window": WINDOW, "normalization": "zscore", "arch": "drsn-cw"}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("fs", 999.5, "dataset sample rate 1000 Hz differs from the model's 999.5 Hz; resample on import"),
+    ("window", 64, "dataset window 128 differs from the model's 64"),
+    ("normalization", "minmax", "dataset normalization zscore differs from the model's minmax"),
+    ("class_names", ["a", "b", "c", "e"], "dataset (classes ['a', 'b', 'c', 'd']) has class(es) ['d'] that the model "
+     "does not know (its classes: ['a', 'b', 'c', 'e']); evaluate on data of the model's classes or train/fine-tune "
+     "a model that has them"),
+])
+def test_incompatible_data_messages(field, value, message):
+    with pytest.raises(InputError) as ei:
+        evaluate(Bundle(model=None, meta={**META, field: value}), _dataset(Y, SPLIT))
+    assert str(ei.value) == message
+
+
+class _Recorder:
+    """A stand-in network that keeps every batch it is given and answers class i % 4 for window i."""
+
+    def __init__(self):
+        import torch
+
+        self.torch, self.seen = torch, []
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        self.seen.append(x.numpy().copy())
+        n = x.shape[0]
+        logits = self.torch.zeros(n, len(CLASSES))
+        logits[self.torch.arange(n), self.torch.arange(n) % len(CLASSES)] = 1.0
+        return logits
+
+
+@pytest.mark.parametrize("seed_kw,seed", [({}, 0), ({"seed": 7}, 7)])
+def test_evaluate_sweeps_the_test_windows_with_its_seed_and_scores_each_answer(seed_kw, seed):
+    """The network sees exactly the normalized test windows, clean then with Gaussian noise at 0 dB drawn
+    with `seed` (0 by default); its answers 0,1,2,3,0,1,2,3 against labels a,b,b,b,a,b,b,b score 4 of 8."""
+    from drsn_edge.data.dataset import normalize
+    from drsn_edge.data.noise import noise_sweep
+
+    net = _Recorder()
+    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [0.0], **seed_kw).to_json()
+    test = _dataset(Y, SPLIT).select_split("test")
+    np.testing.assert_array_equal(np.concatenate(net.seen), normalize(noise_sweep(test, ["gaussian"], [0.0], seed=seed).x))
+    assert (r["n"], r["accuracy"], r["per_class"]) == (8, 0.5, {"a": 1.0, "b": 2 / 6})
+    assert r["confusion"] == [[2, 0, 0, 0], [0, 2, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert r["per_snr"] == {"none": {"clean": 0.5}, "gaussian": {"0": 0.5}} and r["grid_mean_accuracy"] == 0.5
+    assert (r["model"], r["classes_present"], r["domain"]) == ({"arch": "drsn-cw", "classes": 4, "path": None},
+                                                               ["a", "b"], None)
+
+
+def test_noise_types_without_snrs_evaluate_the_windows_as_they_are():
+    net = _Recorder()
+    r = evaluate(Bundle(model=net, meta=META), _dataset(Y, SPLIT), ["gaussian"], [], include_clean=False).to_json()
+    assert r["n"] == 4 and r["per_snr_n"] == {"none": {"clean": 4}}
+
+
 def test_evaluate_never_falls_back_to_other_splits():
     """Asking for test windows of a dataset that has none is an error, not an evaluation of its train windows."""
     b = Bundle(model=_constant_model(0), meta={"class_names": CLASSES, "fs": 1000.0, "window": WINDOW,
                                                "normalization": "zscore", "arch": "drsn-cw"})
     with pytest.raises(InputError, match="no test windows"):
         evaluate(b, _dataset([0, 1], ["train", "val"]), splits=("test",))
+    with pytest.raises(InputError) as ei:
+        evaluate(b, _dataset([0, 1], ["train", "train"]), splits=("val", "test"))
+    assert str(ei.value) == "dataset has no val/test windows; choose --split from ['train'] or all"

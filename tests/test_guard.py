@@ -71,8 +71,13 @@ def test_training_stores_a_guard_that_keeps_held_out_windows_in_domain(tiny_mode
     f = pooled_features(b.model, x[:4])
     torch_feats = b.model.features(__import__("torch").from_numpy(x[:4])).detach().numpy()
     np.testing.assert_allclose(f, torch_feats, rtol=0, atol=0)  # the hook sees exactly the head's input
-    rep = evaluate(b, load_dataset(tiny_data)).to_json()
-    assert 0 <= rep["domain"]["out_of_domain_share"] <= 1 and rep["domain"]["n"] == rep["n"]
+    rep = evaluate(b, load_dataset(tiny_data)).to_json()  # the test split, clean
+    test = load_dataset(tiny_data).select_split("test")
+    _, ok_test = guard_scores(b, normalize(test.x, "zscore"))
+    assert rep["domain"]["n"] == rep["n"] == len(test)
+    share = float((~ok_test).mean())  # the share of windows flagged
+    assert rep["domain"] == {"out_of_domain_share": share, "n": len(test), "per_snr": {"none": {"clean": share}},
+                             "threshold": b.meta["guard"]["threshold"], "quantile": b.meta["guard"]["quantile"]}
 
 
 def test_guard_fit_keeps_the_tensors(tiny_model, tiny_data, tmp_path):

@@ -250,3 +250,67 @@ def test_sweep_replicates_every_window_in_every_cell():
     assert len(no_clean) == 4 and (no_clean.noise == "gaussian").all()
     with pytest.raises(InputError, match="nothing to evaluate"):
         noise_sweep(ds, [], [0.0], include_clean=False)
+
+
+def test_sweep_and_assign_are_seeded_with_0_by_default():
+    ds = _ds(n=4)
+    np.testing.assert_array_equal(noise_sweep(ds, ["gaussian"], [0.0]).x, noise_sweep(ds, ["gaussian"], [0.0], seed=0).x)
+    np.testing.assert_array_equal(noise_sweep(ds, ["gaussian"], [0.0], seed=9).x,
+                                  noise_sweep(ds, ["gaussian"], [0.0], seed=9).x)  # the same draw every time
+    np.testing.assert_array_equal(assign_noise(ds, ["pink"], [5.0]).x, assign_noise(ds, ["pink"], [5.0], seed=0).x)
+    assert not np.array_equal(noise_sweep(ds, ["gaussian"], [0.0], seed=1).x, noise_sweep(ds, ["gaussian"], [0.0]).x)
+
+
+def test_grid_errors_are_worded_exactly():
+    with pytest.raises(InputError) as ei:
+        assign_noise(_ds(n=3), [], [0.0])
+    assert str(ei.value) == "assigning noise needs at least one noise type and one SNR"
+    with pytest.raises(InputError) as ei:
+        noise_sweep(_ds(n=3), ["pink"], [], include_clean=False)
+    assert str(ei.value) == "nothing to evaluate: no clean windows and no noise cells"
+
+
+def test_sweep_memory_is_checked_for_every_cell_before_allocating(monkeypatch):
+    """4 windows × (clean + 2 types × 2 SNRs) = 20 windows of 2048 float32 samples, 3 working copies:
+    491 520 bytes. A budget 1 kB under that refuses the sweep, one 80 bytes over it allows it."""
+    ds = _ds(n=4)
+    monkeypatch.setenv("DRSN_EDGE_MAX_MEMORY_MB", "0.49")
+    with pytest.raises(InputError) as ei:
+        noise_sweep(ds, ["gaussian", "pink"], [-5.0, 5.0])
+    assert str(ei.value) == ("a noise sweep of 4 windows × 5 cells would need 491.5 kB of memory, more than the "
+                             "490.0 kB allowed (half the available memory, or DRSN_EDGE_MAX_MEMORY_MB); use fewer "
+                             "windows, noise types or SNRs")
+    monkeypatch.setenv("DRSN_EDGE_MAX_MEMORY_MB", "0.4916")
+    assert len(noise_sweep(ds, ["gaussian", "pink"], [-5.0, 5.0])) == 20
+
+
+def test_gaussian_noise_is_added_as_drawn_and_scaled():
+    """x + w with w the generator's standard normal draw, centred per window and scaled to the SNR: the
+    documented recipe, recomputed in float64 (the result is float32: one rounding, ≤ 2^-24 relative)."""
+    x = _clean(n=3, length=256)
+    got = add_noise(x, "gaussian", 3.0, np.random.default_rng(11))
+    w = np.random.default_rng(11).standard_normal(x.shape)
+    w -= w.mean(axis=-1, keepdims=True)
+    xs = x.astype(np.float64)
+    w *= np.sqrt((xs**2).mean(axis=-1, keepdims=True) / (10 ** 0.3 * (w**2).mean(axis=-1, keepdims=True)))
+    np.testing.assert_allclose(got, xs + w, rtol=2 ** -23, atol=0)
+
+
+def test_windows_of_any_amplitude_float32_can_hold_get_noise_at_the_exact_snr():
+    """Samples of 1e20 (their squares overflow float32): powers are taken in float64, so the noise is finite
+    and the SNR exact, measured in float64 too."""
+    x = (_clean(n=2, length=512).astype(np.float64) * 1e20).astype(np.float32)
+    noisy = add_noise(x, "laplacian", 6.0, np.random.default_rng(2))
+    assert np.isfinite(noisy).all()
+    np.testing.assert_allclose(measured_snr_db(x, noisy), 6.0, atol=SNR_ATOL_DB)
+
+
+def test_one_snr_per_window_of_a_multichannel_array():
+    """[2, 3, L]: six windows, six SNRs (the leading axes, not the first one alone)."""
+    x = _clean(n=6, length=256).reshape(2, 3, 256)
+    snr = np.arange(6.0).reshape(2, 3)
+    noisy = add_noise(x, "gaussian", snr.ravel(), np.random.default_rng(0))
+    np.testing.assert_allclose(measured_snr_db(x, noisy), snr, atol=SNR_ATOL_DB)
+    with pytest.raises(InputError) as ei:
+        add_noise(x, "gaussian", np.zeros(2), np.random.default_rng(0))
+    assert str(ei.value) == "one SNR per window expected (6), got 2"

@@ -85,7 +85,7 @@ def test_litert_ops_timed_alone_keep_every_op_and_its_layer(tiny_model, fp32_onn
     assert [r["op_type"] for r in res["rows"]] == graph_ops(named)
     assert all(m in _places(net) for m in mods)
     assert sum(r["macs"] for r in res["rows"]) == sum(_layer_macs(net, bundle.window).values())
-    assert all(r["time_us"] >= 0 for r in res["rows"]) and min(r["time_us"] for r in res["rows"]) == 0.0
+    assert min(r["time_us"] for r in res["rows"]) == 0.0  # the cheapest op stands for the invoke cost
 
 
 @pytest.fixture(scope="module")

@@ -192,3 +192,81 @@ def test_summary_rows(tmp_path):
         "name": "board", "family": "jetson", "backend": "tensorrt", "chip": "Ampere", "clock": None, "flash": None,
         "ram": "8 GB", "ram_budget": None, "stack": "sm 87 · TRT 10.3 · JP 6.2 · 2 DLA", "transport": "ssh"}
     assert summary_row(_jetson(tmp_path))["stack"] == "sm 87 · TRT 10.3 · JP 6.2"
+
+
+def test_ram_budget_of_a_target_made_in_code_uses_the_default_share():
+    """A Target built in code (no file, so no defaults filled in): half the RAM, as a profile would get."""
+    from drsn_edge.targets import Target
+
+    t = Target(name="t", family="mcu", backend="tflm", description="", hardware={"ram_kb": 64, "flash_kb": 256})
+    assert (t.ram_bytes, t.ram_budget_bytes, t.flash_bytes, t.runtime_code_bytes) == (65536, 32768, 262144, None)
+    h = Target(name="h", family="host", backend="onnxruntime", description="", hardware={"ram_gb": 0.5})
+    assert (h.ram_bytes, h.ram_budget_bytes) == (536870912, None)  # the budget is an MCU figure
+
+
+HOST = 'name = "board"\nfamily = "host"\nbackend = "onnxruntime"\n'
+
+
+@pytest.mark.parametrize("text,message", [
+    (HOST + "speed = 3\n", "unknown key 'speed' (allowed: name, family, backend, description, hardware, device, check)"),
+    (HOST + "[hardware]\nwarp = 9\n", "unknown key 'hardware.warp' (allowed in [hardware]: cpu, ram_gb)"),
+    ('family = "host"\nbackend = "onnxruntime"\n', "missing required key 'name'"),
+    ('name = 3\nfamily = "host"\nbackend = "onnxruntime"\n', "'name' must be a string, got an integer"),
+    (MCU.format(hw="", dev="", check="").replace('cpu = "cortex-m4"\n', ""), "missing required key 'hardware.cpu'"),
+    (MCU.format(hw="", dev="", check="").replace("clock_mhz = 100", "clock_mhz = nan"),
+     "'hardware.clock_mhz' must be a finite number, got nan"),
+    (HOST.replace('"board"', '"other"'), "'name' is 'other' but must equal the file name 'board'"),
+    (HOST.replace("onnxruntime", "tflm"), "backend 'tflm' does not fit family 'host' (use onnxruntime or litert or host)"),
+    (MCU.format(hw="", dev='transport = "serial"\nport = 22', check=""),
+     "'device.port' must be a serial device path string, got 22"),
+])
+def test_every_refusal_is_worded_exactly(tmp_path, text, message):
+    p = tmp_path / "board.toml"
+    p.write_text(text)
+    with pytest.raises(InputError) as ei:
+        load_target_file(p)
+    assert str(ei.value) == f"{p}: {message}"
+
+
+def test_unreadable_files_are_named(tmp_path):
+    p = tmp_path / "board.toml"
+    with pytest.raises(InputError) as ei:
+        load_target_file(p)
+    assert str(ei.value) == f"target file '{p}' does not exist"
+    p.mkdir()
+    with pytest.raises(InputError) as ei:
+        load_target_file(p)
+    assert str(ei.value) == f"target file '{p}' is a folder; name a regular file"
+    p.rmdir()
+    p.write_bytes(b'name = "\xff"\n')
+    with pytest.raises(InputError) as ei:
+        load_target_file(p)
+    assert str(ei.value) == f"{p}: not valid TOML: not UTF-8 text"
+    p.write_text('name = "board"\ndescription = \n')
+    with pytest.raises(InputError) as ei:
+        load_target_file(p)
+    assert str(ei.value).startswith(f"{p}: not valid TOML: Invalid value")
+
+
+def test_defaults_of_a_minimal_profile(tmp_path):
+    """No description, no [hardware], no [device], no [check]: the profile loads with exactly the defaults."""
+    t = _load(tmp_path, HOST)
+    assert (t.description, t.hardware, t.device, t.check) == ("", {}, {"transport": "local"},
+                                                              {"min_accuracy": 0.9, "max_drop_pp": 1.0})
+    t = _load(tmp_path, HOST + 'description = "a PC"\n')
+    assert t.description == "a PC"
+    m = _mcu(tmp_path)
+    assert m.hardware == {"cpu": "cortex-m4", "clock_mhz": 100.0, "flash_kb": 512, "ram_kb": 128, "ram_share": 0.5,
+                          "fpu": "none", "cmsis_nn": False}  # keys without a default are not filled with None
+    assert m.device == {"transport": "serial"}
+
+
+def test_qemu_machine_from_the_hardware_table_alone(tmp_path):
+    t = _mcu(tmp_path, hw='qemu_machine = "mps2-an386"', dev='transport = "qemu"')
+    assert t.device == {"transport": "qemu", "machine": "mps2-an386"}
+
+
+def test_summary_row_of_a_profile_without_clock_flash_or_ram(tmp_path):
+    assert summary_row(_load(tmp_path, HOST + '[hardware]\ncpu = "x86-64"\n')) == {
+        "name": "board", "family": "host", "backend": "onnxruntime", "chip": "x86-64", "clock": None, "flash": None,
+        "ram": None, "ram_budget": None, "stack": None, "transport": "local"}

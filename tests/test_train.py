@@ -235,3 +235,14 @@ def test_epoch_selection_by_hand():
     assert best_record(hist[:2])["epoch"] == 2 and best_record([]) is None
     assert is_better(hist[0], None) and not is_better(hist[4], hist[3]) and is_better(hist[3], hist[2])
     assert not is_better(hist[1], hist[2]) and is_better(hist[2], hist[1])
+
+
+def test_a_record_without_a_loss_counts_as_an_infinite_loss():
+    """Accuracy ties are broken by the loss; a record that carries none (written before losses were kept)
+    loses to one that has a loss, and between two such records the later one wins."""
+    from drsn_edge.train import best_record, is_better
+
+    assert is_better({"val_acc": 0.5, "val_loss": 9.0}, {"val_acc": 0.5})
+    assert not is_better({"val_acc": 0.5}, {"val_acc": 0.5, "val_loss": 9.0})
+    assert is_better({"val_acc": 0.5}, {"val_acc": 0.5})
+    assert best_record([{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.5}])["epoch"] == 2

@@ -142,10 +142,10 @@ def validate(ds: Dataset) -> None:
         raise InputError(f"dataset sample rate must be positive, got {ds.fs}")
     if ds.normalization not in NORMALIZATIONS:
         raise InputError(f"unknown normalization '{ds.normalization}' (known: {', '.join(NORMALIZATIONS)})")
-    bad_split = set(np.unique(ds.split)) - set(SPLITS)
+    bad_split = set(np.unique(ds.split).tolist()) - set(SPLITS)
     if bad_split:
         raise InputError(f"unknown split name(s) {sorted(bad_split)}; use {', '.join(SPLITS)}")
-    bad_noise = set(np.unique(ds.noise)) - set(NOISE_TYPES) - {"none"}
+    bad_noise = set(np.unique(ds.noise).tolist()) - set(NOISE_TYPES) - {"none"}
     if bad_noise:
         raise InputError(f"unknown noise type(s) {sorted(bad_noise)}")
     if not np.isfinite(ds.x).all():

@@ -255,7 +255,7 @@ class SerialClient:
         if x_q.size != info.input_len:
             raise DeviceError(f"the device on {self.name} expects {info.input_len} input values, got {x_q.size}")
         fr = self._request(INFER, x_q.tobytes(), RESULT)
-        if len(fr.payload) < 5:
+        if len(fr.payload) < 5 + _GUARD.size:  # status, count, guard flags and score: the fixed part
             raise DeviceError(f"the device on {self.name} sent a short RESULT ({len(fr.payload)} bytes)")
         status, counts = struct.unpack_from("<BI", fr.payload)
         if status != 0:

@@ -23,9 +23,12 @@ def _check_args(build_dir, tiny_data):
     return ["check", build_dir, "--target", "jetson-orin-nano", "--data", tiny_data, "--json"]
 
 
-def _valid(res):
+def _valid(res, built):
+    """The same artifact on the same windows (ONNX Runtime here or over SSH on this machine) gives the build's
+    own figures exactly."""
     assert res["runtime"].startswith("onnxruntime")
-    assert 0 <= res["accuracy"] <= 1 and 0 <= res["agreement_with_reference"] <= 1
+    assert (res["n"], res["accuracy"], res["agreement_with_reference"]) == (
+        built["accuracy"]["n"], built["accuracy"]["accuracy"], built["accuracy"]["agreement"])
     lat = res["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert res["throughput"]["batch1_per_s"] > 0 and set(res["throughput"]["sweep"]) == {"1", "8", "32"}
@@ -46,7 +49,7 @@ def test_check_local_with_report(orin_build, tiny_data, tmp_path):
     out, built = orin_build
     r = run_cli(*_check_args(out, tiny_data), "--report", tmp_path / "rep")
     res = json.loads(r.stdout)
-    _valid(res)
+    _valid(res, built)
     _fails_on_accuracy(r, res)
     assert (tmp_path / "rep" / "check.md").read_text().startswith("# drsn-edge check")
     assert (tmp_path / "rep" / "latency.png").read_bytes()[:4] == b"\x89PNG"
@@ -66,11 +69,11 @@ def test_check_runs_the_built_artifact_and_matches_the_build_figures(orin_build,
 
 
 def test_check_over_ssh(sshd, orin_build, tiny_data):
-    out, _ = orin_build
+    out, built = orin_build
     r = run_cli(*_check_args(out, tiny_data), "--device", sshd.url(),
                 "--ssh-config", sshd.client_config, "--ssh-identity", sshd.user_key, "--remote-python", sys.executable)
     res = json.loads(r.stdout)
-    _valid(res)
+    _valid(res, built)
     _fails_on_accuracy(r, res)
     assert res["device"].startswith("ssh://") and res["device_facts"]["python"]["executable"] == sys.executable
 

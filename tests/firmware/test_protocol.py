@@ -372,5 +372,229 @@ def test_guard_fields_round_trip_and_a_result_without_them_is_refused():
     client.infer_int8(np.zeros(4, np.int8))
     assert client.last_guard == GuardResult(True, False, 600.0)
     old = _client(lambda seq, p: encode(RESULT, seq, struct.pack("<BI", 0, 1) + bytes(3)))  # version 1's RESULT
-    with pytest.raises(DeviceError, match="returned -2 outputs, expected 3"):
+    with pytest.raises(DeviceError, match=r"sent a short RESULT \(8 bytes\)"):
         old.infer_int8(np.zeros(4, np.int8))
+
+
+# ---------------------------------------------------------------- port names, resends and the select read path
+
+from drsn_edge.firmware import protocol  # noqa: E402
+from drsn_edge.firmware.protocol import port_name  # noqa: E402
+
+
+def test_port_name_prefers_name_then_port_then_a_generic_phrase():
+    class P:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    assert port_name(P(name="/dev/ttyACM0", port="ignored")) == "/dev/ttyACM0"
+    assert port_name(P(name="/dev/ttyACM0")) == "/dev/ttyACM0"
+    assert port_name(P(name="", port="socket://localhost:4321")) == "socket://localhost:4321"
+    assert port_name(P(port="socket://localhost:4321")) == "socket://localhost:4321"
+    assert port_name(P()) == "the serial port"
+
+
+def test_encode_without_a_payload_sends_an_empty_one():
+    head = bytes([VERSION]) + b"\x01\x34\x12\x00\x00"  # version, type INFO, seq 0x1234, length 0
+    assert encode(INFO, 0x1234) == encode(INFO, 0x1234, b"") == b"\xa5\x5a" + head + struct.pack("<H", crc16(head))
+
+
+def test_a_client_decoder_drops_a_length_over_4096_at_once():
+    """The client's decoder takes at most 4096 payload bytes (the firmware's receive buffer): a header that
+    claims 4097 is noise at once, one that claims 4096 is waited for."""
+    client = SerialClient(ScriptedPort(lambda *a: b""))
+    assert client.dec.feed(_head(RESULT, 1, 4097)) == [] and client.dec.dropped == 1
+    client = SerialClient(ScriptedPort(lambda *a: b""))
+    assert client.dec.feed(_head(RESULT, 1, 4096)) == [] and client.dec.dropped == 0
+
+
+def test_silence_is_sent_retries_plus_one_times_and_counted_as_resends():
+    client = _client(lambda seq, p: b"", timeout_s=0.05)
+    client.get_info()
+    assert client.resends == 0  # an answered request is no resend
+    with pytest.raises(DeviceError, match=r"\(sent 3 times\)"):
+        client.infer_int8(np.zeros(4, np.int8))
+    assert [(r.type, r.seq) for r in client.port.requests] == [(INFO, 1), (INFER, 2), (INFER, 3), (INFER, 4)]
+    assert client.resends == 2  # the first send is no resend; the last failed one is not resent
+
+
+@pytest.mark.parametrize("retries", [0, -3])
+def test_no_retries_sends_once_and_says_nothing_of_resending(retries):
+    port = ScriptedPort(lambda *a: b"")
+    port.name = "/dev/ttyUSB7"
+    client = SerialClient(port, timeout_s=0.05, retries=retries)
+    with pytest.raises(DeviceError) as ei:
+        client.get_info()
+    assert str(ei.value) == ("no answer from the device on /dev/ttyUSB7 within 0.05 s: is the firmware running and "
+                             "the port and baud rate right?")
+    assert len(port.requests) == 1 and client.resends == 0
+
+
+def test_a_lost_request_is_resent_and_the_answer_to_the_resend_is_taken():
+    """The first INFER never reaches the device (no answer); the resend (next sequence number) is answered."""
+    seen = []
+
+    def on_infer(seq, payload):
+        seen.append(seq)
+        return b"" if len(seen) == 1 else _result(seq, logits=(4, 5, 6), counts=9)
+
+    client = _client(on_infer, timeout_s=0.05)
+    logits, counts = client.infer_int8(np.zeros(4, np.int8))
+    assert (logits.tolist(), counts, seen, client.resends) == ([4, 5, 6], 9, [2, 3], 1)
+
+
+def test_a_frame_of_another_protocol_version_is_named():
+    client = _client(lambda seq, p: _frame(VERSION + 1, RESULT, seq, b"\x00" * 8))
+    with pytest.raises(DeviceError) as ei:
+        client.infer_int8(np.zeros(4, np.int8))
+    assert str(ei.value) == (f"the device on the serial port speaks protocol version {VERSION + 1}, this drsn-edge "
+                             f"speaks {VERSION}: flash firmware built by this drsn-edge")
+
+
+def test_info_answer_of_exactly_the_fixed_fields_is_read_and_one_byte_less_is_short():
+    fixed = DeviceInfo(VERSION, 4, 3, 0.05, 0, 0.1, 0, 1000, 1, "cycles", 1, "").pack()
+    assert len(fixed) == 36  # version 2: 30 bytes of version 1 + guard_dim u16 + guard_threshold f32
+    port = ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, fixed))
+    assert SerialClient(port).get_info().name == ""
+    port = ScriptedPort(lambda t, seq, p: encode(INFO_RSP, seq, fixed[:35]))
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(port).get_info()
+    assert str(ei.value) == "the device on the serial port sent a short INFO answer (35 bytes)"
+
+
+@pytest.mark.parametrize("payload,message", [
+    # status, count, guard flags and score (10 bytes): no logits
+    (struct.pack("<BIBf", 0, 7, 0, 0.0), "the device on the serial port returned 0 outputs, expected 3"),
+    (struct.pack("<BIBf", 0, 7, 0, 0.0)[:9], "the device on the serial port sent a short RESULT (9 bytes)"),
+])
+def test_result_of_exactly_status_and_count_is_not_short(payload, message):
+    client = _client(lambda seq, p: encode(RESULT, seq, payload))
+    with pytest.raises(DeviceError) as ei:
+        client.infer_int8(np.zeros(4, np.int8))
+    assert str(ei.value) == message
+
+
+class PipeLinePort:
+    """A pyserial-like port over an OS pipe, opened like SerialDevice opens a board (timeout=0: reads never
+    block, so the client waits on the pipe's file descriptor with select)."""
+
+    def __init__(self, answer, timeout=0):
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        self.answer, self.timeout, self.reads = answer, timeout, 0
+
+    def fileno(self):
+        return self.rfd
+
+    def write(self, data):
+        (fr,) = Decoder().feed(data)
+        os.write(self.wfd, self.answer(fr.type, fr.seq, fr.payload))
+
+    def read(self, n):
+        self.reads += 1
+        try:
+            return os.read(self.rfd, n)
+        except BlockingIOError:
+            return b""
+
+    def close(self):
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+@pytest.fixture
+def select_calls(monkeypatch):
+    """Every select call the protocol module makes, (read list, write list, error list, timeout), passed on
+    to the real select."""
+    calls = []
+
+    def spy(r, w, x, timeout):
+        calls.append((list(r), list(w), list(x), timeout))
+        return select.select(r, w, x, timeout)
+
+    monkeypatch.setattr(protocol, "select", type("SelectSpy", (), {"select": staticmethod(spy)}))
+    return calls
+
+
+def _answer(ftype, seq, payload):
+    if ftype == INFO:
+        return encode(INFO_RSP, seq, INFO_OK.pack())
+    return _result(seq) if ftype == INFER else b""
+
+
+def test_a_non_blocking_port_is_waited_on_with_select_for_at_most_a_tenth_of_a_second(select_calls):
+    """The answer is on the line before the client waits: one select on the port's descriptor (timeout
+    min(time left, 0.1 s) = 0.1 s of a 5 s budget) and one read per request, no busy loop of empty reads."""
+    port = PipeLinePort(_answer)
+    try:
+        client = SerialClient(port, timeout_s=5.0)
+        assert client.infer_int8(np.zeros(4, np.int8))[0].tolist() == [1, 2, 3]
+        assert select_calls == [([port.rfd], [], [], 0.1)] * 2 and port.reads == 2
+    finally:
+        port.close()
+
+
+def test_select_never_waits_past_the_deadline(select_calls):
+    """With 0.05 s to wait in all, no select may wait longer than the time left (so never 0.1 s); silence
+    ends in the timeout error."""
+    port = PipeLinePort(lambda *a: b"")
+    try:
+        with pytest.raises(DeviceError, match="^no answer from the device"):
+            SerialClient(port, timeout_s=0.05, retries=0).get_info()
+        assert select_calls and all(r == [port.rfd] and 0.0 <= t <= 0.05 for r, _, _, t in select_calls)
+        assert port.reads == len(select_calls)
+    finally:
+        port.close()
+
+
+def test_a_port_with_its_own_read_timeout_is_not_selected_on(select_calls):
+    """A port opened with a read timeout paces the loop itself (pyserial blocks in read): no select."""
+    port = PipeLinePort(_answer, timeout=0.5)
+    try:
+        assert SerialClient(port, timeout_s=5.0).get_info().name == "script"
+        assert select_calls == [] and port.reads == 1
+    finally:
+        port.close()
+
+
+# ---------------------------------------------------------------- PROFILE (the profiling firmware's per-kernel ticks)
+
+from drsn_edge.firmware.protocol import PROFILE, PROFILE_RSP, KernelTicks  # noqa: E402
+
+
+def test_kernel_ticks_are_decoded_and_every_bad_length_is_named():
+    payload = struct.pack("<HIII3I", 3, 25_000_000, 1024, 512, 101, 1, 50)
+    assert KernelTicks.unpack(payload, "p") == KernelTicks([101, 1, 50], 25_000_000, 1024, 512)
+    assert KernelTicks.unpack(struct.pack("<HIII", 0, 1, 2, 3), "p") == KernelTicks([], 1, 2, 3)  # 14 bytes
+    big = struct.pack("<HIII1I", 1, 3_000_000_000, 2**31, 2**32 - 1, 2**32 - 2)  # unsigned 32-bit fields
+    assert KernelTicks.unpack(big, "p") == KernelTicks([2**32 - 2], 3_000_000_000, 2**31, 2**32 - 1)
+    for cut, message in [(payload[:13], "the device on p sent a short PROFILE answer (13 bytes)"),
+                         (payload[:25], "the device on p sent a PROFILE answer of 25 bytes for 3 kernels"),
+                         (payload + b"\0" * 4, "the device on p sent a PROFILE answer of 30 bytes for 3 kernels")]:
+        with pytest.raises(DeviceError) as ei:
+            KernelTicks.unpack(cut, "p")
+        assert str(ei.value) == message
+
+
+def test_kernel_ticks_request_and_a_firmware_without_the_profiler():
+    payload = struct.pack("<HIII2I", 2, 1000, 8, 4, 7, 9)
+    port = ScriptedPort(lambda t, seq, p: encode(PROFILE_RSP, seq, payload) if t == PROFILE else b"")
+    client = SerialClient(port, timeout_s=0.5)
+    assert client.kernel_ticks() == KernelTicks([7, 9], 1000, 8, 4)
+    assert [(r.type, r.payload) for r in port.requests] == [(PROFILE, b"")]
+    normal = ScriptedPort(lambda t, seq, p: encode(ERROR, seq, struct.pack("<H", 1) + b"unknown request"))
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(normal).kernel_ticks()
+    assert str(ei.value) == ("the firmware on the serial port has no per-kernel profiler (it is the normal firmware): "
+                             "run the build's profiling firmware")
+    other = ScriptedPort(lambda t, seq, p: encode(ERROR, seq, struct.pack("<H", 2) + b"arena too small"))
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(other).kernel_ticks()
+    assert str(ei.value) == "device error 2 on the serial port: arena too small"
+    short = ScriptedPort(lambda t, seq, p: encode(PROFILE_RSP, seq, payload[:10]))
+    short.name = "/dev/ttyACM3"
+    with pytest.raises(DeviceError) as ei:
+        SerialClient(short).kernel_ticks()
+    assert str(ei.value) == "the device on /dev/ttyACM3 sent a short PROFILE answer (10 bytes)"
+    echo = ScriptedPort(lambda t, seq, p: encode(PROFILE, seq) + encode(PROFILE_RSP, seq, payload))
+    assert SerialClient(echo).kernel_ticks().ticks == [7, 9]  # the echoed request is not the answer
