@@ -62,9 +62,19 @@ def block_of(module: str, after_units: bool = False) -> str:
         return "unmapped"
     if module.startswith("stem"):
         return "stem"
+    if module == "guard" or module.startswith("guard."):  # the exported domain guard's taps and score
+        return "guard"
     if module:
         return "head"
     return "head" if after_units else "stem"
+
+
+def block_rank(block: str) -> tuple[int, int]:
+    """Order of the blocks in a report: stem, the units in order, head, the domain guard, anything else."""
+    m = _UNIT.match(block)
+    if m:
+        return 1, int(m.group(1))
+    return {"stem": (0, 0), "head": (2, 0), "guard": (3, 0)}.get(block, (4, 0))
 
 
 def in_shrinkage(module: str) -> bool:
@@ -84,6 +94,9 @@ def assign_modules(names: list[str]) -> list[str]:
     out: list[str] = []
     seen_unit, current, in_head = False, -1, False
     for n in names:
+        if block_of(n) == "guard":  # the guard's ops run where their taps are ready, in no block's order
+            out.append(n)
+            continue
         idx = _unit_index(n)
         if idx is not None and (idx < current or in_head):
             n = out[-1] if out else n

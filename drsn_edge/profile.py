@@ -218,6 +218,8 @@ def profile(path=None, target: str | None = None, *, repeats: int = 100, warmup:
 
 
 def _result(b, raw: dict, runtime: str, repeats: int, warmup: int, seed: int) -> ProfileResult:
+    from .layers import block_rank
+
     unit = raw.get("unit", "us")
     cost = "time_us" if unit == "us" else "instructions"
     rows = _rows(raw["rows"], cost)
@@ -226,7 +228,7 @@ def _result(b, raw: dict, runtime: str, repeats: int, warmup: int, seed: int) ->
     return ProfileResult(
         target=b.target, build_dir=str(b.folder), artifact=str(b.artifact), runtime=runtime, method=raw["method"],
         warmup=warmup, repeats=repeats, rows=rows, layers=_group(rows, "module", cost),
-        blocks=_group(rows, "block", cost), rows_total_us=rows_total, profiled_total_us=float(raw["total_us"]),
+        blocks=sorted(_group(rows, "block", cost), key=lambda g: block_rank(g["block"])), rows_total_us=rows_total, profiled_total_us=float(raw["total_us"]),
         overhead_us=max(float(raw["total_us"]) - rows_total, 0.0), wall_p50_us=float(raw["wall_p50_us"]),
         shrinkage_share=sum(r[cost] for r in rows if r["shrinkage"]) / cost_total,
         total_macs=sum(r["macs"] for r in rows), sweep=raw.get("sweep") or {},

@@ -105,7 +105,7 @@ def test_profile_command_json_and_report(onnx_build, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["target"] == "cpu-onnx" and res["runtime"] == "onnxruntime (fp32)"
-    assert [b["block"] for b in res["blocks"]] == ["stem", "units.0", "units.1", "units.2", "head"]
+    assert [b["block"] for b in res["blocks"]] == ["stem", "units.0", "units.1", "units.2", "head", "guard"]
     assert sum(r["share"] for r in res["rows"]) == pytest.approx(1.0)  # shares of the op rows' sum
     assert sum(b["time_us"] for b in res["blocks"]) == pytest.approx(res["rows_total_us"])
     shrink = sum(r["time_us"] for r in res["rows"] if ".shrink" in r["module"])

@@ -227,7 +227,7 @@ def tflite_deploy_module(model, window: int, batch: int = 1, taps=()):
     Numerically equal to DeployNet (and so to the trained model); only the ops differ."""
     torch = require("torch")
     F = torch.nn.functional
-    from ..models.deploy import DeployNet, DeployThreshold
+    from ..models.deploy import DeployNet, DeployThreshold, GuardTaps
 
     class TFLiteThreshold(DeployThreshold):
         def forward(self, x, neg_x=None):
@@ -238,12 +238,13 @@ def tflite_deploy_module(model, window: int, batch: int = 1, taps=()):
             tau = alpha * (g if self.channel_wise else g.mean(dim=1, keepdim=True))
             return F.relu(x - tau) - F.relu(neg - tau)
 
-    class TFLiteNet(DeployNet):
-        def absmean(self, y):
+    class TFLiteGuardTaps(GuardTaps):
+        @staticmethod
+        def absmean(y):
             return (F.relu(y) + F.relu(y * -1.0)).mean(dim=(2, 3))
 
     net = DeployNet(model, batch, window, taps=taps)
-    net.__class__ = TFLiteNet
+    net.guard.__class__ = TFLiteGuardTaps
     for unit in net.units:
         if unit.shrink is not None:
             unit.shrink.__class__ = TFLiteThreshold

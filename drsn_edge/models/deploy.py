@@ -107,6 +107,31 @@ class DeployUnit(nn.Module):
         return r + s
 
 
+class GuardTaps(nn.Module):
+    """The domain guard's feature taps (drsn_edge.guard), a module of its own so that exported graphs name
+    its ops `/guard/…` (profiles charge them to the guard, not to the stem or the head)."""
+
+    def forward(self, taps, stem: torch.Tensor, pooled: torch.Tensor, units) -> list[torch.Tensor]:
+        return [self._tap(t, stem, pooled, units) for t in taps]
+
+    @staticmethod
+    def absmean(y: torch.Tensor) -> torch.Tensor:
+        """mean |y| per channel of [N, C, 1, L] as [N, C] (|y| as maximum(y, −y))."""
+        return torch.maximum(y, -y).mean(dim=(2, 3))
+
+    def _tap(self, name: str, stem: torch.Tensor, pooled: torch.Tensor, units) -> torch.Tensor:
+        if name == "head":
+            return pooled
+        if name == "stem.absmean":
+            return self.absmean(stem)
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "units" and parts[1].isdigit() and int(parts[1]) < len(units):
+            shrink = units[int(parts[1])].shrink
+            if shrink is not None and shrink.tap is not None:
+                return shrink.tap.flatten(1)
+        raise ValueError(f"unknown guard tap '{name}'")
+
+
 class DeployNet(nn.Module):
     """Deploy form for a static input shape [batch, 1, window]."""
 
@@ -126,6 +151,7 @@ class DeployNet(nn.Module):
         self.head_bn_affine = _affine(model.bn)
         self.fc = nn.Linear(model.fc.in_features, model.fc.out_features)
         self.fc.load_state_dict(model.fc.state_dict())
+        self.guard = GuardTaps()
         self.batch, self.window = batch, window
         self.eval()
 
@@ -137,10 +163,6 @@ class DeployNet(nn.Module):
         self.batch = batch
         return self
 
-    def absmean(self, y: torch.Tensor) -> torch.Tensor:
-        """mean |y| per channel of [N, C, 1, L] as [N, C] (|y| as maximum(y, −y))."""
-        return torch.maximum(y, -y).mean(dim=(2, 3))
-
     def forward(self, x: torch.Tensor):
         s = self.stem(x.unsqueeze(2))
         y = self.units(s)
@@ -148,16 +170,4 @@ class DeployNet(nn.Module):
         logits = self.fc(pooled)
         if not self.taps:
             return logits
-        return (logits, *[self._tap(t, s, pooled) for t in self.taps])
-
-    def _tap(self, name: str, stem: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        if name == "head":
-            return pooled
-        if name == "stem.absmean":
-            return self.absmean(stem)
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] == "units" and parts[1].isdigit() and int(parts[1]) < len(self.units):
-            shrink = self.units[int(parts[1])].shrink
-            if shrink is not None and shrink.tap is not None:
-                return shrink.tap.flatten(1)
-        raise ValueError(f"unknown guard tap '{name}'")
+        return (logits, *self.guard(self.taps, s, pooled, self.units))

@@ -110,8 +110,8 @@ def test_exported_profile_is_read_as_trtexec_writes_it(trt_build, stub_dir, tmp_
     assert [la["ms"] for la in layers] == pytest.approx([ms for _, ms in names], rel=1e-5)  # %g: 6 digits
     rows = layer_rows(layers, _onnx(trt_build).read_bytes())
     _, net = _deploy(tiny_model)
-    places = {n for n, _ in net.named_modules() if n} | {"stem", "head"}
-    assert all(r["module"] in places for r in rows)
+    places = {n for n, _ in net.named_modules() if n} | {"stem", "head", "guard"}  # guard: the exported domain guard
+    assert all(r["module"] in places for r in rows), sorted({r["module"] for r in rows} - places)
     got = {}
     for r in rows:
         if r["macs"]:
@@ -139,7 +139,7 @@ def test_profile_over_ssh_runs_trtexec_on_the_device(trt_build, stub_dir, sshd_t
     assert res["rows_total_us"] == pytest.approx(total_ms * 1000, rel=1e-4)
     # the unprofiled run's GPU compute times cycle 0.9, 1.0, 1.1 × the layers' sum: median 1.0 ×
     assert res["wall_p50_us"] == pytest.approx(total_ms * 1000, rel=1e-4)
-    assert [b["block"] for b in res["blocks"]] == ["stem", "units.0", "units.1", "units.2", "head"]
+    assert [b["block"] for b in res["blocks"]] == ["stem", "units.0", "units.1", "units.2", "head", "guard"]
     shrink = sum(row["time_us"] for row in res["rows"] if row["shrinkage"])
     assert 0 < res["shrinkage_share"] == pytest.approx(shrink / res["rows_total_us"])
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["profile.json", "profile.md", "profile.png"]

@@ -186,16 +186,18 @@ def test_foreign_protocol_version_is_named(bare_pty):
 
     master, path = bare_pty
 
-    def old_firmware():  # answers anything with a version-2 frame
+    from drsn_edge.firmware.protocol import VERSION
+
+    def old_firmware():  # answers anything with a frame of another protocol version
         data = os.read(master, 64)
         seq = Decoder().feed(data)[0].seq
-        body = struct.pack("<BBHH", 2, INFO_RSP, seq, 0)
+        body = struct.pack("<BBHH", VERSION + 1, INFO_RSP, seq, 0)
         os.write(master, b"\xa5\x5a" + body + struct.pack("<H", binascii.crc_hqx(body, 0xFFFF)))
 
     t = threading.Thread(target=old_firmware, daemon=True)
     t.start()
     r = _runner(f"serial://{path}")
-    with pytest.raises(DeviceError, match=f"the device on {path} speaks protocol version 2, this drsn-edge speaks 1"):
+    with pytest.raises(DeviceError, match=f"the device on {path} speaks protocol version {VERSION + 1}, this drsn-edge speaks {VERSION}"):
         r.activate()
     t.join(5)
 

@@ -191,7 +191,7 @@ def _after_seconds(seconds):
 @pytest.mark.parametrize("args", [
     ["check", "b", "--target", "bench-onnxruntime", "--targets-dir", "targets", "--windows-per-class", "400",
      "--report", "rep"],
-    ["profile", "b", "--repeats", "1500", "--report", "rep"],
+    ["profile", "b", "--repeats", "1400", "--report", "rep"],  # under the ~1 490 runs ORT's trace records
     ["benchmark", "m.drsn", "--format", "onnx fp32", "--format", "onnx int8 QDQ", "--work", "w", "--report", "rep"],
 ], ids=["check", "profile", "benchmark"])
 def test_interrupted_check_profile_benchmark(work, build_asset, args, sig):
