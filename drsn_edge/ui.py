@@ -86,7 +86,21 @@ def fail(exc_text: str, exit_code: int, as_json: bool) -> None:
         emit_json({"error": line, "exit_code": exit_code})
     sys.stderr.write(f"drsn-edge: error: {line}\n")
     sys.stderr.flush()
+    if exit_code == 130 and _own_process():
+        # interrupted: every `finally` has already removed what was staged; end now, before the interpreter's
+        # finalization, where the native libraries' exit hooks run (and may restore a signal's default action,
+        # so that a late Ctrl-C would end the process by the signal instead of with exit 130)
+        sys.stdout.flush()
+        os._exit(130)
     sys.exit(exit_code)
+
+
+def _own_process() -> bool:
+    """drsn-edge is this process's program (`drsn-edge …` or `python -m drsn_edge …`), not a library call."""
+    from pathlib import Path
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name == "drsn_edge.__main__") or Path(sys.argv[0]).name == "drsn-edge"
 
 
 def os_error_line(exc: OSError) -> tuple[str, int]:
