@@ -77,4 +77,4 @@ def test_engine_option_only_for_microcontrollers(tiny_model, tmp_path):
 
 def test_qemu_device_is_refused_for_a_jetson(tiny_model, tmp_path):
     r = run_cli("check", tmp_path, "--target", "jetson-orin-nano", "--device", "qemu", "--json")
-    assert r.returncode == 2 and "is for microcontroller targets" in r.stderr
+    assert r.returncode == 2 and "--device qemu does not apply to jetson-orin-nano (jetson); use local or ssh" in r.stderr

@@ -166,7 +166,7 @@ def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_bundle(tmp_path / "nope.drsn")
     (tmp_path / "dir.drsn").mkdir()
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="is a folder; name a regular file"):
         read_meta(tmp_path / "dir.drsn")
 
 
