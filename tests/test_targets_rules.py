@@ -216,7 +216,7 @@ HOST = 'name = "board"\nfamily = "host"\nbackend = "onnxruntime"\n'
     (MCU.format(hw="", dev="", check="").replace("clock_mhz = 100", "clock_mhz = nan"),
      "'hardware.clock_mhz' must be a finite number, got nan"),
     (HOST.replace('"board"', '"other"'), "'name' is 'other' but must equal the file name 'board'"),
-    (HOST.replace("onnxruntime", "tflm"), "backend 'tflm' does not fit family 'host' (use onnxruntime or litert or host)"),
+    (HOST.replace("onnxruntime", "tflm"), "backend 'tflm' does not fit family 'host' (use onnxruntime or litert or host or native)"),
     (MCU.format(hw="", dev='transport = "serial"\nport = 22', check=""),
      "'device.port' must be a serial device path string, got 22"),
 ])
