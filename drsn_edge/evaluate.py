@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -101,13 +101,11 @@ class EvaluationResult:
     data: str | None = None
     plot: str | None = None
     wall_s: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        skip = {"arch", "model_path", "extra"}
+        skip = {"arch", "model_path"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        return {"model": {"arch": self.arch, "classes": len(self.class_names), "path": self.model_path}, **d,
-                **self.extra}
+        return {"model": {"arch": self.arch, "classes": len(self.class_names), "path": self.model_path}, **d}
 
 
 def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: list[float] | None = None,

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from drsn_edge.backends.tensorrt import engine_compat_error, trtexec_command
-from drsn_edge.build import staged_output
 
 from .conftest import run_cli
 
@@ -41,21 +40,6 @@ def test_engine_compat_names_both_values():
     assert "10.3.0" in msg and "8.6.2" in msg
     msg = engine_compat_error(side, {"tensorrt": "10.3", "sm": "72"})
     assert "SM 87" in msg and "SM 72" in msg
-
-
-def test_staged_output_keeps_old_folder_on_failure(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
-        with staged_output(out) as tmp:
-            (tmp / "new.txt").write_text("new")
-            raise RuntimeError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
-    with staged_output(out) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
 
 
 def test_build_jetson_without_tensorrt(tiny_model, tiny_calib, tmp_path):

@@ -223,7 +223,7 @@ def test_staged_output_replaces_only_on_success(tmp_path):
         with staged_output(out) as tmp:
             (tmp / "new.txt").write_text("new")
             raise RuntimeError("the build failed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["old.txt"]
     with staged_output(out) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(f".out.{os.getpid()}.")
         (tmp / "new.txt").write_text("new")

@@ -44,6 +44,7 @@ def choose(ctx, made: dict) -> tuple[bytes, str, dict | None]:
 def _auto(ctx, made: dict) -> tuple[bytes, str, dict]:
     from ..evaluate import predict_logits
     from ..quantize.auto import choose as choose_method
+    from ..quantize.auto import selection
     from ..quantize.report import compare
     from .tflite import litert_run
 
@@ -55,5 +56,4 @@ def _auto(ctx, made: dict) -> tuple[bytes, str, dict]:
         return compare(reference, logits, sel.y, sel.noise, sel.snr_db, ctx.bundle.class_names)
 
     chosen, table = choose_method(tuple(made), measure, lambda info, i, n: ctx.progress(info))
-    return made[chosen], chosen, {"chosen": chosen, "windows": sel.description, "n": int(len(sel.y)), "table": table,
-                                  "rule": "smallest worst SNR drop; ties: worst noise × SNR cell, overall drop"}
+    return made[chosen], chosen, selection(chosen, table, sel.description, len(sel.y))

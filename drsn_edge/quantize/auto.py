@@ -39,6 +39,13 @@ def select(table: list[dict], order: tuple[str, ...]) -> dict:
                                      round(r["drop_pp"], 9), order.index(r["method"])))
 
 
+def selection(chosen: str, table: list[dict], windows: str, n: int) -> dict:
+    """The record of an auto choice that reports and sidecars keep: what was chosen, on which windows, from
+    which table, by which rule."""
+    return {"chosen": chosen, "windows": windows, "n": int(n), "table": table,
+            "rule": "smallest worst SNR drop; ties: worst noise × SNR cell, overall drop"}
+
+
 def choose(methods: tuple[str, ...], measure: Callable[[str], dict], step=None) -> tuple[str, list[dict]]:
     """Measure every method (`measure(method)` → a quantize report) and return (chosen method, table)."""
     table = []

@@ -155,7 +155,7 @@ def _choose_method(job: "_Job", spec, step) -> dict:
     """--method auto: every method calibrated with the same set and measured on validation windows (never the
     test windows the result is reported on); the job is switched to the winner."""
     from ..evaluate import predict_logits
-    from .auto import choose
+    from .auto import choose, selection
 
     sel = spec.windows(job.bundle.meta, split="val")
     sel_job = _Job(job.bundle, job.source, job.float_bytes, job.cx, job.batch, None, sel,
@@ -168,8 +168,7 @@ def _choose_method(job: "_Job", spec, step) -> dict:
         return rep
 
     job.method, table = choose(AUTO_METHODS, measure, step)
-    return {"chosen": job.method, "windows": sel.description, "n": int(len(sel)), "table": table,
-            "rule": "smallest worst SNR drop; ties: worst noise × SNR cell, overall drop"}
+    return selection(job.method, table, sel.description, len(sel))
 
 
 def quantize_model(model=None, calib=None, out="model.int8.onnx", method: str = AUTO, batch: int = 1,
