@@ -10,7 +10,9 @@ tensors (checked by hash). Equivalent CLI:
 
 Then prints, on fresh simulated recordings the model never saw (seed 100000, N windows/class):
   false flags on nominal held-out windows: clean, and each noise type at 0 dB and −5 dB (target ≤ 2 %)
-  share flagged on --condition shifted recordings, pure noise, flat (constant), near-flat, clipped windows
+  share flagged on --condition shifted recordings, pure noise (unit, at the healthy windows' level, and a
+  disconnected sensor's), flat (constant), near-flat, clipped and 10x louder windows; the level check takes the
+  raw windows' levels (guard.window_level) as the runners do
   and the same for max-softmax at a threshold giving the same false-flag rate on clean nominal windows.
 With --artifacts, the same windows through the int8 artifacts' own guards (the QDQ ONNX's guard_score output, and
 TFLite Micro's int8 tap outputs scored with the build's adapted guard), with their flag agreement with the float
@@ -40,8 +42,8 @@ def fit_shipped(model: str, taps=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.npz"
         save_dataset(synthesize(windows_per_class=1000, recordings_per_class=200, seed=1), data)
-        res = fit_bundle(model, data, model, taps=taps)
-    res["data"] = "data synth --windows-per-class 1000 --recordings-per-class 200 --seed 1 (regenerated)"
+        res = fit_bundle(model, data, model, taps=taps,
+                         data_label="data synth --windows-per-class 1000 --recordings-per-class 200 --seed 1")
     return res
 
 
@@ -54,6 +56,7 @@ def inputs(meta: dict, wpc: int) -> dict:
     nominal = fresh_test_set(meta, wpc, seed=100_000)
     shifted = fresh_test_set(meta, wpc, seed=100_001, condition="shifted")
     x = nominal.x
+    healthy = float(np.std(x[nominal.y == 0])) if (nominal.y == 0).any() else 1.0  # class 0: normal
     peak = np.abs(x).max(axis=-1, keepdims=True)
     out = {"nominal clean": x}
     for snr in (0.0, -5.0):
@@ -62,7 +65,10 @@ def inputs(meta: dict, wpc: int) -> dict:
     out.update({
         "shifted clean": shifted.x,
         "shifted gaussian 0 dB": add_noise(shifted.x, "gaussian", 0.0, rng),
-        "pure gaussian noise": rng.standard_normal(x.shape).astype(np.float32),
+        "pure gaussian noise (std 1)": rng.standard_normal(x.shape).astype(np.float32),
+        "pure gaussian noise at the healthy level": (healthy * rng.standard_normal(x.shape)).astype(np.float32),
+        "disconnected sensor (noise, std 1e-3)": (1e-3 * rng.standard_normal(x.shape)).astype(np.float32),
+        "10x louder than the nominal windows": 10 * x,
         "pure pink noise": add_noise(np.zeros_like(x) + 1e-3 * rng.standard_normal(x.shape).astype(np.float32),
                                      "pink", -60.0, rng),
         "flat (constant, a dead sensor)": np.ones_like(x),
@@ -74,7 +80,7 @@ def inputs(meta: dict, wpc: int) -> dict:
 
 
 def artifact_guards(bundle) -> dict:
-    """name → function(x) -> (score, in_domain) of each int8 artifact's own guard, built as `build` does
+    """name → function(x, level) -> (score, in_domain) of each int8 artifact's own guard, built as `build` does
     (default calibration set; min/max calibration)."""
     from drsn_edge.backends.onnxrt import OrtRunner
     from drsn_edge.backends.tflite import check_integer_only, float_tflite, quantize_int8
@@ -95,9 +101,9 @@ def artifact_guards(bundle) -> dict:
     tflm = TflmRunner(q, guard=tflite_guard(bundle, q, check_integer_only(q), cx))
 
     def run(r):
-        def fn(x):
+        def fn(x, level):
             r.infer(x)
-            return r.guard_result(x)
+            return r.guard_result(x, level)
         return fn
 
     return {"onnx int8": run(ort), "tflm int8": run(tflm)}
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
     from drsn_edge.bundle import load_bundle
     from drsn_edge.data.dataset import normalize
     from drsn_edge.evaluate import predict_logits
-    from drsn_edge.guard import guard_scores
+    from drsn_edge.guard import guard_scores, window_level
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -131,13 +137,13 @@ def main(argv=None) -> int:
     arts = artifact_guards(b) if a.artifacts else {}
     rows = {}
     for name, raw in inputs(b.meta, a.windows_per_class).items():
-        x = normalize(raw, "zscore")
-        score, ok = guard_scores(b, x)
+        x, level = normalize(raw, "zscore"), window_level(raw)
+        score, ok = guard_scores(b, x, level)
         logits = predict_logits(b.model, x).astype(np.float64)
         p = np.exp(logits - logits.max(1, keepdims=True))
         rows[name] = {"guard_flagged": float((~ok).mean()), "max_softmax": (p.max(1) / p.sum(1)).tolist(), "n": len(x)}
         for art, fn in arts.items():
-            a_score, a_ok = fn(x)
+            a_score, a_ok = fn(x, level)
             rows[name][f"{art}_flagged"] = float((~a_ok).mean())
             rows[name][f"{art}_flag_agreement"] = float((a_ok == ok).mean())
     ref = np.asarray(rows["nominal clean"]["max_softmax"])

@@ -244,7 +244,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         runner.activate()
         warm_up(runner, ev.x, warmup)
         got = runner.infer(ev.x)
-        art_guard = runner.guard_result(ev.x) if hasattr(runner, "guard_result") else None
+        art_guard = runner.guard_result(ev.x, ev.level) if hasattr(runner, "guard_result") else None
         timing = runner.timing()
         sweep = runner.sweep(ev.x) if hasattr(runner, "sweep") else {}
     finally:
@@ -273,7 +273,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
         device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
-        comparison=cmp.to_json(), domain=artifact_domain_report(bundle, art_guard, ev.x, ev.noise, ev.snr_db))
+        comparison=cmp.to_json(), domain=artifact_domain_report(bundle, art_guard, ev.x, ev.noise, ev.snr_db, ev.level))
 
 
 def _bit_exact(build, x, runner) -> float | None:

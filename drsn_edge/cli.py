@@ -310,6 +310,7 @@ def guard_fit(model, data, out, quantile, seed, taps, as_json):
     ui.console().print(ui.table(f"domain guard → {res['out']}", ["field", "value"], [
         ["threshold (squared Mahalanobis)", f"{res['threshold']:.2f}"], ["quantile", res["quantile"]],
         ["taps", f"{', '.join(res['taps'])} ({res['dim']} values)"],
+        ["raw level range (std, data units)", f"{res['level']['lo']:.4g} … {res['level']['hi']:.4g}"],
         ["training windows", res["train_windows"]], ["held-out windows", res["held_out_windows"]],
         ["tensors sha256 (unchanged)", res["tensors_sha256"]]]))
 

@@ -117,8 +117,11 @@ class EvalSpec:
             raise InputError(f"no evaluation windows in {description}")
         if self.noise and self.snrs:
             ds = noise_sweep(ds, list(self.noise), list(self.snrs), seed=self.seed + 1)
+        from .guard import window_level
+
         x = normalize(ds.x, meta["normalization"])
-        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=description)
+        return EvalWindows(x=x, y=ds.y, noise=ds.noise, snr_db=ds.snr_db, description=description,
+                           level=window_level(ds.x))
 
     def _source(self, meta: dict, split: str):
         from .evaluate import fresh_test_set, load_test_windows, recorded_test_windows, simulated_classes, val_windows
@@ -164,6 +167,7 @@ class EvalWindows:
     snr_db: np.ndarray
     description: str = ""
     extra: dict = field(default_factory=dict)
+    level: np.ndarray | None = None  # each raw window's level (guard.window_level), for the domain guard
 
     def __len__(self) -> int:
         return int(len(self.x))

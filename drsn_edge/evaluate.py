@@ -120,40 +120,48 @@ def evaluate(bundle, ds: Dataset, noise_kinds: list[str] | None = None, snrs: li
         ds = ds.select_split(*splits)
     if noise_kinds and snrs:
         ds = noise_sweep(ds, noise_kinds, snrs, seed=seed, include_clean=include_clean)
+    from .guard import window_level
+
     xn = normalize(ds.x, bundle.normalization)
     logits = predict_logits(bundle.model, xn)
     rep = accuracy_report(ds.y, logits.argmax(1), bundle.class_names, ds.noise, ds.snr_db)
     return EvaluationResult(arch=bundle.arch, **rep, grid_mean_accuracy=grid_mean(rep),
                             classes_present=[bundle.class_names[k] for k in sorted(set(ds.y.tolist()))],
-                            domain=domain_report(bundle, xn, ds.noise, ds.snr_db))
+                            domain=domain_report(bundle, xn, ds.noise, ds.snr_db, window_level(ds.x)))
 
 
-def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
-    """Share of windows the model's domain guard flags as unlike its training data (None without a guard)."""
-    from .guard import from_meta, guard_scores, summary
+def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray,
+                  level: np.ndarray | None = None) -> dict | None:
+    """Share of windows the model's domain guard flags as unlike its training data (None without a guard);
+    `level`: the raw windows' levels (guard.window_level), checked against the guard's level range."""
+    from .guard import from_meta, guard_scores, level_ok, summary
 
     g = from_meta(bundle.meta)
     if g is None:
         return None
-    _, ind = guard_scores(bundle, xn)
-    return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile}
+    _, ind = guard_scores(bundle, xn, level)
+    out_level = ~level_ok(g.level, level, len(xn))
+    return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile,
+            "level_range": [g.level["lo"], g.level["hi"]] if g.level else None,
+            "outside_level_range_share": float(out_level.mean()) if level is not None and len(xn) else None}
 
 
-def artifact_domain_report(bundle, art: tuple | None, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray) -> dict | None:
-    """The out-of-domain share measured by the artifact's own guard (`art` = (score, in_domain) from its runner),
-    with its agreement with the float model's guard on the same windows; the float guard's report where the
-    artifact carries none."""
+def artifact_domain_report(bundle, art: tuple | None, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray,
+                           level: np.ndarray | None = None) -> dict | None:
+    """The out-of-domain share measured by the artifact's own guard (`art` = (score, in_domain) from its runner,
+    level range included), with its agreement with the float model's guard on the same windows; the float
+    guard's report where the artifact carries none."""
     from .guard import from_meta, guard_scores, summary
     from .guard_export import agreement
 
     g = from_meta(bundle.meta)
     if art is None:
-        rep = domain_report(bundle, xn, noise, snr_db)
+        rep = domain_report(bundle, xn, noise, snr_db, level)
         return {**rep, "measured_on": "float model (host)"} if rep else None
     score, ok = art
     rep = {**summary(ok, noise, snr_db), "measured_on": "artifact", "threshold": g.threshold if g else None}
     if g is not None:
-        ref_score, ref_ok = guard_scores(bundle, xn)
+        ref_score, ref_ok = guard_scores(bundle, xn, level)
         rep["float_guard"] = {"out_of_domain_share": float((~ref_ok).mean()) if len(ref_ok) else 0.0,
                               **agreement(score, ok, ref_score, ref_ok, g.threshold),
                               "tolerance": "int8 features move the score by a few per cent: flags may differ near "

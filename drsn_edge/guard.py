@@ -13,6 +13,13 @@ The threshold is a high quantile of the scores of held-out in-domain windows (cl
 per-noise-cell quantile, so no SNR level is flagged more often than the quantile allows). A window above the
 threshold is out of domain: the model's answer about it means little, whatever its softmax says.
 
+Per-window normalization (z-score) erases the signal's level, and with it the one thing that tells a dead or
+disconnected sensor's electrical noise from a healthy machine's broadband vibration (on the simulator, 80 % of
+clean healthy windows sit inside the feature cloud of pure white noise). So the guard also keeps the range of
+raw window levels (standard deviation, in the data's units) it saw in training, widened by LEVEL_MARGIN_DB on
+each side; a window quieter or louder than that is out of domain. It is checked where the raw window exists,
+before normalization (the host, the monitor, or the device's own sensor code).
+
 The guard is small (K means, a D×D matrix, a threshold) and lives in the bundle's metadata, so it adds no
 weights and leaves the model's tensors untouched.
 """
@@ -30,6 +37,8 @@ HEAD = "head"  # the taps of guards stored before taps existed
 DEFAULT_QUANTILE = 0.995
 RIDGE = 1e-6  # relative to the mean feature variance: keeps Σ invertible when a feature is (near) constant
 FIT_WINDOWS = 4000  # windows per fit (training side); more adds time, not accuracy, for 16-dim features
+LEVEL_QUANTILE = 0.001  # the fitted level range spans the in-domain windows' levels from this quantile to 1 − it
+LEVEL_MARGIN_DB = 6.0  # ... widened by this much on each side (a factor 2 in amplitude)
 
 
 @dataclass
@@ -41,6 +50,11 @@ class Guard:
     info: dict = field(default_factory=dict)
     taps: list = field(default_factory=lambda: [HEAD])  # named feature taps, concatenated in this order
     tap_dims: list = field(default_factory=list)  # values per tap (empty: one tap of all the dimensions)
+    level: dict | None = None  # raw window level range {"lo", "hi", ...} (fit_level); None: not checked
+
+    def __post_init__(self):  # exactly symmetric, so that its packed upper triangle (pack_symmetric) is all of it
+        p = np.asarray(self.precision, dtype=np.float64)
+        self.precision = (p + p.T) / 2 if p.ndim == 2 and p.shape[0] == p.shape[1] else p
 
     def whitening(self) -> tuple[np.ndarray, np.ndarray]:
         """(W, m) with WᵀW = Σ⁻¹ (W upper triangular, from the Cholesky factor) and m_k = W μ_k, so that
@@ -63,14 +77,14 @@ class Guard:
         dims = self.tap_dims or [int(self.means.shape[1])]
         return {"kind": KIND, "feature": "pooled features (taps, concatenated)", "dim": int(self.means.shape[1]),
                 "taps": list(self.taps), "tap_dims": [int(v) for v in dims],
-                "means": self.means.tolist(), "precision": self.precision.tolist(), "threshold": float(self.threshold),
-                "quantile": float(self.quantile), "info": self.info}
+                "means": self.means.tolist(), "precision": pack_symmetric(self.precision), "threshold": float(self.threshold),
+                "quantile": float(self.quantile), "info": self.info, "level": self.level}
 
     @classmethod
     def from_json(cls, d: dict) -> "Guard":
         if not isinstance(d, dict) or d.get("kind") != KIND:
             raise InputError(f"unknown domain guard {d.get('kind') if isinstance(d, dict) else d!r} in the bundle")
-        means, prec = np.asarray(d["means"], dtype=np.float64), np.asarray(d["precision"], dtype=np.float64)
+        means, prec = np.asarray(d["means"], dtype=np.float64), unpack_symmetric(d.get("precision"))
         if means.ndim != 2 or prec.shape != (means.shape[1], means.shape[1]) or not np.isfinite(prec).all():
             raise InputError("the bundle's domain guard is malformed (means/precision shapes); fit it again")
         taps, dims = list(d.get("taps") or [HEAD]), [int(v) for v in d.get("tap_dims") or [means.shape[1]]]
@@ -78,7 +92,77 @@ class Guard:
             raise InputError("the bundle's domain guard is malformed (taps do not add up to its dimension); fit it again")
         return cls(means=means, precision=prec, threshold=float(d["threshold"]),
                    quantile=float(d.get("quantile", DEFAULT_QUANTILE)), info=dict(d.get("info", {})),
-                   taps=taps, tap_dims=dims)
+                   taps=taps, tap_dims=dims, level=checked_level(d.get("level")))
+
+
+PACKED = "upper triangle, row by row, float64 little-endian, base64"
+
+
+def pack_symmetric(m: np.ndarray) -> dict:
+    """A symmetric matrix as its upper triangle in base64 (exact float64, a quarter of the JSON list's size)."""
+    import base64
+
+    m = np.asarray(m, dtype="<f8")
+    return {"format": PACKED, "dim": int(m.shape[0]),
+            "data": base64.b64encode(m[np.triu_indices(m.shape[0])].tobytes()).decode("ascii")}
+
+
+def unpack_symmetric(d) -> np.ndarray:
+    """pack_symmetric's matrix; a nested list (guards written before packing) is read as it is."""
+    import base64
+    import binascii
+
+    if not isinstance(d, dict):
+        return np.asarray(d if d is not None else [], dtype=np.float64)
+    try:
+        n = int(d["dim"])
+        upper = np.frombuffer(base64.b64decode(d["data"], validate=True), dtype="<f8")
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise InputError(f"the bundle's domain guard is malformed (precision: {exc}); fit it again") from None
+    if d.get("format") != PACKED or n < 1 or len(upper) != n * (n + 1) // 2:
+        raise InputError("the bundle's domain guard is malformed (precision: wrong size or format); fit it again")
+    m = np.zeros((n, n))
+    m[np.triu_indices(n)] = upper
+    return m + np.triu(m, 1).T
+
+
+def window_level(raw: np.ndarray) -> np.ndarray:
+    """The level of each raw (not normalized) window [N, ..., L]: its standard deviation, in the data's units."""
+    x = np.asarray(raw, dtype=np.float64)
+    return x.reshape(len(x), -1).std(axis=1) if len(x) else np.zeros(0)
+
+
+def fit_level(levels: np.ndarray) -> dict:
+    """The range of levels a guard accepts: the in-domain windows' LEVEL_QUANTILE … 1 − LEVEL_QUANTILE quantiles,
+    widened by LEVEL_MARGIN_DB on each side."""
+    v = np.asarray(levels, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        raise InputError("the domain guard's level range needs windows with a non-zero level")
+    q_lo, q_hi = (float(np.quantile(v, q)) for q in (LEVEL_QUANTILE, 1 - LEVEL_QUANTILE))
+    f = 10 ** (LEVEL_MARGIN_DB / 20)
+    return {"lo": q_lo / f, "hi": q_hi * f, "quantiles": [q_lo, q_hi], "quantile": LEVEL_QUANTILE,
+            "margin_db": LEVEL_MARGIN_DB, "windows": int(len(v)),
+            "measure": "standard deviation of the raw window (before normalization), in the data's units"}
+
+
+def checked_level(d) -> dict | None:
+    if d is None:
+        return None
+    lo, hi = (d.get(k) if isinstance(d, dict) else None for k in ("lo", "hi"))
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (lo, hi)) or not 0 < lo < hi:
+        raise InputError("the bundle's domain guard has a malformed level range (needs 0 < lo < hi); fit it again")
+    return dict(d)
+
+
+def level_ok(level_range: dict | None, levels: np.ndarray | None, n: int) -> np.ndarray:
+    """Per window: its raw level is inside the guard's range (every window passes when either is unknown)."""
+    if level_range is None or levels is None:
+        return np.ones(n, dtype=bool)
+    v = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if len(v) != n:
+        raise InputError(f"got {len(v)} window levels for {n} windows")
+    return (v >= float(level_range["lo"])) & (v <= float(level_range["hi"]))
 
 
 def fit(train_feats: np.ndarray, train_y: np.ndarray, held_feats: np.ndarray, held_cells: np.ndarray | None = None,
@@ -197,12 +281,13 @@ def signal_flags(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat, clipped
 
 
-def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def guard_scores(model_or_runner, x: np.ndarray, level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(score, in_domain) per normalized window x [N,1,L]: in domain when the feature score is within the
-    threshold and the window is neither flat nor clipped. Takes a Bundle (or anything with `.model` and
-    `.meta`), or a runner that returns the guard itself (`infer_guard(x) -> (score, in_domain)`)."""
+    threshold, the window is neither flat nor clipped and, when the raw windows' levels are given
+    (window_level), their level is in the guard's range. Takes a Bundle (or anything with `.model` and
+    `.meta`), or a runner that returns the guard itself (`infer_guard(x, level) -> (score, in_domain)`)."""
     if hasattr(model_or_runner, "infer_guard"):
-        return model_or_runner.infer_guard(x)
+        return model_or_runner.infer_guard(x, level)
     meta = getattr(model_or_runner, "meta", None)
     model = getattr(model_or_runner, "model", None)
     if meta is None or model is None:
@@ -212,7 +297,7 @@ def guard_scores(model_or_runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
         raise InputError("this model has no domain guard; fit one with `drsn-edge guard fit MODEL --data DATA`")
     score, ok = g.in_domain(guard_features(g, model, x))
     flat, clipped = signal_flags(x)
-    return score, ok & ~flat & ~clipped
+    return score, ok & ~flat & ~clipped & level_ok(g.level, level, len(x))
 
 
 def summary(in_domain: np.ndarray, noise: np.ndarray | None = None, snr_db: np.ndarray | None = None) -> dict:
@@ -257,6 +342,7 @@ def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"
     cells = np.char.add(held.noise.astype(str), np.char.mod("%g", np.nan_to_num(held.snr_db, nan=0.0)))
     g = fit_for_model(model, normalize(tx, train_ds.normalization), train_ds.y, normalize(held.x, held.normalization),
                       cells, classes=len(train_ds.class_names), quantile=quantile, taps=taps)
+    g.level = fit_level(np.concatenate([window_level(tx), window_level(held.x)]))
     g.info.update({"noise": list(noise), "snr_range": [float(snr_min), float(snr_max)], "held_out_snrs": snrs,
                    "seed": int(seed)})
     return g
@@ -275,7 +361,8 @@ def tensors_sha256(path) -> str:
     return h.hexdigest()
 
 
-def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE, taps=None) -> dict:
+def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE, taps=None,
+               data_label: str | None = None) -> dict:
     """`guard fit`: fit a guard for an existing bundle on its training data (train split: means and covariance;
     val split: threshold) with its recorded noise recipe, and write the bundle again with the same tensors."""
     from .bundle import load_bundle, save_bundle
@@ -297,11 +384,11 @@ def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_Q
     g = fit_on_data(b.model, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
                     float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
                     seed=seed, quantile=quantile, taps=taps)
-    g.info["data"] = str(data)
+    g.info["data"] = data_label or str(data)
     before = tensors_sha256(model_path)
     save_bundle(b.model, {**b.meta, "guard": g.to_json()}, out)
     after = tensors_sha256(out)
     if after != before:  # never ship changed weights under an unchanged name
         raise InputError(f"writing '{out}' changed the model's tensors; nothing else was meant to change")
     return {"model": str(model_path), "out": str(out), "tensors_sha256": after, "threshold": g.threshold,
-            "quantile": g.quantile, "taps": g.taps, "dim": int(g.means.shape[1]), **g.info}
+            "quantile": g.quantile, "taps": g.taps, "dim": int(g.means.shape[1]), "level": g.level, **g.info}

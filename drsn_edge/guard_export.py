@@ -28,8 +28,9 @@ def guard_meta(guard) -> dict:
     """What a runner needs besides the score: threshold, quantile and the feature layout."""
     return {"kind": "mahalanobis-shared-cov", "threshold": float(guard.threshold), "quantile": float(guard.quantile),
             "taps": list(guard.taps), "tap_dims": [int(v) for v in guard.tap_dims or [guard.means.shape[1]]],
-            "dim": int(guard.means.shape[1]), "classes": int(guard.means.shape[0]),
-            "signal_checks": "flat and clipped windows are out of domain (checked on the input window by the runner)"}
+            "dim": int(guard.means.shape[1]), "classes": int(guard.means.shape[0]), "level": guard.level,
+            "signal_checks": "flat and clipped windows, and raw windows whose level is outside `level`, are out of "
+                             "domain (checked on the input window by the runner, before normalization for the level)"}
 
 
 def attach_onnx(model_bytes: bytes, guard) -> bytes:
@@ -83,12 +84,15 @@ def onnx_guard(session) -> dict | None:
     return json.loads(meta) if meta else None
 
 
-def flags(score: np.ndarray, threshold: float, x: np.ndarray) -> np.ndarray:
-    """In-domain flags from an artifact's scores and the windows themselves (flat and clipped windows are out)."""
-    from .guard import signal_flags
+def flags(score: np.ndarray, meta: dict, x: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
+    """In-domain flags from an artifact's scores (its guard metadata `meta`: threshold, level range) and the
+    windows themselves: flat and clipped windows are out, and so are raw windows whose level (guard.window_level,
+    when given) is outside the guard's range."""
+    from .guard import level_ok, signal_flags
 
     flat, clipped = signal_flags(x)
-    return (np.asarray(score) <= threshold) & ~flat & ~clipped
+    return ((np.asarray(score) <= float(meta["threshold"])) & ~flat & ~clipped
+            & level_ok(meta.get("level"), level, len(x)))
 
 
 def agreement(art_score: np.ndarray, art_ok: np.ndarray, ref_score: np.ndarray, ref_ok: np.ndarray,
@@ -124,7 +128,8 @@ def adapt(guard, float_feats: np.ndarray, art_feats: np.ndarray):
     info = {**guard.info, "adapted_to_artifact": {"windows": int(len(e)), "mean_abs_bias": float(np.abs(bias).mean()),
                                                  "mean_noise_std": float(np.sqrt(np.clip(np.diag(np.atleast_2d(noise)), 0, None)).mean())}}
     return Guard(means=guard.means + bias, precision=np.linalg.inv(cov), threshold=guard.threshold,
-                 quantile=guard.quantile, info=info, taps=list(guard.taps), tap_dims=list(guard.tap_dims))
+                 quantile=guard.quantile, info=info, taps=list(guard.taps), tap_dims=list(guard.tap_dims),
+                 level=guard.level)
 
 
 def onnx_features(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:

@@ -50,8 +50,11 @@ def print_evaluation(rep: dict) -> None:
                       f"mean over the noise grid: {ui.pct(rep['grid_mean_accuracy'])} %")
     dom = rep.get("domain")
     if dom:
+        lvl = dom.get("level_range")
+        level = (f"; raw level outside {lvl[0]:.3g}…{lvl[1]:.3g}: {ui.pct(dom['outside_level_range_share'])} %"
+                 if lvl and dom.get("outside_level_range_share") is not None else "")
         con.print(f"domain guard: [bold]{ui.pct(dom['out_of_domain_share'])} %[/bold] of the windows are out of domain "
-                  f"(unlike the training data; score > {dom['threshold']:.1f})")
+                  f"(unlike the training data; score > {dom['threshold']:.1f}{level})")
     names = rep["class_names"]
     con.print(ui.table("confusion matrix (rows = true class)", ["true \\ pred"] + names,
                        [[n] + row for n, row in zip(names, rep["confusion"])]))

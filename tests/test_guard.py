@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -73,11 +75,19 @@ def test_training_stores_a_guard_that_keeps_held_out_windows_in_domain(tiny_mode
     np.testing.assert_allclose(f, torch_feats, rtol=0, atol=0)  # the hook sees exactly the head's input
     rep = evaluate(b, load_dataset(tiny_data)).to_json()  # the test split, clean
     test = load_dataset(tiny_data).select_split("test")
-    _, ok_test = guard_scores(b, normalize(test.x, "zscore"))
+    from drsn_edge.guard import level_ok, window_level
+
+    level = window_level(test.x)
+    _, ok_test = guard_scores(b, normalize(test.x, "zscore"), level)
     assert rep["domain"]["n"] == rep["n"] == len(test)
     share = float((~ok_test).mean())  # the share of windows flagged
+    lvl = g["level"]  # fitted on the training windows (clean and noisy) and the held-out sweep
+    assert 0 < lvl["lo"] < lvl["hi"] and lvl["windows"] > len(ds)
+    outside = float((~level_ok(lvl, level, len(test))).mean())
     assert rep["domain"] == {"out_of_domain_share": share, "n": len(test), "per_snr": {"none": {"clean": share}},
-                             "threshold": b.meta["guard"]["threshold"], "quantile": b.meta["guard"]["quantile"]}
+                             "threshold": b.meta["guard"]["threshold"], "quantile": b.meta["guard"]["quantile"],
+                             "level_range": [lvl["lo"], lvl["hi"]], "outside_level_range_share": outside}
+    assert outside == 0.0  # clean test windows of the training distribution are all inside the range
 
 
 def test_guard_fit_keeps_the_tensors(tiny_model, tiny_data, tmp_path):
@@ -88,6 +98,9 @@ def test_guard_fit_keeps_the_tensors(tiny_model, tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr
     assert tensors_sha256(out) == tensors_sha256(tiny_model)
     assert load_bundle(out).meta["guard"]["quantile"] == 0.99
+    assert json.loads(r.stdout)["level"] == load_bundle(out).meta["guard"]["level"]
+    r = run_cli("guard", "fit", tiny_model, "--data", tiny_data, "-o", out)
+    assert r.returncode == 0 and "raw level range" in r.stdout, r.stderr
 
 
 def test_signal_flags_catch_flat_and_clipped_windows():
@@ -147,3 +160,35 @@ def test_whitened_form_gives_the_same_scores():
     f = np.array([[5.0, 30.0], [0.1, -0.2], [10.0, 0.5]])
     z = f @ w.T
     np.testing.assert_allclose(((z[:, None, :] - m[None]) ** 2).sum(-1).min(1), g.score(f), rtol=1e-9)
+
+
+def test_precision_is_stored_packed_and_older_list_guards_still_load():
+    g = fit(TRAIN, Y, HELD, quantile=1.0)
+    d = g.to_json()
+    assert d["precision"]["format"].startswith("upper triangle") and d["precision"]["dim"] == g.precision.shape[0]
+    old = {**d, "precision": g.precision.tolist()}
+    assert np.array_equal(Guard.from_json(old).precision, g.precision)
+    from drsn_edge.errors import InputError
+
+    for broken in ({**d["precision"], "data": "!!"}, {**d["precision"], "dim": 3}, {"format": "x", "dim": 1, "data": ""}):
+        with pytest.raises(InputError, match="malformed"):
+            Guard.from_json({**d, "precision": broken})
+
+
+def test_level_range_flags_windows_quieter_or_louder_than_training_by_the_margin():
+    from drsn_edge.guard import LEVEL_MARGIN_DB, fit_level, level_ok, window_level
+
+    levels = np.linspace(1.0, 2.0, 1001)
+    r = fit_level(levels)
+    f = 10 ** (LEVEL_MARGIN_DB / 20)
+    assert r["lo"] == pytest.approx(np.quantile(levels, 0.001) / f) and r["hi"] == pytest.approx(np.quantile(levels, 0.999) * f)
+    # a dead sensor (1e-4 of the quietest level), a window just inside each end, one 3x louder than the loudest
+    got = level_ok(r, np.array([1e-4, r["lo"] * 1.001, r["hi"] * 0.999, 6.0, np.nan]), 5)
+    assert got.tolist() == [False, True, True, False, False]
+    assert level_ok(None, np.array([1e-9]), 1).tolist() == [True] and level_ok(r, None, 2).tolist() == [True, True]
+    raw = np.stack([np.full((1, 8), 5.0), np.array([[0, 2, 0, 2, 0, 2, 0, 2]], float)])
+    assert window_level(raw).tolist() == [0.0, 1.0]
+    from drsn_edge.errors import InputError
+
+    with pytest.raises(InputError, match="level range"):
+        Guard.from_json({**fit(TRAIN, Y, HELD).to_json(), "level": {"lo": 2.0, "hi": 1.0}})

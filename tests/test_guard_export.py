@@ -149,3 +149,25 @@ def test_tflm_build_outputs_the_taps_and_check_reads_its_guard(tiny_model, tiny_
     dom = json.loads(r.stdout)["domain"]
     assert dom["measured_on"] == "artifact"
     assert dom["float_guard"]["flag_agreement_far_from_threshold"] >= 0.95, dom  # see test_int8_guard_follows...
+
+
+def test_runner_flags_take_the_raw_levels_against_the_artifacts_level_range():
+    """RunnerBase.guard_result: score within the threshold, not flat/clipped, and (when the raw windows' levels
+    are given) a level inside the guard metadata's range; without levels the range is not checked."""
+    from drsn_edge.backends.base import RunnerBase
+
+    class Scores(RunnerBase):
+        name, batch = "scores", 1
+        guard_meta = {"threshold": 1.0, "level": {"lo": 0.5, "hi": 2.0}}
+
+        def _infer_one(self, x):
+            self._guard = np.array([float(np.abs(x).max()) / 10])  # 0.25 … 0.4 for the windows below: in
+            return np.zeros((1, 2), np.float32)
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 64)).astype(np.float32)
+    r = Scores()
+    score, ok = r.infer_guard(x, np.array([1e-3, 0.5, 2.0, 2.5]))
+    assert (score <= 1.0).all() and ok.tolist() == [False, True, True, False]
+    assert r.infer_guard(x)[1].tolist() == [True] * 4
+    with pytest.raises(Exception, match="4 windows"):
+        r.infer_guard(x, np.ones(3))

@@ -116,21 +116,21 @@ class RunnerBase:
         self.last_guard = np.concatenate(guards) if guards else None
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
-    def guard_result(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(score, in_domain) of the windows of the last `infer(x)` from the artifact's own guard; None when the
-        artifact has none."""
+    def guard_result(self, x: np.ndarray, level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(score, in_domain) of the windows of the last `infer(x)` from the artifact's own guard (with the raw
+        windows' levels when known: guard.window_level); None when the artifact has none."""
         if self.guard_meta is None or self.last_guard is None or len(self.last_guard) != len(x):
             return None
         from ..guard_export import flags
 
-        return self.last_guard, flags(self.last_guard, float(self.guard_meta["threshold"]), x)
+        return self.last_guard, flags(self.last_guard, self.guard_meta, x, level)
 
-    def infer_guard(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer_guard(self, x: np.ndarray, level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run the artifact on x and return its guard's (score, in_domain) (drsn_edge.guard.guard_scores' hook)."""
         from ..errors import InputError
 
         self.infer(x)
-        res = self.guard_result(x)
+        res = self.guard_result(x, level)
         if res is None:
             raise InputError(f"{self.name}: this artifact carries no domain guard (its model had none when built)")
         return res

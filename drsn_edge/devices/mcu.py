@@ -204,15 +204,17 @@ class McuRunner:
         self.last_guard_flags = np.array([g.in_domain for g in guards], bool) if scored else None
         return out
 
-    def guard_result(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def guard_result(self, x: np.ndarray, level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """(score, in_domain) of the last infer(x) as the device computed them (its flags; flat and clipped
-        windows are out of domain too, checked here on the windows sent); None when the firmware has no guard."""
+        windows, and raw windows whose level is outside the guard's range, are out of domain too, checked here
+        on the windows sent); None when the firmware has no guard."""
         if self.last_guard is None or len(self.last_guard) != len(x):
             return None
-        from ..guard import signal_flags
+        from ..guard import level_ok, signal_flags
 
         flat, clipped = signal_flags(x)
-        return self.last_guard, self.last_guard_flags & ~flat & ~clipped
+        rng = (self.guard_meta or {}).get("level")
+        return self.last_guard, self.last_guard_flags & ~flat & ~clipped & level_ok(rng, level, len(x))
 
     def _parallel(self, x_q: np.ndarray, parts) -> list:
         from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait

@@ -21,13 +21,14 @@ class MonitorModel:
     normalization: str
     infer: Callable[[np.ndarray], np.ndarray]  # float32 [N,1,L] normalized → float32 logits [N,C]
     close: Callable[[], None]
-    # the domain guard of the model the artifact was built from: normalized windows → in-domain flags
-    in_domain: Callable[[np.ndarray], np.ndarray] | None = None
+    # the domain guard: (normalized windows, their raw levels from guard.window_level) → in-domain flags
+    in_domain: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
     bundle_path: str | None = None
 
 
 def domain_guard(bundle_path: str | None):
-    """The bundle's domain guard as a function of normalized windows, or None when it has none (or is gone)."""
+    """The bundle's domain guard as a function of normalized windows and their raw levels, or None when it has
+    none (or is gone)."""
     from ..bundle import load_bundle
     from ..guard import from_meta, guard_scores
 
@@ -36,7 +37,7 @@ def domain_guard(bundle_path: str | None):
     bundle = load_bundle(bundle_path)
     if from_meta(bundle.meta) is None:
         return None
-    return lambda x: guard_scores(bundle, x)[1]
+    return lambda x, level=None: guard_scores(bundle, x, level)[1]
 
 
 def load_model(path: str | None, guard: bool = True) -> MonitorModel:
@@ -95,7 +96,6 @@ def _artifact_guard(runner, infer):
         return infer, None
     from ..guard_export import flags
 
-    threshold = float(runner.guard_meta["threshold"])
     pending: list = []
 
     def run(x):
@@ -103,13 +103,13 @@ def _artifact_guard(runner, infer):
         pending.append((np.asarray(x), _last_scores(runner, infer, x)))
         return logits
 
-    def in_domain(x):
+    def in_domain(x, level=None):
         xs = [p[0] for p in pending]
         scores = [p[1] for p in pending]
         pending.clear()
         if xs and sum(len(v) for v in xs) == len(x) and np.array_equal(np.concatenate(xs), x):
-            return flags(np.concatenate(scores), threshold, x)
-        return runner.infer_guard(x)[1]
+            return flags(np.concatenate(scores), runner.guard_meta, x, level)
+        return runner.infer_guard(x, level)[1]
 
     return run, in_domain
 

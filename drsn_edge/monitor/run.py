@@ -153,6 +153,7 @@ class Loop:
         """Probabilities (5 decimals, plain lists) of the windows fit to classify (None for the others), and
         whether the model's domain guard takes each window as in domain."""
         from ..data.dataset import normalize
+        from ..guard import window_level
 
         good = [i for i, q in enumerate(quality) if q is None]
         out: list = [None] * len(quality)
@@ -160,11 +161,12 @@ class Loop:
         if not good:
             return out, domain
         t0 = time.perf_counter()
-        x = normalize((wins if len(good) == len(wins) else wins[good])[:, None, :], self.model.normalization)
+        raw = (wins if len(good) == len(wins) else wins[good])[:, None, :]
+        x = normalize(raw, self.model.normalization)
         logits = np.concatenate([self.model.infer(x[s:s + self.opts.batch])
                                  for s in range(0, len(x), self.opts.batch)])
         if self.model.in_domain is not None:
-            for i, ok in zip(good, self.model.in_domain(x)):
+            for i, ok in zip(good, self.model.in_domain(x, window_level(raw))):
                 domain[i] = bool(ok)
         self.infer_s += time.perf_counter() - t0
         for i, p in zip(good, np.round(softmax(logits), 5).tolist()):

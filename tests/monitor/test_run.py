@@ -201,8 +201,32 @@ def test_windows_the_domain_guard_rejects_vote_unknown_not_a_fault(tmp_path, mod
     wav = tmp_path / "s.wav"
     wavfile.write(wav, 12000, signal12k.astype(np.float32))
     lines, warns = Lines(), []
-    alien = dataclasses.replace(model, in_domain=lambda x: np.zeros(len(x), dtype=bool))
+    alien = dataclasses.replace(model, in_domain=lambda x, level=None: np.zeros(len(x), dtype=bool))
     summary = run(MonitorOptions(source=str(wav), health=HealthConfig(k=3, n=4, m=3)), lines.write, warns.append,
                   stop=threading.Event(), model=alien)
     assert states(lines) == ["unknown"] and summary["state"] == "unknown"
     assert summary["counters"]["out_of_domain_windows"] == 12
+
+
+def test_a_disconnected_sensor_is_unknown_by_its_level_not_a_class(tmp_path, model, signal12k):
+    """A disconnected sensor's electrical noise normalizes to unit white noise, which this model reads as a
+    healthy machine or a ball fault; its raw level, 60 dB under anything in training, puts it out of domain.
+    The same recording at its own level is classified as usual (healthy, then IR021)."""
+    from drsn_edge.bundle import load_bundle
+    from drsn_edge.monitor import MonitorOptions
+    from drsn_edge.monitor.health import HealthConfig
+    from drsn_edge.monitor.run import run
+
+    from .conftest import Lines
+
+    lvl = load_bundle(model.source).meta["guard"]["level"]
+    quiet = np.random.default_rng(0).standard_normal(len(signal12k)) * 1e-3 * float(np.std(signal12k))
+    assert float(np.std(quiet)) < lvl["lo"] < float(np.std(signal12k)) < lvl["hi"]
+    for samples, want in ((quiet, ["unknown"]), (signal12k, ["healthy", "fault:IR021"])):
+        wav = tmp_path / "s.wav"
+        wavfile.write(wav, 12000, samples.astype(np.float32))
+        lines = Lines()
+        summary = run(MonitorOptions(source=str(wav), health=HealthConfig(k=3, n=4, m=3)), lines.write, lambda w: None,
+                      stop=threading.Event(), model=model)
+        assert states(lines) == want
+        assert summary["counters"].get("out_of_domain_windows", 0) == (12 if want == ["unknown"] else 0)
