@@ -6,8 +6,12 @@ the public tflite-micro tree's signatures. That proves the harness calls that AP
 argument counts and types, reads tensor fields that exist, and is valid C++17 for the core and flags of each
 target, warning-free; the bundle's C files (protocol, guard score, board glue) compile with the real
 cross-compiler as they are. It does not prove that a given tflite-micro release still has those signatures, that
-the firmware links, or how it runs: `test_bundle_builds_with_real_tflite_micro` does the real build when
-TFLM_DIR names a tflite-micro checkout."""
+the firmware links, or how it runs on a board: `test_bundle_builds_with_real_tflite_micro` does the real build
+when TFLM_DIR names a tflite-micro checkout.
+
+main.cc's own logic also runs here: built for this machine with fake_runtime.cc in place of TFLite Micro's
+interpreter (outputs that are known slices of the input), it is driven over the serial protocol on a
+pseudo-terminal. (That TFLite Micro's real tap outputs give the host's score is tests/test_build_mcu.py's part.)"""
 
 from __future__ import annotations
 
@@ -170,3 +174,125 @@ def test_bundle_builds_with_real_tflite_micro(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     nm = subprocess.run(["arm-none-eabi-nm", build / "drsn_fw.elf"], capture_output=True, text=True, check=True).stdout
     assert " drsn_guard_score" in nm and " main" in nm
+
+
+# ------------------------------------------------------------------------------------ main.cc running on the host
+def build_host_firmware(fw: Path, out: Path, tap_dims) -> Path:
+    """main.cc with the bundle's protocol, guard and board_host_pty.c (the protocol on a pseudo-terminal), linked
+    with fake_runtime.cc in place of TFLite Micro, for this machine."""
+    from drsn_edge.firmware.cfirmware import TEMPLATES
+
+    n_ops = int(re.search(r"MicroMutableOpResolver<(\d+)>", (fw / "main.cc").read_text()).group(1))
+    resolver = out / "fake_resolver.cc"  # the Add* methods main.cc calls, for its resolver size
+    resolver.write_text('#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\nnamespace tflite {\n'
+                        + "".join(f"template <unsigned int N> TfLiteStatus MicroMutableOpResolver<N>::{m}() "
+                                  "{ return kTfLiteOk; }\n" for m in sorted(set(RESOLVER.values())))
+                        + f"template class MicroMutableOpResolver<{n_ops}>;\n}}\n")
+    objs = []
+    for src, lang in ((fw / "drsn_proto.c", "c"), (fw / "drsn_guard.c", "c"), (TEMPLATES / "board_host_pty.c", "c"),
+                      (fw / "main.cc", "c++"), (fw / "model_data.cc", "c++"), (resolver, "c++"),
+                      (STANDIN / "fake_runtime.cc", "c++")):
+        obj = out / f"{src.name}.o"
+        std = ["gcc", "-std=c99", "-D_GNU_SOURCE"] if lang == "c" else ["g++", "-std=c++17"]
+        r = _cc([*std, *WARN, "-DFAKE_INPUT_LEN=512", "-DFAKE_LOGITS=10",
+                 f"-DFAKE_TAP_DIMS={','.join(map(str, tap_dims))}", f"-I{fw}", f"-I{STANDIN}", f"-I{TEMPLATES}",
+                 "-c", src, "-o", obj], out)
+        assert r.returncode == 0, f"{src.name}: {r.stderr}"
+        objs.append(obj)
+    r = _cc(["g++", *objs, "-o", out / "drsn_fw"], out)
+    assert r.returncode == 0, r.stderr
+    return out / "drsn_fw"
+
+
+class HostBoard:
+    """The host firmware on its own pseudo-terminal, reached through the protocol's SerialClient."""
+
+    def __init__(self, exe: Path):
+        import serial
+
+        from drsn_edge.firmware.protocol import SerialClient
+
+        self.proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True, env={**os.environ, "DRSN_UART": "pty"})
+        path = self.proc.stdout.readline().strip()
+        self.client = SerialClient(serial.Serial(path, 115200, timeout=0), timeout_s=5.0, retries=0)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.client.port.close()
+
+
+def _guard_lib(fw: Path, out: Path):
+    import ctypes
+
+    lib = out / "libguard.so"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", "-o", lib, fw / "drsn_guard.c"], check=True)
+    fn = ctypes.CDLL(str(lib)).drsn_guard_score
+    fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_float
+    return fn
+
+
+HOST_CC = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("g++")), reason="needs apt packages gcc g++")
+
+
+@HOST_CC
+def test_main_cc_scores_the_concatenated_taps(tmp_path):
+    """main.cc itself, run on this machine with fake_runtime.cc standing in for TFLite Micro's interpreter (a
+    "model" whose outputs are known slices of the input): INFO carries the guard's size and threshold; each RESULT
+    carries the logits and the score drsn_guard_score gives for the tap outputs 1..3 concatenated in order, with
+    the flags drsn_proto.c derives from it. What this shows is main.cc's own logic (copying, order, INFO, the
+    count, the call), not TFLite Micro's kernels: those are the other tests' and the real build's part."""
+    pytest.importorskip("serial", reason="pyserial is not installed: pip install pyserial")
+    from drsn_edge.guard_export import guard_score_ref
+
+    guard = guard_fixture()
+    fw = make_bundle(tmp_path / "fw", "stm32h743", guard)
+    board = HostBoard(build_host_firmware(fw, tmp_path, TAP_DIMS))
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, (12, 512)).astype(np.int8)
+    x[6:, :256] = rng.integers(-3, 4, (6, 256))  # taps near the zero points: other scores, some in domain
+    try:
+        info = board.client.get_info()
+        assert (info.guard_dim, info.guard_threshold) == (15, np.float32(guard["threshold"]))
+        results = [board.client.infer_int8(w) + (board.client.last_guard,) for w in x]
+    finally:
+        board.close()
+    taps = np.concatenate([x[:, 64:68], x[:, 128:136], x[:, 192:195]], axis=1)  # outputs 1, 2, 3 of the fake model
+    score_fn = _guard_lib(fw, tmp_path)
+    device = np.array([score_fn(np.ascontiguousarray(t).ctypes.data) for t in taps], np.float32)
+    for (logits, counts, g), w, s in zip(results, x, device):
+        assert np.array_equal(logits, w[:10]) and counts >= 0
+        assert g.scored and g.score == s and g.in_domain == (s <= np.float32(guard["threshold"]))
+    ref = guard_score_ref(guard, taps)
+    np.testing.assert_allclose(device, ref, rtol=1e-5)  # float32 sums of at most 15 products vs float64
+    ok = np.array([g.in_domain for *_, g in results])
+    assert ok.any() and not ok.all(), ref
+
+
+@HOST_CC
+@pytest.mark.parametrize("guarded, tap_dims, error", [
+    (True, (4, 8, 4), "guard taps do not match drsn_guard.h"),  # one value more than drsn_guard.h's 15
+    (True, (4, 8), "guard taps do not match drsn_guard.h"),     # a tap missing
+    (False, (4,), "guard taps do not match drsn_guard.h"),      # taps, but a firmware without a guard
+    (False, (), None),                                          # neither: answers "not scored"
+])
+def test_main_cc_checks_the_taps_at_start_up(tmp_path, guarded, tap_dims, error):
+    """A model whose tap outputs do not add up to DRSN_GUARD_DIM (drsn_guard.c of another build) is refused at
+    start-up with ERROR 5, before any request is served; a firmware and model without a guard answer
+    flags 0 / score −1."""
+    pytest.importorskip("serial", reason="pyserial is not installed: pip install pyserial")
+    from drsn_edge.errors import DeviceError
+
+    fw = make_bundle(tmp_path / "fw", "nrf52840", guard_fixture() if guarded else None)
+    board = HostBoard(build_host_firmware(fw, tmp_path, tap_dims))
+    try:
+        if error:
+            with pytest.raises(DeviceError, match=f"device error 5 on .*: {error}"):
+                board.client.get_info()
+        else:
+            assert board.client.get_info().guard_dim == 0
+            board.client.infer_int8(np.ones(512, np.int8))
+            g = board.client.last_guard
+            assert (g.scored, g.in_domain, g.score) == (False, False, -1.0)
+    finally:
+        board.close()
