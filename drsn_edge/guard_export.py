@@ -276,9 +276,9 @@ float drsn_guard_score(const int8_t *taps) {{
   return best;
 }}
 """)
-    h += ("/* Squared Mahalanobis distance of the window's taps (drsn_guard_taps) to the nearest class mean; in domain\n"
-          " * when <= DRSN_GUARD_THRESHOLD. −1 when the model has no guard. */\nfloat drsn_guard_score(const int8_t *taps);\n"
-          "#endif\n")
+    h += ("/* Squared Mahalanobis distance of the window's int8 taps, concatenated (the C engine's drsn_guard_taps, or\n"
+          " * TFLite Micro's outputs 1..n), to the nearest class mean; in domain when <= DRSN_GUARD_THRESHOLD.\n"
+          " * −1 when the model has no guard. */\nfloat drsn_guard_score(const int8_t *taps);\n#endif\n")
     return {"drsn_guard.h": h, "drsn_guard.c": c}
 
 

@@ -10,8 +10,8 @@ the firmware links, or how it runs on a board: `test_bundle_builds_with_real_tfl
 when TFLM_DIR names a tflite-micro checkout.
 
 main.cc's own logic also runs here: built for this machine with fake_runtime.cc in place of TFLite Micro's
-interpreter (outputs that are known slices of the input), it is driven over the serial protocol on a
-pseudo-terminal. (That TFLite Micro's real tap outputs give the host's score is tests/test_build_mcu.py's part.)"""
+interpreter (outputs that are known slices of the input), it is driven over the serial protocol on its
+stdin/stdout. (That TFLite Micro's real tap outputs give the host's score is tests/test_build_mcu.py's part.)"""
 
 from __future__ import annotations
 
@@ -178,8 +178,8 @@ def test_bundle_builds_with_real_tflite_micro(tmp_path):
 
 # ------------------------------------------------------------------------------------ main.cc running on the host
 def build_host_firmware(fw: Path, out: Path, tap_dims) -> Path:
-    """main.cc with the bundle's protocol, guard and board_host_pty.c (the protocol on a pseudo-terminal), linked
-    with fake_runtime.cc in place of TFLite Micro, for this machine."""
+    """main.cc with the bundle's protocol, guard and board_host_pty.c (the protocol on stdin/stdout), linked with
+    fake_runtime.cc in place of TFLite Micro, for this machine."""
     from drsn_edge.firmware.cfirmware import TEMPLATES
 
     n_ops = int(re.search(r"MicroMutableOpResolver<(\d+)>", (fw / "main.cc").read_text()).group(1))
@@ -205,21 +205,34 @@ def build_host_firmware(fw: Path, out: Path, tap_dims) -> Path:
 
 
 class HostBoard:
-    """The host firmware on its own pseudo-terminal, reached through the protocol's SerialClient."""
+    """The host firmware speaking the protocol on its stdin/stdout (pipes keep what it sends before the host
+    reads, such as an ERROR at start-up; a pseudo-terminal opened later would drop it), through SerialClient."""
+
+    timeout = 0  # SerialClient waits on fileno() with select, then reads what has arrived
 
     def __init__(self, exe: Path):
-        import serial
-
         from drsn_edge.firmware.protocol import SerialClient
 
-        self.proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True, env={**os.environ, "DRSN_UART": "pty"})
-        path = self.proc.stdout.readline().strip()
-        self.client = SerialClient(serial.Serial(path, 115200, timeout=0), timeout_s=5.0, retries=0)
+        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.name = "the host firmware"
+        self.client = SerialClient(self, timeout_s=5.0, retries=0)
+
+    def fileno(self) -> int:
+        return self.proc.stdout.fileno()
+
+    def read(self, n: int) -> bytes:
+        try:
+            return os.read(self.fileno(), n)
+        except BlockingIOError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
 
     def close(self):
         self.proc.kill()
         self.proc.wait()
-        self.client.port.close()
 
 
 def _guard_lib(fw: Path, out: Path):
@@ -242,7 +255,6 @@ def test_main_cc_scores_the_concatenated_taps(tmp_path):
     carries the logits and the score drsn_guard_score gives for the tap outputs 1..3 concatenated in order, with
     the flags drsn_proto.c derives from it. What this shows is main.cc's own logic (copying, order, INFO, the
     count, the call), not TFLite Micro's kernels: those are the other tests' and the real build's part."""
-    pytest.importorskip("serial", reason="pyserial is not installed: pip install pyserial")
     from drsn_edge.guard_export import guard_score_ref
 
     guard = guard_fixture()
@@ -280,7 +292,6 @@ def test_main_cc_checks_the_taps_at_start_up(tmp_path, guarded, tap_dims, error)
     """A model whose tap outputs do not add up to DRSN_GUARD_DIM (drsn_guard.c of another build) is refused at
     start-up with ERROR 5, before any request is served; a firmware and model without a guard answer
     flags 0 / score −1."""
-    pytest.importorskip("serial", reason="pyserial is not installed: pip install pyserial")
     from drsn_edge.errors import DeviceError
 
     fw = make_bundle(tmp_path / "fw", "nrf52840", guard_fixture() if guarded else None)
