@@ -134,7 +134,7 @@ the {len(ops)} ops it uses: {', '.join(ops)}.
 | domain guard constants (flash) | {memory.get('guard_bytes', 0)} | |
 | flash total | {memory['flash_bytes']} | {memory['flash_budget_bytes']} |
 | tensor arena (measured {v['ARENA_MEASURED']} + {v['ARENA_MARGIN_PCT']} %) | {v['ARENA_SIZE']} | |
-| RAM total (arena + I/O + protocol buffers + stack) | {memory['ram_bytes']} | {memory['ram_budget_bytes']} |
+| RAM total (arena + I/O + protocol buffers + guard taps + stack) | {memory['ram_bytes']} | {memory['ram_budget_bytes']} |
 
 ## Input and output
 - Input: {v['INPUT_LEN']} int8 values = one window of {io['window']} samples at {io['fs']:g} Hz, z-scored per
