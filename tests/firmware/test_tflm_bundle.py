@@ -75,7 +75,7 @@ def mcu_targets() -> list[str]:
 
 
 def _cc(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def compile_bundle(fw: Path, cpu: str, out: Path) -> None:
