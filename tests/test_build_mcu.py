@@ -2,7 +2,10 @@
 
 import json
 import re
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 
 pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
@@ -25,9 +28,10 @@ def test_bundle_contents(mcu_build):
     out, res = mcu_build
     assert sorted(p.name for p in out.iterdir()) == ["build.json", "firmware", "model.int8.json", "model.int8.tflite"]
     fw = out / "firmware"
-    for name in ("main.cc", "model_data.cc", "model_data.h", "drsn_proto.c", "drsn_proto.h", "board.h", "board.c",
-                 "board_dwt.c", "CMakeLists.txt", "platformio.ini", "README.md", "model.int8.tflite"):
-        assert (fw / name).exists(), name
+    files = ["main.cc", "model_data.cc", "model_data.h", "drsn_proto.c", "drsn_proto.h", "drsn_guard.c", "drsn_guard.h",
+             "board.h", "board.c", "board_dwt.c", "CMakeLists.txt", "platformio.ini", "README.md"]
+    assert sorted(p.name for p in fw.iterdir()) == sorted(files + ["model.int8.tflite"])
+    assert sorted(res["firmware_files"]) == sorted(f"firmware/{f}" for f in files)
     # the C array holds exactly the .tflite bytes, 16-byte aligned
     data = (out / "model.int8.tflite").read_bytes()
     arr = (fw / "model_data.cc").read_text()
@@ -47,7 +51,7 @@ def test_json_and_sidecar(mcu_build):
     out, res = mcu_build
     assert res["target"] == "stm32h743" and res["memory"]["fits"]
     mem = res["memory"]
-    assert mem["flash_bytes"] == mem["model_bytes"] + mem["runtime_code_bytes"]
+    assert mem["flash_bytes"] == mem["model_bytes"] + mem["runtime_code_bytes"] + mem["guard_bytes"]
     from drsn_edge.firmware.bundle import arena_with_margin
 
     assert mem["arena_measured_bytes"] > 0 and mem["arena_bytes"] == arena_with_margin(mem["arena_measured_bytes"])
@@ -126,3 +130,66 @@ def test_an_explicit_tflite_method_is_used_as_given(tiny_model, tiny_calib):
     bundle, *_, cx = model_and_calibration(tiny_model, tiny_calib)
     fb = float_tflite(bundle.model, bundle.window)
     assert quantize_int8(fb, cx, 99.0) != quantize_int8(fb, cx, None)  # the percentile clips: other scales
+
+
+def test_bundle_scores_the_sidecars_guard(mcu_build):
+    """drsn_guard.h/.c hold the sidecar's guard (refitted to TFLite Micro's taps); main.cc reports its size and
+    threshold in INFO and scores the tap outputs; CMake and PlatformIO compile drsn_guard.c; the README and the
+    memory fit count its constants."""
+    from drsn_edge.guard_export import guard_c_sources, guard_const_bytes
+
+    out, res = mcu_build
+    fw, guard = out / "firmware", json.loads((out / "model.int8.json").read_text())["guard"]
+    assert guard and guard["dim"] == sum(int(np.prod(o["shape"][1:])) for o in guard["outputs"])
+    assert {n: (fw / n).read_text() for n in ("drsn_guard.h", "drsn_guard.c")} == guard_c_sources(guard)
+    assert f"#define DRSN_GUARD_DIM {guard['dim']}\n" in (fw / "drsn_guard.h").read_text()
+    main = (fw / "main.cc").read_text()
+    assert '#include "drsn_guard.h"' in main and "DRSN_GUARD_DIM, DRSN_GUARD_THRESHOLD};" in main
+    assert "drsn_guard_score(guard_taps)" in main and "interpreter->output(i)" in main
+    assert "drsn_guard.c" in (fw / "CMakeLists.txt").read_text()
+    assert "+<drsn_guard.c>" in (fw / "platformio.ini").read_text()
+    nbytes = guard_const_bytes(guard["dim"], guard["classes"])
+    assert res["memory"]["guard_bytes"] == nbytes > 0
+    readme = (fw / "README.md").read_text()
+    assert "## Domain guard" in readme and f"Flash: {nbytes} bytes of constants" in readme
+    assert all(f"`{t}`" in readme for t in guard["taps"])
+
+
+def test_device_guard_score_equals_the_host_runners(mcu_build, tiny_data, tmp_path):
+    """The bundle's drsn_guard.c, compiled natively and fed TFLite Micro's tap outputs (the interpreter's real
+    kernels), scores windows as the host's TflmRunner does, and gives the same in-domain flags."""
+    import ctypes
+
+    from drsn_edge.backends import load_build
+    from drsn_edge.backends.tflm import TflmRunner, tflm_outputs_raw
+    from drsn_edge.data.dataset import load_dataset, normalize
+    from drsn_edge.guard_export import guard_score_ref
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("needs a C compiler (apt package gcc)")
+    out, _ = mcu_build
+    build = load_build(out)
+    guard, q = build.sidecar["guard"], build.artifact.read_bytes()
+    x = normalize(load_dataset(tiny_data).select_split("test").x[:12])
+    x = np.concatenate([x, 3 * x[:4, :, ::-1]]).astype(np.float32)  # reversed and louder: unlike the training data
+    outs = tflm_outputs_raw(q, x)
+    taps = np.ascontiguousarray(np.concatenate(outs[1:], axis=1), dtype=np.int8)
+    assert taps.shape == (len(x), guard["dim"])
+    lib = tmp_path / "libguard.so"
+    subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", lib,
+                    out / "firmware" / "drsn_guard.c"], check=True)
+    score_fn = ctypes.CDLL(str(lib)).drsn_guard_score
+    score_fn.argtypes, score_fn.restype = [ctypes.c_void_p], ctypes.c_float
+    device = np.array([score_fn(t.ctypes.data) for t in taps], np.float64)
+    runner = TflmRunner(q, build.sidecar["memory"]["arena_bytes"], guard=guard)
+    runner.infer(x)
+    host = runner.last_guard
+    np.testing.assert_allclose(guard_score_ref(guard, taps), host, rtol=1e-12)  # the same float64 arithmetic
+    # float32 on the device vs float64 on the host, on the same int8 taps: rounding of sums of at most
+    # DRSN_GUARD_DIM products (measured on this build, 48 values: ≤ 1.4e-6 relative)
+    np.testing.assert_allclose(device, host, rtol=1e-4)
+    threshold = np.float32(guard["threshold"])  # what INFO sends; drsn_proto.c compares in float32
+    near = np.abs(host - threshold) <= 1e-4 * threshold
+    assert np.array_equal((device <= threshold)[~near], (host <= guard["threshold"])[~near])
+    assert (host <= guard["threshold"]).any() and (host > guard["threshold"]).any(), host

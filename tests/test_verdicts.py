@@ -300,6 +300,20 @@ def test_memory_fit_needs_flash_and_ram_both(tmp_path, model, arena, fits):
     assert (m["model_bytes"], m["arena_bytes"], m["runtime_code_bytes"], m["ram_share"]) == (model, arena, 51200, 0.5)
 
 
+@pytest.mark.parametrize("model,arena,fits", [(51200 - 104, 20438 - 4, True), (51200 - 103, 20438 - 4, False),
+                                               (51200 - 104, 20438 - 3, False)])
+def test_memory_fit_counts_the_domain_guard(tmp_path, model, arena, fits):
+    """A guard of 4 values and 2 classes: 4 B × (2·4 scale and zero point + 10 packed W + 8 means) = 104 B of
+    flash, and a 4-byte tap buffer in RAM (the board above, exactly full with both)."""
+    from drsn_edge.backends.tflm import memory_fit
+    from drsn_edge.guard_export import guard_const_bytes
+
+    assert guard_const_bytes(4, 2) == 104 and guard_const_bytes(0, 10) == 0
+    m = memory_fit(_board(tmp_path, "runtime_code_kb = 50"), model, arena, 2048, 10, guard_bytes=104, guard_dim=4)
+    assert m["fits"] is fits and m["guard_bytes"] == 104
+    assert (m["flash_bytes"], m["ram_bytes"]) == (model + 51200 + 104, arena + 4138 + 4 + 8192)
+
+
 def test_memory_fit_without_a_runtime_figure_assumes_200_kib(tmp_path):
     from drsn_edge.backends.tflm import memory_fit
 

@@ -295,14 +295,16 @@ def tflm_outputs_raw(tflite_bytes: bytes, x: np.ndarray, arena_size: int | None 
 STACK_BYTES = 8 * 1024  # harness stack estimate for the RAM fit (TFLM kernels run on the caller's stack)
 
 
-def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, output_len: int) -> dict:
-    """Flash = model + runtime code estimate; RAM = arena + I/O and protocol buffers + stack. Fits only
-    when both fit."""
+def memory_fit(target, model_bytes: int, arena_bytes: int, input_len: int, output_len: int, guard_bytes: int = 0,
+               guard_dim: int = 0) -> dict:
+    """Flash = model + runtime code estimate + the domain guard's constants; RAM = arena + I/O and protocol
+    buffers + the guard's tap buffer + stack. Fits only when both fit."""
     runtime = target.runtime_code_bytes if target.runtime_code_bytes is not None else 200 * 1024
-    flash = model_bytes + runtime
-    ram = arena_bytes + 2 * (input_len + 16) + output_len + STACK_BYTES
+    flash = model_bytes + runtime + guard_bytes
+    ram = arena_bytes + 2 * (input_len + 16) + output_len + guard_dim + STACK_BYTES
     fb, rb = target.flash_bytes, target.ram_budget_bytes
-    return {"model_bytes": model_bytes, "runtime_code_bytes": runtime, "flash_bytes": flash, "flash_budget_bytes": fb,
+    return {"model_bytes": model_bytes, "runtime_code_bytes": runtime, "guard_bytes": guard_bytes,
+            "flash_bytes": flash, "flash_budget_bytes": fb,
             "arena_bytes": arena_bytes, "ram_bytes": ram, "ram_budget_bytes": rb,
             "ram_share": target.hardware.get("ram_share"), "fits": flash <= fb and ram <= rb}
 
@@ -313,7 +315,7 @@ def build(ctx):
     from ..build import reference_logits
     from ..comparison import compare
     from ..firmware.bundle import arena_with_margin, write_bundle
-    from ..guard_export import tflite_guard
+    from ..guard_export import tflite_guard, tflite_guard_size
     from .tflite import int8_tflite, litert_run, write_tflite
 
     q, graph = int8_tflite(ctx, guard_taps=True)
@@ -322,7 +324,8 @@ def build(ctx):
     arena = min_arena_bytes(q)
     io_in, io_out = graph["input"], graph["output"]
     n_in, n_out = int(np.prod(io_in["shape"])), int(np.prod(io_out["shape"]))
-    memory = memory_fit(ctx.target, len(q), arena_with_margin(arena), n_in, n_out)
+    guard_dim, guard_bytes = tflite_guard_size(ctx.bundle, graph)
+    memory = memory_fit(ctx.target, len(q), arena_with_margin(arena), n_in, n_out, guard_bytes, guard_dim)
     memory["arena_measured_bytes"] = arena
     if not memory["fits"]:
         raise CheckFailedError(
@@ -344,7 +347,7 @@ def build(ctx):
     (fw / name).write_bytes(q)
     io = {"input": {**io_in, "elements": n_in}, "output": {**io_out, "elements": n_out},
           "window": ctx.bundle.window, "fs": ctx.bundle.fs}
-    files = write_bundle(fw, ctx.target, q, ops, arena, io, ctx.bundle.class_names, memory)
+    files = write_bundle(fw, ctx.target, q, ops, arena, io, ctx.bundle.class_names, memory, guard)
     return _output(name, acc, memory, ops, graph, cross, files)
 
 

@@ -1,6 +1,7 @@
 """The firmware bundle for a microcontroller target: the int8 model as an aligned C array, the TFLite
-Micro harness with an op resolver holding exactly the ops the model uses, the serial protocol, board
-glue with the right cycle counter, CMake and PlatformIO projects, and a README."""
+Micro harness with an op resolver holding exactly the ops the model uses, the domain guard's score
+(drsn_guard.c, on the model's tap outputs), the serial protocol, board glue with the right cycle counter,
+CMake and PlatformIO projects, and a README."""
 
 from __future__ import annotations
 
@@ -69,8 +70,11 @@ def _fill(text: str, values: dict) -> str:
 
 
 def write_bundle(folder: Path, target, tflite: bytes, ops: list[str], arena_measured: int, io: dict,
-                 class_names: list[str], memory: dict) -> dict:
-    """Write the firmware project into `folder`; returns the list of files."""
+                 class_names: list[str], memory: dict, guard: dict | None = None) -> dict:
+    """Write the firmware project into `folder`; returns the list of files. `guard`: the sidecar's domain guard
+    (guard_export.tflite_guard: its taps are the model's outputs 1..n); None: the firmware reports no guard."""
+    from ..guard_export import guard_c_sources
+
     cpu = target.hardware.get("cpu", "cortex-m4")
     flags, counter_src = CPU.get(cpu, CPU["cortex-m4"])
     pio = PLATFORMIO.get(target.name, ("ststm32", "genericSTM32F407VGT6", "arduino",
@@ -104,12 +108,16 @@ def write_bundle(folder: Path, target, tflite: bytes, ops: list[str], arena_meas
         "#pragma once\nextern const unsigned char g_drsn_model[];\nextern const unsigned int g_drsn_model_len;\n")
     (folder / "model_data.cc").write_text(c_array(tflite, "g_drsn_model"))
     files += ["model_data.h", "model_data.cc"]
-    (folder / "README.md").write_text(readme(target, values, ops, class_names, memory, io))
+    for name, text in guard_c_sources(guard).items():
+        (folder / name).write_text(text)
+        files.append(name)
+    (folder / "README.md").write_text(readme(target, values, ops, class_names, memory, io, guard))
     files.append("README.md")
     return {"files": files, "arena_bytes": values["ARENA_SIZE"]}
 
 
-def readme(target, v: dict, ops: list[str], class_names: list[str], memory: dict, io: dict) -> str:
+def readme(target, v: dict, ops: list[str], class_names: list[str], memory: dict, io: dict,
+           guard: dict | None = None) -> str:
     return f"""# drsn-edge firmware bundle — {target.name}
 
 {target.description}
@@ -123,9 +131,10 @@ the {len(ops)} ops it uses: {', '.join(ops)}.
 |---|---|---|
 | model (flash) | {memory['model_bytes']} | |
 | runtime code (estimate) | {memory['runtime_code_bytes']} | |
+| domain guard constants (flash) | {memory.get('guard_bytes', 0)} | |
 | flash total | {memory['flash_bytes']} | {memory['flash_budget_bytes']} |
 | tensor arena (measured {v['ARENA_MEASURED']} + {v['ARENA_MARGIN_PCT']} %) | {v['ARENA_SIZE']} | |
-| RAM total (arena + I/O + protocol buffers + stack) | {memory['ram_bytes']} | {memory['ram_budget_bytes']} |
+| RAM total (arena + I/O + protocol buffers + guard taps + stack) | {memory['ram_bytes']} | {memory['ram_budget_bytes']} |
 
 ## Input and output
 - Input: {v['INPUT_LEN']} int8 values = one window of {io['window']} samples at {io['fs']:g} Hz, z-scored per
@@ -137,13 +146,52 @@ the {len(ops)} ops it uses: {', '.join(ops)}.
 ## Serial protocol
 `drsn_proto.c` speaks the drsn-edge protocol on the UART (115200 8N1): frames `A5 5A | ver | type |
 seq | len | payload | CRC-16/CCITT`; INFO returns the shapes, quantization, arena size, clock and
-model CRC; INFER takes one int8 window and answers RESULT with the logits and the
-{'instruction' if v['COUNTER_IS_INSTRUCTIONS'] else 'cycle'} count of the inference. The device sends a boot frame
-at start-up, so the host notices a reset.
+model CRC; INFER takes one int8 window and answers RESULT with the logits, the
+{'instruction' if v['COUNTER_IS_INSTRUCTIONS'] else 'cycle'} count of the inference and the domain guard (below). The device sends a
+boot frame at start-up, so the host notices a reset.
 
+{guard_readme(guard, memory)}
 ## Build
 - PlatformIO: `pio run -e {target.name}` (`platformio.ini`; board `{v['PIO_BOARD']}`).
 - CMake + arm-none-eabi-gcc: `cmake -B build -DTFLM_DIR=/path/to/tflite-micro -DCMAKE_TOOLCHAIN_FILE=...`
   (flags `{v['CPU_FLAGS']}`).
 Fill in the three UART hooks in `board.c` for your board; the cycle counter is in `{v['BOARD_COUNTER_SRC']}`.
+"""
+
+
+def guard_readme(guard: dict | None, memory: dict) -> str:
+    """The bundle README's section on the domain guard: what RESULT's flags and score mean, the threshold, the
+    taps, what it costs."""
+    if not guard:
+        return """## Domain guard
+This model has no domain guard: INFO reports `guard_dim` 0 and every RESULT has guard flags 0 (not scored) and
+score −1 (`drsn_guard.c` is the stub). Fit one with `drsn-edge guard fit MODEL --data TRAIN.npz -o MODEL` and
+build again to have the board tell when a window is unlike the training data.
+"""
+    d, k = int(guard["dim"]), int(guard["classes"])
+    rows = "\n".join(f"| {i + 1} | `{o['tap']}` | {math.prod(o['shape'][1:])} | {float(o['scale']):.6g} | "
+                     f"{int(o['zero_point'])} |" for i, o in enumerate(guard["outputs"]))
+    return f"""## Domain guard
+The board tells whether a window is like the data the model was trained on. The model's outputs after the
+logits are the guard's taps (int8, in this order); `main.cc` copies them after each inference into one buffer
+of `DRSN_GUARD_DIM` = {d} values and `drsn_guard.c` scores it in float: the squared Mahalanobis distance to the
+nearest of the {k} class means, `min_k |W f − m_k|²` with `f = (q − zero point) · scale` per value.
+
+| output | tap | values | scale | zero point |
+|---|---|---|---|---|
+{rows}
+
+- **In domain** when the score is at most the threshold `DRSN_GUARD_THRESHOLD` = {float(guard['threshold']):.6g}
+  (the {100 * float(guard['quantile']):g} % quantile of held-out in-domain windows, refitted to TFLite Micro's
+  int8 taps on the calibration windows).
+- **RESULT**: after the logits, a flags byte (bit 0: scored, bit 1: in domain) and the score (f32). Flags 1
+  (scored, not in domain) mean the window is unlike the training data: treat its class as unknown, not as a
+  fault. INFO reports `guard_dim` = {d} and the threshold. Flat and clipped windows are checked by the host on
+  the windows it sends, not here.
+- **Cost**: the cycle count of RESULT covers the network only; the score is {d * (d + 1) // 2 + k * d}
+  multiply-adds in float after it. Flash: {memory.get('guard_bytes', 0)} bytes of constants (float32: scale and zero
+  point per value, W upper triangular packed, {d * (d + 1) // 2} values, and the whitened means, {k * d}) plus the
+  code; RAM: {d} bytes for the taps and {8 * d} bytes of stack.
+- **Start-up check**: when the model's tap outputs do not add up to {d} int8 values (a `drsn_guard.c` from
+  another build), the firmware sends ERROR 5 "guard taps do not match drsn_guard.h" and halts.
 """
