@@ -259,6 +259,12 @@ def guard_c_sources(guard: dict | None) -> dict[str, str]:
         d, k = len(consts["scale"]), consts["means"].shape[0]
         h += (f"#define DRSN_GUARD_DIM {d}\n#define DRSN_GUARD_CLASSES {k}\n"
               f"#define DRSN_GUARD_THRESHOLD {float(np.float32(guard['threshold']))!r}f\n")
+        if guard.get("level"):
+            lo, hi = (float(np.float32(guard["level"][k])) for k in ("lo", "hi"))
+            h += ("/* The raw window's level (its standard deviation in the training data's units, before the z-score)\n"
+                  " * is in domain within [LO, HI]: check it where the samples are read (a disconnected sensor's noise\n"
+                  " * normalizes to what a healthy machine looks like). */\n"
+                  f"#define DRSN_GUARD_LEVEL_LO {lo!r}f\n#define DRSN_GUARD_LEVEL_HI {hi!r}f\n")
         c = ('#include "drsn_guard.h"\n\n' + "".join(_floats(n, v) for n, v in consts.items())
              + f"""
 float drsn_guard_score(const int8_t *taps) {{

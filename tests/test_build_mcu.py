@@ -143,6 +143,8 @@ def test_bundle_scores_the_sidecars_guard(mcu_build):
     assert guard and guard["dim"] == sum(int(np.prod(o["shape"][1:])) for o in guard["outputs"])
     assert {n: (fw / n).read_text() for n in ("drsn_guard.h", "drsn_guard.c")} == guard_c_sources(guard)
     assert f"#define DRSN_GUARD_DIM {guard['dim']}\n" in (fw / "drsn_guard.h").read_text()
+    lo, hi = (float(np.float32(guard["level"][k])) for k in ("lo", "hi"))  # for the board's own sensor code
+    assert f"#define DRSN_GUARD_LEVEL_LO {lo!r}f\n#define DRSN_GUARD_LEVEL_HI {hi!r}f\n" in (fw / "drsn_guard.h").read_text()
     main = (fw / "main.cc").read_text()
     assert '#include "drsn_guard.h"' in main and "DRSN_GUARD_DIM, DRSN_GUARD_THRESHOLD};" in main
     assert "drsn_guard_score(guard_taps)" in main and "interpreter->output(i)" in main
@@ -153,6 +155,7 @@ def test_bundle_scores_the_sidecars_guard(mcu_build):
     readme = (fw / "README.md").read_text()
     assert "## Domain guard" in readme and f"Flash: {nbytes} bytes of constants" in readme
     assert all(f"`{t}`" in readme for t in guard["taps"])
+    assert f"`DRSN_GUARD_LEVEL_HI` = {float(guard['level']['lo']):.4g} … {float(guard['level']['hi']):.4g}" in readme
 
 
 def test_device_guard_score_equals_the_host_runners(mcu_build, tiny_data, tmp_path):

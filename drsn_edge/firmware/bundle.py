@@ -159,6 +159,16 @@ Fill in the three UART hooks in `board.c` for your board; the cycle counter is i
 """
 
 
+def _level_line(guard: dict) -> str:
+    lvl = guard.get("level")
+    if not lvl:
+        return ""
+    return (f"\n- **Level**: the raw window's standard deviation (before the z-score, in the training data's units) is in"
+            f"\n  domain within `DRSN_GUARD_LEVEL_LO` … `DRSN_GUARD_LEVEL_HI` = {float(lvl['lo']):.4g} … {float(lvl['hi']):.4g}."
+            f"\n  Check it where your code reads the sensor: a disconnected sensor's noise normalizes to what a"
+            f"\n  healthy machine looks like, and only its level tells them apart.")
+
+
 def guard_readme(guard: dict | None, memory: dict) -> str:
     """The bundle README's section on the domain guard: what RESULT's flags and score mean, the threshold, the
     taps, what it costs."""
@@ -187,7 +197,7 @@ nearest of the {k} class means, `min_k |W f − m_k|²` with `f = (q − zero po
 - **RESULT**: after the logits, a flags byte (bit 0: scored, bit 1: in domain) and the score (f32). Flags 1
   (scored, not in domain) mean the window is unlike the training data: treat its class as unknown, not as a
   fault. INFO reports `guard_dim` = {d} and the threshold. Flat and clipped windows are checked by the host on
-  the windows it sends, not here.
+  the windows it sends, not here.{_level_line(guard)}
 - **Cost**: the cycle count of RESULT covers the network only; the score is {d * (d + 1) // 2 + k * d}
   multiply-adds in float after it. Flash: {memory.get('guard_bytes', 0)} bytes of constants (float32: scale and zero
   point per value, W upper triangular packed, {d * (d + 1) // 2} values, and the whitened means, {k * d}) plus the
