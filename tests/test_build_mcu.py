@@ -196,3 +196,29 @@ def test_device_guard_score_equals_the_host_runners(mcu_build, tiny_data, tmp_pa
     near = np.abs(host - threshold) <= 1e-4 * threshold
     assert np.array_equal((device <= threshold)[~near], (host <= guard["threshold"])[~near])
     assert (host <= guard["threshold"]).any() and (host > guard["threshold"]).any(), host
+
+
+def test_tflm_build_runs_on_the_board_over_serial_never_silently_on_the_host(mcu_build):
+    """A TFLite Micro build checked over serial:// talks to the flashed firmware (the protocol runner, with the
+    sidecar's guard); --device local runs TFLite Micro's kernels here; qemu is refused (no image is linked)."""
+    import os
+
+    from drsn_edge.backends import load_build
+    from drsn_edge.backends.tflm import TflmRunner
+    from drsn_edge.devices.mcu import McuRunner
+    from drsn_edge.errors import InputError
+
+    out, _ = mcu_build
+    build = load_build(out)
+    assert isinstance(build.runner("local"), TflmRunner) and isinstance(build.runner(), TflmRunner)
+    with pytest.raises(InputError, match="--engine c to run it under QEMU"):
+        build.runner("qemu")
+    host, board = os.openpty()  # a serial port with nobody on it: the runner opens it, sends nothing yet
+    try:
+        r = build.runner(f"serial://{os.ttyname(board)}")
+        assert isinstance(r, McuRunner) and r.name == "tflm firmware on stm32h743 (int8)"
+        assert r.guard_meta == build.sidecar["guard"] and r.guard_meta["dim"] > 0
+        r.deactivate()
+    finally:
+        os.close(host)
+        os.close(board)

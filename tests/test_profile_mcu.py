@@ -72,7 +72,7 @@ def test_kernel_counts_sum_to_the_normal_firmwares_count(m7, prof):
     """The kernels' instructions add up to what the normal firmware counts for the whole inference (the
     path `check` takes), within one counter tick per reading plus drsn_infer's own few instructions."""
     from drsn_edge.backends import load_build
-    from drsn_edge.backends.cengine import mcu_device_runner
+    from drsn_edge.devices.mcu import build_runner
 
     res, rep = prof
     c = res["counts"]
@@ -82,7 +82,7 @@ def test_kernel_counts_sum_to_the_normal_firmwares_count(m7, prof):
     # the normal firmware through the check path, on the same window, in a fresh QEMU
     b = load_build(m7)
     x = np.random.default_rng(0).standard_normal((1, 1, b.window)).astype(np.float32)
-    runner = mcu_device_runner(b, "qemu")
+    runner = build_runner(b, "qemu")
     runner.activate()
     try:
         runner.infer(np.repeat(x, 4, axis=0))

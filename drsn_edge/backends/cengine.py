@@ -6,7 +6,6 @@ it on this machine (the same C, compiled with gcc), on an emulated Cortex-M (QEM
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -149,32 +148,15 @@ class HostEngineRunner(Int8RunnerBase, RunnerBase):
         return self._dequantize(logits)
 
 
-def mcu_device_runner(build, url: str):
-    """The build's firmware on an emulated board (qemu) or a real one (serial://…)."""
-    from ..devices.mcu import Expected, mcu_runner
-    from ..targets import get_target
-
-    target = get_target(build.target)
-    image = build.sidecar.get("image")
-    if url.startswith("qemu") and not image:
-        raise InputError(f"{build.target} is not an emulated board: check it on the board (serial://…) or "
-                         "with --device local")
-    elf = build.file(image) if image else None
-    # emulated boards: one per host core share the windows (every window's figures are the same on any board)
-    instances = max(1, min(4, os.cpu_count() or 1)) if url.startswith("qemu") else 1
-    runner = mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()),
-                        instances=instances)
-    runner.guard_meta = build.sidecar.get("guard")
-    return runner
-
-
 def runner(build, device=None):
     if device is None or getattr(device, "transport", None) == "local":
         if shutil.which("cc") is None and shutil.which("gcc") is None:
             raise InputError("the C engine runs on this machine through gcc; install gcc or check on the board")
         return HostEngineRunner(build)
     if isinstance(device, str):
-        return mcu_device_runner(build, device)
+        from ..devices.mcu import build_runner
+
+        return build_runner(build, device)
     raise InputError(f"{build.target} runs on a microcontroller: use --device qemu, serial://PORT or local")
 
 

@@ -388,20 +388,22 @@ class TflmRunner(Int8RunnerBase, RunnerBase):
         return self._dequantize(np.array(self.it.get_output(0)).reshape(self.batch, -1))
 
 
-# transport → factory(build, device) of a runner on a microcontroller; serial and qemu plug in here
-MCU_RUNNERS: dict = {}
-
-
 def runner(build, device=None):
-    transport = getattr(device, "transport", "local") if device is not None else "local"
-    if transport == "local":
-        arena = (build.sidecar.get("memory") or {}).get("arena_bytes")
-        return TflmRunner(build.artifact.read_bytes(), arena, guard=build.sidecar.get("guard"))
-    factory = MCU_RUNNERS.get(transport)
-    if factory is None:
-        raise InputError(f"{build.target} runs TFLite Micro on the board; no {transport} runner for it yet "
-                         "(--device local runs the same kernels on this machine)")
-    return factory(build, device)
+    """TFLite Micro's kernels on this machine (--device local), or the flashed firmware on the board over its
+    serial link (serial://PORT: the protocol the C engine firmware speaks, with the guard's flags and score).
+    No QEMU image: the TFLite Micro sources that would link one cannot be fetched by drsn-edge."""
+    if isinstance(device, str) and device != "local":
+        if device.startswith("qemu"):
+            raise InputError(f"this {build.target} build runs TFLite Micro, which drsn-edge does not link into a QEMU "
+                             "image: check it with --device local (the same kernels), or build with --engine c to "
+                             "run it under QEMU")
+        from ..devices.mcu import build_runner
+
+        return build_runner(build, device)
+    if device is not None and not isinstance(device, str) and getattr(device, "transport", "local") != "local":
+        raise InputError(f"{build.target} runs TFLite Micro on the board: use --device serial://PORT or local")
+    arena = (build.sidecar.get("memory") or {}).get("arena_bytes")
+    return TflmRunner(build.artifact.read_bytes(), arena, guard=build.sidecar.get("guard"))
 
 
 BACKEND = Backend(name="tflm", description="TFLite Micro int8 firmware for microcontrollers", Options=Options,

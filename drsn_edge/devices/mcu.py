@@ -286,4 +286,27 @@ def mcu_runner(target, device: str | None = None, elf=None, expected: Expected |
         raise InputError(f"one board on {url}: several instances are for emulated boards only")
     opts = {"machine": target.device.get("machine"), "elf": elf} if scheme == "qemu" else {}
     links = [open_device(url, **opts) for _ in range(max(1, int(instances)))]
-    return McuRunner(links, expected, name=f"c engine on {target.name} (int8)", **options)
+    name = options.pop("name", None) or f"c engine on {target.name} (int8)"
+    return McuRunner(links, expected, name=name, **options)
+
+
+def build_runner(build, url: str) -> McuRunner:
+    """A microcontroller build's firmware on an emulated board (qemu, the build's image) or a real one
+    (serial://…, the firmware the user flashed; INFO must match the build's model)."""
+    import os
+
+    from ..targets import get_target
+
+    target = get_target(build.target)
+    image = build.sidecar.get("image")
+    if url.startswith("qemu") and not image:
+        raise InputError(f"{build.target} is not an emulated board: check it on the board (serial://…) or "
+                         "with --device local")
+    elf = build.file(image) if image else None
+    # emulated boards: one per host core share the windows (every window's figures are the same on any board)
+    instances = max(1, min(4, os.cpu_count() or 1)) if url.startswith("qemu") else 1
+    engine = "tflm firmware" if build.backend == "tflm" else "c engine"
+    runner = mcu_runner(target, url, elf=elf, expected=Expected.from_tflite(build.artifact.read_bytes()),
+                        instances=instances, name=f"{engine} on {target.name} (int8)")
+    runner.guard_meta = build.sidecar.get("guard")
+    return runner
