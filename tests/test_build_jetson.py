@@ -82,6 +82,33 @@ def test_build_bad_options_exit_2_and_leave_nothing(tiny_model, tmp_path, args, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_engine_outputs_are_selected_by_name_not_by_position():
+    """What trt_builder.run keeps of each TrtRunner.infer result (an output name → array mapping, per Polygraphy's
+    documented API): the logits and the guard's score by name, whatever order the engine lists them in."""
+    import numpy as np
+
+    from drsn_edge.backends.trt_builder import OutputError, pick_outputs
+
+    feats, score, logits = np.zeros((1, 16)), np.ones(1), np.arange(10.0)[None]
+    res = {"guard_features": feats, "guard_score": score, "logits": logits}  # logits not first
+    got, extra = pick_outputs(res, "logits", ["guard_score"])
+    assert got is logits and len(extra) == 1 and extra[0] is score
+    assert pick_outputs({"out": logits}) == (logits, [])  # one output: the logits, whatever its name
+    with pytest.raises(OutputError, match=r"^the engine has 3 outputs \(guard_features, guard_score, logits\): "
+                                          "name the logits output$"):
+        pick_outputs(res)
+    with pytest.raises(OutputError, match=r"^the engine has no output 'guard_score' \(its outputs: logits\)$"):
+        pick_outputs({"logits": logits}, "logits", ["guard_score"])
+
+
+def test_trt_builder_run_refuses_a_malformed_save(tmp_path):
+    from drsn_edge.backends.trt_builder import __file__ as builder
+
+    p = subprocess.run([sys.executable, builder, "run", "--engine", "e", "--inputs", "x.npy", "--outputs", "y.npy",
+                        "--save", "guard_score"], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "expected NAME=FILE.npy, got 'guard_score'" in p.stderr
+
+
 def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path):
     """Real engine build + run; only where TensorRT and a CUDA GPU exist (a Jetson or a GPU host)."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (engines are built on the Jetson)")
@@ -104,3 +131,38 @@ def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path
     got = np.load(tmp_path / "y.npy")
     ref = run_ort(ort_session(onnx_path.read_bytes()), x, 1)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75 and len(res["latency_ms"]) == 8
+
+
+def test_engine_run_saves_the_guard_score(tiny_model, tiny_calib, tiny_data, tmp_path):
+    """Real engine with the domain guard's outputs: logits and guard_score by name, the score's flags agree with
+    the float guard's away from the threshold. Only where TensorRT and a CUDA GPU exist."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (engines are built on the Jetson)")
+    pytest.importorskip("polygraphy", reason="Polygraphy is needed to run engines")
+    import numpy as np
+
+    from drsn_edge.backends.trt_builder import build, cuda_sm, run
+    from drsn_edge.bundle import load_bundle
+    from drsn_edge.data.dataset import load_dataset, normalize
+    from drsn_edge.export import ort_session, run_ort
+    from drsn_edge.guard import guard_scores
+    from drsn_edge.guard_export import SCORE, agreement, flags
+    from drsn_edge.quantize.run import quantize_model
+
+    if cuda_sm() is None:
+        pytest.skip("no CUDA GPU on this machine")
+    onnx_path = tmp_path / "m.int8.onnx"
+    quantize_model(tiny_model, tiny_calib, onnx_path, max_drop=100, max_cell_drop=100, noise_kinds=[], snrs=[])
+    build(str(onnx_path), str(tmp_path / "m.engine"), "int8")
+    x = normalize(load_dataset(tiny_data).select_split("test").x[:40])
+    np.save(tmp_path / "x.npy", x)
+    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), 2, "logits",
+              {SCORE: str(tmp_path / "g.npy")})
+    logits, score = np.load(tmp_path / "y.npy"), np.load(tmp_path / "g.npy")
+    assert logits.shape == (40, 10) and score.shape == (40,) and res["extra_outputs"] == {SCORE: str(tmp_path / "g.npy")}
+    session = ort_session(onnx_path.read_bytes())
+    assert (logits.argmax(1) == run_ort(session, x, 1).argmax(1)).mean() >= 0.75
+    b = load_bundle(tiny_model)
+    th = b.meta["guard"]["threshold"]
+    ref_score, ref_ok = guard_scores(b, x)
+    a = agreement(score, flags(score, th, x), ref_score, ref_ok, th)
+    assert a["flag_agreement_far_from_threshold"] >= 0.95, a  # the int8 ONNX's bound (tests/test_guard_export.py)

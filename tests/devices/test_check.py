@@ -90,6 +90,19 @@ def test_check_over_ssh(sshd, orin_build, tiny_data):
     assert dom["float_guard"]["flag_agreement"] >= 0.9, dom
 
 
+def test_engine_runner_takes_output_names_and_guard_from_the_builds_onnx(orin_build):
+    """The engine keeps the ONNX's output names: EngineRunner asks the device for the logits and guard_score by
+    those names (running it needs TensorRT on the device: tests/test_build_jetson.py, skipped without it)."""
+    from drsn_edge.backends import load_build
+    from drsn_edge.backends.onnxrt import OrtRunner
+    from drsn_edge.backends.tensorrt import EngineRunner
+
+    build = load_build(orin_build[0])
+    runner = EngineRunner(build, device=None)
+    assert runner.logits_output == "logits"
+    assert runner.guard_meta is not None and runner.guard_meta == OrtRunner(build.artifact).guard_meta
+
+
 def test_check_unreachable_device_exit_4(sshd, orin_build, tiny_data):
     from .conftest import free_port
 
