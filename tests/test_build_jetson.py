@@ -127,42 +127,14 @@ def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path
     assert info["sm"] == cuda_sm() and (tmp_path / "t.cache").exists()
     x = np.random.default_rng(0).standard_normal((8, 1, 2048)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
-    got = np.load(tmp_path / "y.npy")
-    ref = run_ort(ort_session(onnx_path.read_bytes()), x, 1)
-    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75 and len(res["latency_ms"]) == 8
-
-
-def test_engine_run_saves_the_guard_score(tiny_model, tiny_calib, tiny_data, tmp_path):
-    """Real engine with the domain guard's outputs: logits and guard_score by name, the score's flags agree with
-    the float guard's away from the threshold. Only where TensorRT and a CUDA GPU exist."""
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (engines are built on the Jetson)")
-    pytest.importorskip("polygraphy", reason="Polygraphy is needed to run engines")
-    import numpy as np
-
-    from drsn_edge.backends.trt_builder import build, cuda_sm, run
-    from drsn_edge.bundle import load_bundle
-    from drsn_edge.data.dataset import load_dataset, normalize
-    from drsn_edge.export import ort_session, run_ort
-    from drsn_edge.guard import guard_scores
-    from drsn_edge.guard_export import SCORE, agreement, flags
-    from drsn_edge.quantize.run import quantize_model
-
-    if cuda_sm() is None:
-        pytest.skip("no CUDA GPU on this machine")
-    onnx_path = tmp_path / "m.int8.onnx"
-    quantize_model(tiny_model, tiny_calib, onnx_path, max_drop=100, max_cell_drop=100, noise_kinds=[], snrs=[])
-    build(str(onnx_path), str(tmp_path / "m.engine"), "int8")
-    x = normalize(load_dataset(tiny_data).select_split("test").x[:40])
-    np.save(tmp_path / "x.npy", x)
-    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), 2, "logits",
-              {SCORE: str(tmp_path / "g.npy")})
-    logits, score = np.load(tmp_path / "y.npy"), np.load(tmp_path / "g.npy")
-    assert logits.shape == (40, 10) and score.shape == (40,) and res["extra_outputs"] == {SCORE: str(tmp_path / "g.npy")}
+    # the engine has the guard's outputs too (logits, guard_features, guard_score): picked by name
+    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), 20, "logits",
+              {"guard_score": str(tmp_path / "g.npy")})
+    got, score = np.load(tmp_path / "y.npy"), np.load(tmp_path / "g.npy")
     session = ort_session(onnx_path.read_bytes())
-    assert (logits.argmax(1) == run_ort(session, x, 1).argmax(1)).mean() >= 0.75
-    b = load_bundle(tiny_model)
-    th = b.meta["guard"]["threshold"]
-    ref_score, ref_ok = guard_scores(b, x)
-    a = agreement(score, flags(score, th, x), ref_score, ref_ok, th)
-    assert a["flag_agreement_far_from_threshold"] >= 0.95, a  # the int8 ONNX's bound (tests/test_guard_export.py)
+    ref = run_ort(session, x, 1)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75 and len(res["latency_ms"]) == 8
+    # the engine computes the score from its own int8 activations: within the int8 ONNX's spread of the ONNX
+    # Runtime score (median relative difference < 0.5, tests/test_guard_export.py)
+    ort_score = run_ort(session, x, 1, "guard_score")
+    assert score.shape == (8,) and np.median(np.abs(score - ort_score) / np.abs(ort_score)) < 0.5

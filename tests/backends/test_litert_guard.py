@@ -12,7 +12,7 @@ import pytest
 
 from drsn_edge.bundle import load_bundle
 
-from ..conftest import run_cli
+from ..conftest import assert_guard_follows_float, run_cli
 
 pytest.importorskip("litert_torch", reason="the tflite extra (litert-torch) is not installed")
 
@@ -29,16 +29,6 @@ def litert_build(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
                 "--data", tiny_data, "-o", out, "--max-drop", "100", "--max-cell-drop", "100", "--json", timeout=900)
     assert r.returncode == 0, r.stderr
     return root, out
-
-
-@pytest.fixture(scope="module")
-def test_windows(tiny_data):
-    from drsn_edge.data.dataset import load_dataset, normalize
-    from drsn_edge.data.noise import noise_sweep
-
-    ds = noise_sweep(load_dataset(tiny_data).select_split("test"), ["gaussian"], [0.0], seed=3)
-    x = normalize(ds.x)
-    return np.concatenate([x, np.clip(x[:8], -0.2, 0.2)])  # 8 clipped windows: out of domain by the signal check
 
 
 def test_the_tflite_carries_the_taps_and_the_sidecar_a_guard_adapted_to_litert(litert_build, tiny_model):
@@ -59,14 +49,14 @@ def test_the_tflite_carries_the_taps_and_the_sidecar_a_guard_adapted_to_litert(l
     assert len(modules) == len(op_table(q)) and "guard" in modules
 
 
-def test_the_runner_finds_logits_and_taps_by_tensor_index(litert_build, test_windows):
+def test_the_runner_finds_logits_and_taps_by_tensor_index(litert_build, guard_windows):
     from drsn_edge.backends import load_build
     from drsn_edge.backends.tflite import litert_outputs_raw, litert_run, read_model
     from drsn_edge.guard import Guard
     from drsn_edge.guard_export import tflite_tap_features
 
     build = load_build(litert_build[1])
-    q, x = build.artifact.read_bytes(), test_windows[:6]
+    q, x = build.artifact.read_bytes(), guard_windows[:6]
     runner = build.runner()
     outputs = [int(i) for i in read_model(q).subgraphs[0].outputs]
     assert runner.out["index"] == outputs[0] and runner._taps == outputs[1:]
@@ -79,23 +69,10 @@ def test_the_runner_finds_logits_and_taps_by_tensor_index(litert_build, test_win
     np.testing.assert_allclose(runner.last_guard, ref, rtol=1e-12)
 
 
-def test_litert_guard_follows_the_float_guard(litert_build, tiny_model, test_windows):
+def test_litert_guard_follows_the_float_guard(litert_build, tiny_model, guard_windows):
     from drsn_edge.backends import load_build
-    from drsn_edge.guard import guard_scores
-    from drsn_edge.guard_export import agreement
 
-    b, x = load_bundle(tiny_model), test_windows
-    runner = load_build(litert_build[1]).runner()
-    runner.infer(x)
-    score, ok = runner.guard_result(x)
-    ref_score, ref_ok = guard_scores(b, x)
-    assert not ok[-8:].any() and not ref_ok[-8:].any()
-    a = agreement(score, ok, ref_score, ref_ok, b.meta["guard"]["threshold"])
-    # int8 taps carry a rounding error; a flag may flip only near the threshold (the bounds of the int8 ONNX's
-    # guard in tests/test_guard_export.py)
-    assert a["flag_agreement_far_from_threshold"] >= 0.95, a
-    assert a["flag_agreement"] >= 0.9, a
-    assert a["median_rel_score_diff"] < 0.5, a
+    assert_guard_follows_float(load_build(litert_build[1]).runner(), load_bundle(tiny_model), guard_windows)
 
 
 def test_check_reports_the_share_measured_on_the_litert_artifact(litert_build, tiny_data):

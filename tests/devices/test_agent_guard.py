@@ -14,7 +14,7 @@ from drsn_edge.devices import LocalDevice
 from drsn_edge.devices.base import AGENT_PATH
 from drsn_edge.errors import DeviceError, InputError
 
-from ..conftest import run_cli
+from ..conftest import CLIPPED
 from .conftest import local_logits, sshd_missing_reason
 
 VENV_PY = sys.executable  # the "remote" interpreter with numpy + onnxruntime (the remote is this host)
@@ -76,16 +76,8 @@ def test_extra_outputs_check_runs_on_python36():
 # ------------------------------------------------------------------ AgentOnnxRunner on a real guarded artifact
 
 @pytest.fixture(scope="module")
-def guarded_int8(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
-    """The tiny model's int8 QDQ ONNX with its guard (adapted to its int8 features), and test windows."""
-    from drsn_edge.data.dataset import load_dataset, normalize
-
-    out = tmp_path_factory.mktemp("agent_guard") / "m.int8.onnx"
-    r = run_cli("quantize", tiny_model, "--calib", tiny_calib, "--data", tiny_data, "--method", "minmax",
-                "--max-drop", "100", "--max-cell-drop", "100", "-o", out, "--json")
-    assert r.returncode == 0, r.stderr
-    x = normalize(load_dataset(tiny_data).select_split("test").x[:24])
-    return out, np.concatenate([x, np.clip(x[:4], -0.2, 0.2)])  # 4 clipped windows: out of domain by the signal
+def guarded_int8(int8_onnx, guard_windows):
+    return int8_onnx, guard_windows[-28:]  # 20 test windows and the 8 clipped ones
 
 
 def _agent_vs_in_process(dev, path, x):
@@ -102,7 +94,7 @@ def _agent_vs_in_process(dev, path, x):
     np.testing.assert_allclose(logits, here_logits, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(score, ref_score, rtol=1e-6)
     np.testing.assert_array_equal(ok, ref_ok)
-    assert not ok[-4:].any()  # clipped windows are out of domain whatever their score
+    assert not ok[-CLIPPED:].any()  # clipped windows are out of domain whatever their score
 
 
 def test_agent_runner_reports_the_artifacts_guard_on_the_local_device(guarded_int8):
