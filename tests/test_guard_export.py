@@ -122,3 +122,15 @@ def test_tflm_build_outputs_the_taps_and_check_reads_its_guard(tiny_model, tiny_
     dom = json.loads(r.stdout)["domain"]
     assert dom["measured_on"] == "artifact"
     assert dom["float_guard"]["flag_agreement_far_from_threshold"] >= 0.95, dom  # see test_int8_guard_follows...
+
+
+def test_the_check_report_says_where_the_share_was_measured():
+    from drsn_edge.report import domain_lines
+
+    art = {"out_of_domain_share": 0.05, "measured_on": "artifact", "runtime": "litert (int8)",
+           "float_guard": {"flag_agreement": 0.9733, "flag_agreement_far_from_threshold": 1.0}}
+    assert domain_lines(art)[3:] == ["- out of domain: 5.00 % of the windows, measured on the artifact (litert (int8))",
+                                     "- flags equal to the float model's guard: 97.33 % (100.00 % away from the threshold)"]
+    host = {"out_of_domain_share": 0.125, "measured_on": "float model (host)"}
+    assert domain_lines(host)[3:] == ["- out of domain: 12.50 % of the windows, measured by the float model's guard "
+                                      "on the host (the artifact carries none)"]
