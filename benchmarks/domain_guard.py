@@ -15,8 +15,8 @@ Then prints, on fresh simulated recordings the model never saw (seed 100000, N w
   raw windows' levels (guard.window_level) as the runners do
   and the same for max-softmax at a threshold giving the same false-flag rate on clean nominal windows.
 With --artifacts, the same windows through the int8 artifacts' own guards (the QDQ ONNX's guard_score output, and
-TFLite Micro's int8 tap outputs scored with the build's adapted guard), with their flag agreement with the float
-guard. --taps head fits the head-only guard of before (for comparison).
+the .tflite's int8 tap outputs from TFLite Micro and from LiteRT, each scored with the guard adapted to that
+interpreter's taps as its build does), with their flag agreement with the float guard. --taps head fits the head-only guard of before (for comparison).
   python benchmarks/domain_guard.py [--fit] [--taps head] [--model PATH] [--windows-per-class 50] [--artifacts]
 """
 
@@ -82,6 +82,7 @@ def inputs(meta: dict, wpc: int) -> dict:
 def artifact_guards(bundle) -> dict:
     """name → function(x, level) -> (score, in_domain) of each int8 artifact's own guard, built as `build` does
     (default calibration set; min/max calibration)."""
+    from drsn_edge.backends.litert import LiteRTRunner
     from drsn_edge.backends.onnxrt import OrtRunner
     from drsn_edge.backends.tflite import check_integer_only, float_tflite, quantize_int8
     from drsn_edge.backends.tflm import TflmRunner
@@ -98,7 +99,9 @@ def artifact_guards(bundle) -> dict:
         path.write_bytes(adapt_onnx(quantize_onnx(bundle_onnx_bytes(bundle, 1), cx, 1, "minmax"), bundle, cx, 1))
         ort = OrtRunner(path)
     q = quantize_int8(float_tflite(bundle.model, bundle.window, taps=from_meta(bundle.meta).taps), cx)
-    tflm = TflmRunner(q, guard=tflite_guard(bundle, q, check_integer_only(q), cx))
+    graph = check_integer_only(q)
+    tflm = TflmRunner(q, guard=tflite_guard(bundle, q, graph, cx))
+    litert = LiteRTRunner(q, guard=tflite_guard(bundle, q, graph, cx, source="litert"))
 
     def run(r):
         def fn(x, level):
@@ -106,7 +109,7 @@ def artifact_guards(bundle) -> dict:
             return r.guard_result(x, level)
         return fn
 
-    return {"onnx int8": run(ort), "tflm int8": run(tflm)}
+    return {"onnx int8": run(ort), "tflm int8": run(tflm), "litert int8": run(litert)}
 
 
 def main(argv=None) -> int:
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true", help="Fit the guard on the regenerated training data first.")
     ap.add_argument("--windows-per-class", type=int, default=50)
     ap.add_argument("--taps", default=None, help="Comma-separated taps for --fit (default: all the model offers).")
-    ap.add_argument("--artifacts", action="store_true", help="Also measure the int8 ONNX and TFLite Micro guards.")
+    ap.add_argument("--artifacts", action="store_true", help="Also measure the int8 ONNX, TFLite Micro and LiteRT guards.")
     ap.add_argument("--out", default="benchmarks/results/domain_guard")
     a = ap.parse_args(argv)
 

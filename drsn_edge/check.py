@@ -230,7 +230,7 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
     from .backends.base import warm_up
     from .build import reference_logits
     from .comparison import compare
-    from .evaluate import artifact_domain_report, resolve_model
+    from .evaluate import resolve_model
     from .report import latency_summary
 
     bundle, model_path = resolve_model(_source_model(build))
@@ -273,7 +273,18 @@ def _run(build, target, dev, url, spec, warmup) -> CheckResult:
         throughput={"batch1_per_s": 1000.0 / lat["mean"] if lat["mean"] else None, "sweep": sweep},
         memory=build.manifest.get("memory"), thresholds=asdict(th), passed=not failures, failures=failures,
         device_facts={k: facts.get(k) for k in ("hostname", "arch", "os", "python", "jetson")},
-        comparison=cmp.to_json(), domain=artifact_domain_report(bundle, art_guard, ev.x, ev.noise, ev.snr_db, ev.level))
+        comparison=cmp.to_json(), domain=_domain(bundle, art_guard, ev, runner.name))
+
+
+def _domain(bundle, art_guard, ev, runtime: str) -> dict | None:
+    """The out-of-domain report: measured by the artifact's own guard where its runner reports one (naming the
+    runtime), else by the float model's guard on the host."""
+    from .evaluate import artifact_domain_report
+
+    dom = artifact_domain_report(bundle, art_guard, ev.x, ev.noise, ev.snr_db, ev.level)
+    if dom is not None and dom.get("measured_on") == "artifact":
+        dom["runtime"] = runtime
+    return dom
 
 
 def _bit_exact(build, x, runner) -> float | None:

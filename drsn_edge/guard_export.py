@@ -76,12 +76,24 @@ def attach_onnx(model_bytes: bytes, guard) -> bytes:
     return m.SerializeToString()
 
 
+def _guard_of(output_names: list[str], props: dict) -> dict | None:
+    meta = props.get(META_KEY) if SCORE in output_names else None
+    return json.loads(meta) if meta else None
+
+
 def onnx_guard(session) -> dict | None:
     """The guard metadata of an ONNX Runtime session whose model carries guard_score, else None."""
-    if SCORE not in [o.name for o in session.get_outputs()]:
-        return None
-    meta = session.get_modelmeta().custom_metadata_map.get(META_KEY)
-    return json.loads(meta) if meta else None
+    return _guard_of([o.name for o in session.get_outputs()], session.get_modelmeta().custom_metadata_map)
+
+
+def onnx_file_guard(path) -> tuple[str, dict | None]:
+    """(logits output name, guard metadata or None) of an ONNX file, read with onnx (weights not loaded): for
+    runners that run the file elsewhere (the device agent, a TensorRT engine built from it)."""
+    from .deps import onnx
+
+    m = onnx().load_model(str(path), load_external_data=False)
+    names = [o.name for o in m.graph.output]
+    return names[0], _guard_of(names, {p.key: p.value for p in m.metadata_props})
 
 
 def flags(score: np.ndarray, meta: dict, x: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
@@ -166,41 +178,49 @@ def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> b
 
 # ---------------------------------------------------------------------------------------------- TFLite / TFLM
 def tflite_tap_features(raw_outputs: list[np.ndarray], outputs: list[dict]) -> np.ndarray:
-    """The int8 tap outputs of a .tflite (after the logits), dequantized with each one's scale and zero point
-    and concatenated: the float computation the guard score runs on."""
-    parts = [(np.asarray(r, np.float64).reshape(len(r), -1) - float(o["zero_point"])) * float(o["scale"])
-             for r, o in zip(raw_outputs, outputs)]
+    """The tap outputs of a .tflite (after the logits), dequantized with each one's scale and zero point (float
+    taps, which have none, as they are) and concatenated: the float computation the guard score runs on."""
+    parts = [np.asarray(r, np.float64).reshape(len(r), -1) for r in raw_outputs]
+    parts = [p if o.get("scale") is None else (p - float(o["zero_point"] or 0)) * float(o["scale"])
+             for p, o in zip(parts, outputs)]
     return np.concatenate(parts, axis=1)
 
 
-def tflm_features(it, outputs: list[dict]) -> np.ndarray:
-    """The dequantized tap outputs of the window a TFLite Micro interpreter just ran, [1, D]."""
-    return tflite_tap_features([np.array(it.get_output(k + 1)).reshape(1, -1) for k in range(len(outputs))], outputs)
+def _tflm_outputs(q: bytes, x: np.ndarray, arena: int | None) -> list[np.ndarray]:
+    from .backends.tflm import tflm_outputs_raw
+
+    return tflm_outputs_raw(q, x, arena)
 
 
-def tflite_guard(bundle, q: bytes, graph: dict, calib_x: np.ndarray, arena: int | None = None) -> dict | None:
-    """The guard of an int8 .tflite with tap outputs, for its sidecar: adapted (adapt) to the TFLite Micro
-    features of the calibration windows; None without a guard."""
-    from .backends.tflm import tflm_interpreter
-    from .backends.tflite import quantize_input
+def _litert_outputs(q: bytes, x: np.ndarray, arena: int | None) -> list[np.ndarray]:
+    from .backends.tflite import litert_outputs_raw
+
+    return litert_outputs_raw(q, x)
+
+
+# the interpreter whose tap outputs a .tflite's guard is adapted to: the one that runs the artifact
+# (name -> run(tflite bytes, windows, arena) -> every output, logits first)
+TAP_SOURCES = {"tflm": _tflm_outputs, "litert": _litert_outputs}
+
+
+def tflite_guard(bundle, q: bytes, graph: dict, calib_x: np.ndarray, arena: int | None = None,
+                 source: str = "tflm") -> dict | None:
+    """The guard of a .tflite with tap outputs, for its sidecar: adapted (adapt) to the tap features that the
+    interpreter `source` (TAP_SOURCES: TFLite Micro for the microcontroller builds, LiteRT for the LiteRT
+    ones) computes on the calibration windows; None without a guard."""
     from .guard import from_meta, guard_features
 
     g = from_meta(bundle.meta)
     outs = graph.get("extra_outputs") or []
     if g is None or not outs:
         return None
-    it = tflm_interpreter(q, arena)
-    inp = it.get_input_details(0)
-    qi = inp["quantization_parameters"]
     x = np.asarray(calib_x[:ADAPT_WINDOWS], np.float32)
-    art = []
-    for w in x:
-        it.set_input(quantize_input(w.reshape(inp["shape"]), float(qi["scales"][0]), int(qi["zero_points"][0])), 0)
-        it.invoke()
-        art.append(tflm_features(it, outs))
-    g2 = adapt(g, guard_features(g, bundle.model, x), np.concatenate(art))
+    taps = TAP_SOURCES[source](q, x, arena)[1:]
+    g2 = adapt(g, guard_features(g, bundle.model, x), tflite_tap_features(taps, outs))
     return {**g2.to_json(), **guard_meta(g2), "outputs": [{**o, "tap": t} for o, t in zip(outs, g2.taps)],
-            "features": "int8 tap outputs, dequantized; the score in float on the host or device"}
+            "adapted_to": source,
+            "features": "tap outputs dequantized (int8) or as they are (float); the score in float on the host "
+                        "or device"}
 
 
 def tflite_guard_size(bundle, graph: dict) -> tuple[int, int]:

@@ -73,8 +73,27 @@ def markdown(res: dict) -> str:
         lines.append(f"| {b} | {v:.1f} |")
     if res.get("memory"):
         lines += ["", "## Memory", ""] + [f"- {k}: {v}" for k, v in res["memory"].items()]
+    if res.get("domain"):
+        lines += domain_lines(res["domain"])
     lines += ["", f"Windows: {res['n']} ({res['data']}).", ""]
     return "\n".join(lines)
+
+
+def domain_source(dom: dict) -> str:
+    """Where a check's out-of-domain share was measured, in words."""
+    if dom.get("measured_on") == "artifact":
+        return f"on the artifact ({dom['runtime']})" if dom.get("runtime") else "on the artifact"
+    return "by the float model's guard on the host (the artifact carries none)"
+
+
+def domain_lines(dom: dict) -> list[str]:
+    lines = ["", "## Domain guard", "",
+             f"- out of domain: {100 * dom['out_of_domain_share']:.2f} % of the windows, measured {domain_source(dom)}"]
+    fg = dom.get("float_guard")
+    if fg:
+        lines.append(f"- flags equal to the float model's guard: {100 * fg['flag_agreement']:.2f} % "
+                     f"({100 * fg['flag_agreement_far_from_threshold']:.2f} % away from the threshold)")
+    return lines
 
 
 CHECK_REPORT = ("check.json", "check.md", "latency.png")

@@ -162,8 +162,10 @@ def print_check(res) -> None:
         rows.append(["throughput 1/mean latency /s", f"{res.throughput['batch1_per_s']:.1f}"])
     rows += [[f"throughput batch {b} (sweep) /s", f"{v:.1f}"] for b, v in res.throughput.get("sweep", {}).items()]
     if res.domain:
-        where = res.domain.get("measured_on", "float model (host)")
-        rows.append([f"out of domain % (domain guard, {where})", ui.pct(res.domain["out_of_domain_share"])])
+        from .report import domain_source
+
+        rows.append([f"out of domain % (domain guard, measured {domain_source(res.domain)})",
+                     ui.pct(res.domain["out_of_domain_share"])])
         fg = res.domain.get("float_guard")
         if fg:
             rows.append(["guard flags equal to the float guard's %", f"{ui.pct(fg['flag_agreement'])} "

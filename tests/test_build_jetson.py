@@ -82,6 +82,33 @@ def test_build_bad_options_exit_2_and_leave_nothing(tiny_model, tmp_path, args, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_engine_outputs_are_selected_by_name_not_by_position():
+    """What trt_builder.run keeps of each TrtRunner.infer result (an output name → array mapping, per Polygraphy's
+    documented API): the logits and the guard's score by name, whatever order the engine lists them in."""
+    import numpy as np
+
+    from drsn_edge.backends.trt_builder import OutputError, pick_outputs
+
+    feats, score, logits = np.zeros((1, 16)), np.ones(1), np.arange(10.0)[None]
+    res = {"guard_features": feats, "guard_score": score, "logits": logits}  # logits not first
+    got, extra = pick_outputs(res, "logits", ["guard_score"])
+    assert got is logits and len(extra) == 1 and extra[0] is score
+    assert pick_outputs({"out": logits}) == (logits, [])  # one output: the logits, whatever its name
+    with pytest.raises(OutputError, match=r"^the engine has 3 outputs \(guard_features, guard_score, logits\): "
+                                          "name the logits output$"):
+        pick_outputs(res)
+    with pytest.raises(OutputError, match=r"^the engine has no output 'guard_score' \(its outputs: logits\)$"):
+        pick_outputs({"logits": logits}, "logits", ["guard_score"])
+
+
+def test_trt_builder_run_refuses_a_malformed_save(tmp_path):
+    from drsn_edge.backends.trt_builder import __file__ as builder
+
+    p = subprocess.run([sys.executable, builder, "run", "--engine", "e", "--inputs", "x.npy", "--outputs", "y.npy",
+                        "--save", "guard_score"], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "expected NAME=FILE.npy, got 'guard_score'" in p.stderr
+
+
 def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path):
     """Real engine build + run; only where TensorRT and a CUDA GPU exist (a Jetson or a GPU host)."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (engines are built on the Jetson)")
@@ -100,7 +127,14 @@ def test_engine_build_and_run_match_onnxruntime(tiny_model, tiny_calib, tmp_path
     assert info["sm"] == cuda_sm() and (tmp_path / "t.cache").exists()
     x = np.random.default_rng(0).standard_normal((8, 1, 2048)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
-    got = np.load(tmp_path / "y.npy")
-    ref = run_ort(ort_session(onnx_path.read_bytes()), x, 1)
+    # the engine has the guard's outputs too (logits, guard_features, guard_score): picked by name
+    res = run(str(tmp_path / "m.engine"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), 20, "logits",
+              {"guard_score": str(tmp_path / "g.npy")})
+    got, score = np.load(tmp_path / "y.npy"), np.load(tmp_path / "g.npy")
+    session = ort_session(onnx_path.read_bytes())
+    ref = run_ort(session, x, 1)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75 and len(res["latency_ms"]) == 8
+    # the engine computes the score from its own int8 activations: within the int8 ONNX's spread of the ONNX
+    # Runtime score (median relative difference < 0.5, tests/test_guard_export.py)
+    ort_score = run_ort(session, x, 1, "guard_score")
+    assert score.shape == (8,) and np.median(np.abs(score - ort_score) / np.abs(ort_score)) < 0.5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from drsn_edge.bundle import load_bundle, save_bundle
-from tests.conftest import run_cli
+from tests.conftest import assert_guard_follows_float, run_cli
 
 
 def test_adapt_moves_the_means_by_the_bias_and_widens_the_covariance_by_the_noise():
@@ -67,40 +67,13 @@ def test_a_bundle_without_guard_exports_and_quantizes_with_the_logits_alone(ungu
         assert json.loads((tmp_path / name).with_suffix(".json").read_text())["guard"] is None
 
 
-@pytest.fixture(scope="module")
-def int8_onnx(tiny_model, tiny_calib, tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("q") / "m.int8.onnx"
-    r = run_cli("quantize", tiny_model, "--calib", tiny_calib, "--data", tiny_data, "--method", "minmax",
-                "--max-drop", "100", "--max-cell-drop", "100", "-o", out, "--json")
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-def test_int8_guard_follows_the_float_guard(int8_onnx, tiny_model, tiny_data):
+def test_int8_guard_follows_the_float_guard(int8_onnx, tiny_model, guard_windows):
     from drsn_edge.backends.onnxrt import OrtRunner
-    from drsn_edge.data.dataset import load_dataset, normalize
-    from drsn_edge.data.noise import noise_sweep
-    from drsn_edge.guard import guard_scores
-    from drsn_edge.guard_export import agreement
 
-    b = load_bundle(tiny_model)
     side = json.loads(int8_onnx.with_suffix(".json").read_text())
     assert side["guard"]["outputs"] == ["guard_features", "guard_score"]
     assert side["guard"]["adapted_to_artifact"]["windows"] == 40  # every calibration window
-    ds = noise_sweep(load_dataset(tiny_data).select_split("test"), ["gaussian"], [0.0], seed=3)
-    x = normalize(ds.x)
-    x = np.concatenate([x, np.clip(x[:8], -0.2, 0.2)])  # some clipped windows: out of domain by the signal check
-    runner = OrtRunner(int8_onnx)
-    runner.infer(x)
-    score, ok = runner.guard_result(x)
-    ref_score, ref_ok = guard_scores(b, x)
-    assert not ok[-8:].any() and not ref_ok[-8:].any()
-    a = agreement(score, ok, ref_score, ref_ok, b.meta["guard"]["threshold"])
-    # int8 features carry a rounding error (for the shipped model 10-30 % on the score, measured); a flag may flip
-    # only where the float score lies near the threshold: away from it (±25 %) they agree, and overall on most
-    assert a["flag_agreement_far_from_threshold"] >= 0.95, a
-    assert a["flag_agreement"] >= 0.9, a
-    assert a["median_rel_score_diff"] < 0.5, a
+    assert_guard_follows_float(OrtRunner(int8_onnx), load_bundle(tiny_model), guard_windows)
 
 
 @pytest.mark.slow
@@ -171,3 +144,15 @@ def test_runner_flags_take_the_raw_levels_against_the_artifacts_level_range():
     assert r.infer_guard(x)[1].tolist() == [True] * 4
     with pytest.raises(Exception, match="4 windows"):
         r.infer_guard(x, np.ones(3))
+
+
+def test_the_check_report_says_where_the_share_was_measured():
+    from drsn_edge.report import domain_lines
+
+    art = {"out_of_domain_share": 0.05, "measured_on": "artifact", "runtime": "litert (int8)",
+           "float_guard": {"flag_agreement": 0.9733, "flag_agreement_far_from_threshold": 1.0}}
+    assert domain_lines(art)[3:] == ["- out of domain: 5.00 % of the windows, measured on the artifact (litert (int8))",
+                                     "- flags equal to the float model's guard: 97.33 % (100.00 % away from the threshold)"]
+    host = {"out_of_domain_share": 0.125, "measured_on": "float model (host)"}
+    assert domain_lines(host)[3:] == ["- out of domain: 12.50 % of the windows, measured by the float model's guard "
+                                      "on the host (the artifact carries none)"]

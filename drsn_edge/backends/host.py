@@ -6,7 +6,11 @@ the build manifest; the runner follows the recorded choice (nothing is re-measur
 Candidates (one line each in CANDIDATES): LiteRT fp32 and int8 (XNNPACK, LiteRT's default CPU delegate),
 ONNX Runtime fp32 and int8 QDQ, all with one intra-op thread, and the float32 C engine generated from the
 same fp32 graph and compiled for this machine (backends/native.py). A candidate this machine cannot make
-(no C compiler, an op the engine lacks) is recorded with the reason and left out of the choice."""
+(no C compiler, an op the engine lacks) is recorded with the reason and left out of the choice.
+
+The LiteRT and ONNX Runtime candidates carry the domain guard (the .tflite's tap outputs with a guard adapted
+to LiteRT's own features in the sidecar; the ONNX's guard_score output); the float C engine computes the
+logits only, so a check of it reports the float model's guard computed on the host."""
 
 from __future__ import annotations
 
@@ -33,18 +37,25 @@ class Options(CommonOptions):
 
 
 def _litert_fp32(ctx, made, where):
-    from .tflite import model_io, op_modules, strip_names
+    from ..guard_export import tflite_guard
+    from .tflite import extra_outputs, model_io, op_modules, strip_names
 
-    fb = made["tflite"][1]["float_bytes"]
+    fb = strip_names(made["tflite"][1]["float_bytes"])  # the guard's taps (float) after the logits
     inp, out = model_io(fb)
-    return _write(where, "model.fp32.tflite", strip_names(fb)), {"input": inp, "output": out,
-                                                                  "op_modules": op_modules(fb)}
+    taps = {"extra_outputs": extra_outputs(fb)}
+    return _write(where, "model.fp32.tflite", fb), {
+        "input": inp, "output": out, "op_modules": op_modules(made["tflite"][1]["float_bytes"]),
+        "guard": tflite_guard(ctx.bundle, fb, taps, ctx.calib_x, source="litert")}
 
 
 def _litert_int8(ctx, made, where):
+    from ..guard_export import tflite_guard
+
     q, graph = made["tflite"]
     return _write(where, "model.int8.tflite", q), {"input": graph["input"], "output": graph["output"],
-                                                   "op_modules": graph["op_modules"], "op_counts": graph["op_counts"]}
+                                                   "op_modules": graph["op_modules"], "op_counts": graph["op_counts"],
+                                                   "guard": tflite_guard(ctx.bundle, q, graph, ctx.calib_x,
+                                                                         source="litert")}
 
 
 def _ort_fp32(ctx, made, where):
@@ -52,9 +63,10 @@ def _ort_fp32(ctx, made, where):
 
 
 def _ort_int8(ctx, made, where):
+    from ..guard_export import adapt_onnx
     from ..quantize.ptq import DEFAULT_METHOD, quantize_onnx
 
-    q = quantize_onnx(made["onnx"], ctx.calib_x, 1, DEFAULT_METHOD)
+    q = adapt_onnx(quantize_onnx(made["onnx"], ctx.calib_x, 1, DEFAULT_METHOD), ctx.bundle, ctx.calib_x, 1)
     return _write(where, "model.int8.onnx", q), {"method": DEFAULT_METHOD}
 
 
@@ -83,7 +95,7 @@ CANDIDATES = {
 
 
 def make_runner(runtime: str, precision: str, path, op_modules: list[str] | None = None,
-                built_for: str | None = None):
+                built_for: str | None = None, guard: dict | None = None):
     from .litert import LiteRTRunner
     from .onnxrt import OrtRunner
 
@@ -92,7 +104,8 @@ def make_runner(runtime: str, precision: str, path, op_modules: list[str] | None
 
         return NativeRunner(path, built_for)
     if runtime == "litert":
-        return LiteRTRunner(path.read_bytes(), name=f"litert ({precision}, XNNPACK)", op_modules=op_modules)
+        return LiteRTRunner(path.read_bytes(), name=f"litert ({precision}, XNNPACK)", op_modules=op_modules,
+                            guard=guard)
     return OrtRunner(path, name=f"onnxruntime ({'int8 QDQ' if precision == 'int8' else 'fp32'})")
 
 
@@ -121,8 +134,8 @@ def _candidate(ctx, label: str, made: dict, cands, ev, ref) -> dict:
         name, extra = maker(ctx, made, cands)
         ctx.progress(f"measure {label}")
         built_for = (extra.get("engine") or {}).get("cpu_signature")
-        cmp, p50_us, got = _measure(make_runner(runtime, precision, cands / name, built_for=built_for), ev, ref,
-                                    ctx.bundle.class_names)
+        cmp, p50_us, got = _measure(make_runner(runtime, precision, cands / name, built_for=built_for,
+                                                guard=extra.get("guard")), ev, ref, ctx.bundle.class_names)
         if runtime == "native":
             from .native import verify
 
@@ -138,7 +151,7 @@ def _shared(ctx) -> dict:
     from ..export import bundle_onnx_bytes
     from .tflite import int8_tflite
 
-    made = {"tflite": int8_tflite(ctx)}
+    made = {"tflite": int8_tflite(ctx, guard_taps=True)}
     ctx.progress("export")
     made["onnx"] = bundle_onnx_bytes(ctx.bundle, 1)
     return made
@@ -209,7 +222,7 @@ def runner(build, device=None):
         raise InputError(f"{build.target} builds run on this machine; check them with --device local")
     side = build.sidecar
     return make_runner(side.get("runtime", "litert"), side.get("precision", "int8"), build.artifact,
-                       side.get("op_modules"), (side.get("engine") or {}).get("cpu_signature"))
+                       side.get("op_modules"), (side.get("engine") or {}).get("cpu_signature"), side.get("guard"))
 
 
 BACKEND = Backend(name="host", description="the fastest of LiteRT, ONNX Runtime (fp32/int8) and the native float C "

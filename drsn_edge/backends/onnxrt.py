@@ -146,15 +146,19 @@ class OrtRunner(RunnerBase):
 
 class AgentOnnxRunner(RunnerBase):
     """ONNX Runtime on a device, through the device agent: the artifact is copied once; each infer() sends
-    the windows, runs them after warm-up and fetches the logits; timings are the device's own."""
+    the windows, runs them after warm-up and fetches the logits (and the guard_score output, where the
+    artifact has the domain guard); timings are the device's own."""
 
     timing_source = "device wall clock (agent)"
 
     def __init__(self, device, path: str | Path, name: str | None = None, variants: dict | None = None,
                  warmup: int = 20):
         super().__init__()
+        from ..guard_export import onnx_file_guard
+
         self.device, self.path, self.variants, self.warmup = device, Path(path), variants or {}, warmup
         self.name = name or "onnxruntime on the device"
+        self.guard_meta = onnx_file_guard(self.path)[1]
         self._sent = False
 
     def activate(self) -> None:
@@ -164,19 +168,21 @@ class AgentOnnxRunner(RunnerBase):
             self._sent = True
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        from ..guard_export import SCORE
+
         if not self.active:
             self.activate()
+        extra = {SCORE: "guard_score.npy"} if self.guard_meta else {}
         with tempfile.TemporaryDirectory() as tmp:
             inp = Path(tmp) / "windows.npy"
             np.save(inp, np.ascontiguousarray(x, np.float32))
             res = self.device.run_agent("run-onnx", {"model": self.path.name, "input": "windows.npy",
                                                      "output": "logits.npy", "warmup": self.warmup,
-                                                     "sweep_runs": 1}, files=[inp])
-            self.device.get("logits.npy", Path(tmp) / "logits.npy")
-            got = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
+                                                     "sweep_runs": 1, "extra_outputs": extra}, files=[inp])
+            got = fetch_npy(self.device, "logits.npy", Path(tmp), len(x))
+            self.last_guard = fetch_npy(self.device, extra[SCORE], Path(tmp), len(x)).reshape(len(x)).astype(
+                np.float64) if extra else None
         self._lat.extend(float(v) for v in res["latency_ms"])
-        if got.shape[0] != len(x):
-            raise DeviceError(f"device returned {got.shape[0]} results for {len(x)} windows")
         return got.astype(np.float32)
 
     def sweep(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
@@ -189,6 +195,15 @@ class AgentOnnxRunner(RunnerBase):
                                                          "sweep_runs": runs}, files=[inp, path] if b != 1 else [inp])
                 out[str(b)] = res["throughput"][0]["windows_per_s"]
         return out
+
+
+def fetch_npy(device, name: str, tmp: Path, n: int) -> np.ndarray:
+    """A result file the agent wrote in its work dir, read here as a plain .npy with one row per window."""
+    device.get(name, tmp / name)
+    got = np.load(tmp / name, allow_pickle=False)
+    if got.shape[0] != n:
+        raise DeviceError(f"device returned {got.shape[0]} results in {name} for {n} windows")
+    return got
 
 
 def onnx_runner(build, device, name: str | None = None, path: Path | None = None):

@@ -411,16 +411,22 @@ def _write_engine_sidecar(ctx, engine: dict, onnx_path: Path, side: dict) -> Non
 class EngineRunner(RunnerBase):
     """A TensorRT engine on a device with TensorRT, through the device agent (Polygraphy / TensorRT there).
     The build folder's engine is used when it matches the device's TensorRT and SM; otherwise the engine is
-    built there from the build folder's QDQ ONNX (same file, same flags)."""
+    built there from the build folder's QDQ ONNX (same file, same flags). The engine keeps the ONNX's output
+    names: the logits and, where the ONNX has the domain guard, guard_score are fetched by name."""
 
     timing_source = "device (TensorRT, agent)"
 
     def __init__(self, build, device):
         super().__init__()
+        from ..guard_export import onnx_file_guard
+
         self.build, self.device = build, device
         self.name = "tensorrt"
         self.engine_info: dict = {}
         self._loaded = False
+        onnx = build.file(build.manifest["artifact"])  # the QDQ ONNX the engine is built from
+        self.logits_output, self.guard_meta = onnx_file_guard(onnx) if onnx.suffix == ".onnx" and onnx.is_file() \
+            else (None, None)
 
     def activate(self) -> None:
         from ..fileio import read_json
@@ -452,15 +458,21 @@ class EngineRunner(RunnerBase):
 
         import numpy as np
 
+        from ..guard_export import SCORE
+        from .onnxrt import fetch_npy
+
         if not self.active:
             self.activate()
+        extra = {SCORE: "guard_score.npy"} if self.guard_meta else {}
         with tempfile.TemporaryDirectory() as tmp:
             inp = Path(tmp) / "windows.npy"
             np.save(inp, np.ascontiguousarray(x, np.float32))
             res = self.device.run_agent("run-engine", {"engine": ENGINE, "input": "windows.npy", "output": "logits.npy",
-                                                       "warmup": 20}, files=[inp])
-            self.device.get("logits.npy", Path(tmp) / "logits.npy")
-            got = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
+                                                       "warmup": 20, "logits_output": self.logits_output,
+                                                       "extra_outputs": extra}, files=[inp])
+            got = fetch_npy(self.device, "logits.npy", Path(tmp), len(x))
+            self.last_guard = fetch_npy(self.device, extra[SCORE], Path(tmp), len(x)).reshape(len(x)).astype(
+                np.float64) if extra else None
         self._lat.extend(float(v) for v in res["latency_ms"])
         return got.astype(np.float32)
 

@@ -111,6 +111,15 @@ def _io_info(t) -> dict:
     }
 
 
+def _extra_outputs(sg) -> list[dict]:
+    """The outputs after the logits (the domain guard's taps), in order."""
+    return [_io_info(sg.tensors[i]) for i in list(sg.outputs)[1:]]
+
+
+def extra_outputs(tflite_bytes: bytes) -> list[dict]:
+    return _extra_outputs(read_model(tflite_bytes).subgraphs[0])
+
+
 def graph_ops(tflite_bytes: bytes) -> list[str]:
     """Builtin op names of the main subgraph, in execution order."""
     model = read_model(tflite_bytes)
@@ -167,7 +176,7 @@ def check_integer_only(tflite_bytes: bytes) -> dict:
         "requantize_ops": requant,
         "input": _io_info(tensors[sg.inputs[0]]),
         "output": _io_info(tensors[sg.outputs[0]]),
-        "extra_outputs": [_io_info(tensors[i]) for i in list(sg.outputs)[1:]],  # domain-guard taps, in order
+        "extra_outputs": _extra_outputs(sg),
         "tensors": len(tensors),
     }
 
@@ -486,13 +495,24 @@ def _as_windows(x: np.ndarray, shape: list[int]) -> np.ndarray:
     return x.reshape([-1] + list(shape[1:]))
 
 
+def output_details(interp, tflite_bytes: bytes) -> list[dict]:
+    """LiteRT's details of the model's outputs in the flatbuffer's subgraph order (logits first, then the
+    guard's taps), matched by tensor index: the interpreter numbers tensors as the flatbuffer does."""
+    by_index = {int(d["index"]): d for d in interp.get_output_details()}
+    order = [int(i) for i in read_model(tflite_bytes).subgraphs[0].outputs]
+    missing = [i for i in order if i not in by_index]
+    if missing:
+        raise CheckFailedError(f"LiteRT does not expose output tensor {missing[0]} of the model; rebuild it")
+    return [by_index[i] for i in order]
+
+
 def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndarray:
     """Run normalized float windows [N, 1, L] through a .tflite with LiteRT.
 
     int8 models: inputs are quantized with the input scale/zero point; the outputs are dequantized
     (float32 logits [N, classes]) unless raw=True (int8 logits)."""
     interp = _interpreter(tflite_bytes)
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    inp, out = interp.get_input_details()[0], output_details(interp, tflite_bytes)[0]
     shape = [int(v) for v in inp["shape"]]
     xs = _as_windows(x, shape)
     batch = shape[0]
@@ -512,6 +532,23 @@ def litert_run(tflite_bytes: bytes, x: np.ndarray, raw: bool = False) -> np.ndar
     if raw or not np.issubdtype(y.dtype, np.integer):
         return y if raw else y.astype(np.float32)
     return ((y.astype(np.float32) - z_out) * s_out).astype(np.float32)
+
+
+def litert_outputs_raw(tflite_bytes: bytes, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of a batch-1 model as LiteRT computes it (logits, then the guard's taps; int8 or float as
+    stored) for normalized windows [N, 1, L], one [N, size] array per output."""
+    interp = _interpreter(tflite_bytes)
+    inp, outs = interp.get_input_details()[0], output_details(interp, tflite_bytes)
+    s_in, z_in = inp["quantization"]
+    rows: list[list[np.ndarray]] = [[] for _ in outs]
+    for w in _as_windows(x, [int(v) for v in inp["shape"]]):
+        w = w[None]
+        interp.set_tensor(inp["index"], quantize_input(w, s_in, z_in, inp["dtype"])
+                          if np.issubdtype(inp["dtype"], np.integer) else w)
+        interp.invoke()
+        for k, o in enumerate(outs):
+            rows[k].append(np.array(interp.get_tensor(o["index"])).reshape(-1))
+    return [np.stack(r) for r in rows]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,7 +645,9 @@ class Int8Options(CommonOptions):
 
 class Int8RunnerBase:
     """Shared by the .tflite runners: quantize float windows with the input scale/zero point, keep the raw
-    int8 outputs in `_raw`, return dequantized logits."""
+    int8 outputs in `_raw`, return dequantized logits; score the domain guard on the tap outputs."""
+
+    _guard_fn = None
 
     def _setup_io(self, in_q: tuple[float, int], out_q: tuple[float, int], dtype) -> None:
         self.in_scale, self.in_zp = float(in_q[0]), int(in_q[1])
@@ -625,6 +664,21 @@ class Int8RunnerBase:
             self._raw = y.copy()
             return (y.astype(np.float32) - self.out_zp) * self.out_scale
         return y.astype(np.float32)
+
+    def _setup_guard(self, guard: dict | None) -> None:
+        """The sidecar's guard (guard_export.tflite_guard): tap outputs after the logits, scored on their
+        dequantized values."""
+        from ..guard import Guard
+
+        self.guard_meta = guard
+        self._guard_fn = Guard.from_json(guard) if guard else None
+
+    def _score_taps(self, taps: list[np.ndarray]) -> None:
+        """Set this window's guard score from the artifact's tap outputs (raw, in output order)."""
+        if self._guard_fn is not None:
+            from ..guard_export import tflite_tap_features
+
+            self._guard = self._guard_fn.score(tflite_tap_features(taps, self.guard_meta["outputs"]))
 
 
 # --------------------------------------------------------------------------------------------------

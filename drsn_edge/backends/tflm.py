@@ -365,10 +365,7 @@ class TflmRunner(Int8RunnerBase, RunnerBase):
     def __init__(self, tflite_bytes: bytes, arena_size: int | None = None, name: str = "tflm (int8, host)",
                  guard: dict | None = None):
         RunnerBase.__init__(self)
-        self.guard_meta = guard  # the sidecar's guard: tap outputs after the logits, score on their dequantized values
-        from ..guard import Guard
-
-        self._guard_fn = Guard.from_json(guard) if guard else None
+        self._setup_guard(guard)
         self.name = name
         self.it = tflm_interpreter(tflite_bytes, arena_size)
         inp, out = self.it.get_input_details(0), self.it.get_output_details(0)
@@ -382,9 +379,8 @@ class TflmRunner(Int8RunnerBase, RunnerBase):
         self.it.set_input(np.ascontiguousarray(self._quantize(x.reshape(self.shape))), 0)
         self.it.invoke()
         if self._guard_fn is not None:
-            from ..guard_export import tflm_features
-
-            self._guard = self._guard_fn.score(tflm_features(self.it, self.guard_meta["outputs"]))
+            self._score_taps([np.array(self.it.get_output(k + 1)).reshape(self.batch, -1)
+                              for k in range(len(self.guard_meta["outputs"]))])
         return self._dequantize(np.array(self.it.get_output(0)).reshape(self.batch, -1))
 
 

@@ -12,6 +12,8 @@ limit, a persistent timing cache, optimization level (TensorRT ≥ 8.6).
 
   python3 trt_builder.py build --onnx m.onnx --engine m.engine --precision int8 [--dla-core 0]
           [--workspace-mb 256] [--timing-cache cache.bin] [--opt-level 3] [--strongly-typed]
+  python3 trt_builder.py run --engine m.engine --inputs x.npy --outputs logits.npy [--logits-name logits]
+          [--save guard_score=guard_score.npy]
   python3 trt_builder.py info
 Prints exactly one JSON object.
 """
@@ -134,12 +136,39 @@ def build(onnx_path, engine_path, precision="int8", dla_core=None, workspace_mb=
             "layers": network.num_layers}
 
 
-def run(engine_path, inputs_npy, outputs_npy, warmup=20):
-    """Run an engine over windows [N,1,L] with Polygraphy's TensorRT runner; latency per inference."""
+class OutputError(ValueError):
+    """An output asked for by name that the engine does not have."""
+
+
+def pick_outputs(result, logits_name=None, extra_names=()):
+    """(logits, [extra outputs]) from one TrtRunner.infer result (output name -> array), selected by name: the
+    engine keeps the ONNX's output names. Without logits_name, an engine with a single output gives it."""
+    names = list(result)
+    if logits_name is None:
+        if len(names) != 1:
+            raise OutputError("the engine has %d outputs (%s): name the logits output" % (len(names), ", ".join(names)))
+        logits_name = names[0]
+    for name in [logits_name] + list(extra_names):
+        if name not in result:
+            raise OutputError("the engine has no output '%s' (its outputs: %s)" % (name, ", ".join(names)))
+    return result[logits_name], [result[n] for n in extra_names]
+
+
+def _save_npy(np, path, array):
+    tmp = path + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def run(engine_path, inputs_npy, outputs_npy, warmup=20, logits_name=None, extra_outputs=None):
+    """Run an engine over windows [N,1,L] with Polygraphy's TensorRT runner; latency per inference. The
+    logits (output `logits_name`) go to outputs_npy, the outputs named in extra_outputs ({name: .npy}, e.g.
+    the domain guard's guard_score) to their own files."""
     import numpy as np
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
+    extra = sorted((extra_outputs or {}).items())
     x = np.load(inputs_npy, allow_pickle=False).astype(np.float32)
     with TrtRunner(EngineFromBytes(BytesFromPath(engine_path))) as runner:
         meta = runner.get_input_metadata()
@@ -148,17 +177,26 @@ def run(engine_path, inputs_npy, outputs_npy, warmup=20):
         pad = (-len(x)) % batch
         xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], np.float32)]) if pad else x
         for _ in range(warmup):
-            runner.infer({name: xp[:batch]})
-        outs, lat = [], []
+            pick_outputs(runner.infer({name: xp[:batch]}), logits_name, [n for n, _ in extra])
+        outs, lat = [[] for _ in range(1 + len(extra))], []
         for i in range(0, len(xp), batch):
             res = runner.infer({name: xp[i : i + batch]})
             lat.append(runner.last_inference_time() * 1000.0)
-            outs.append(next(iter(res.values())).copy())
-    logits = np.concatenate(outs)[: len(x)]
-    tmp = outputs_npy + ".tmp.npy"
-    np.save(tmp, logits)
-    os.replace(tmp, outputs_npy)
-    return {"latency_ms": lat, "batch": batch, "n": int(len(x))}
+            logits, more = pick_outputs(res, logits_name, [n for n, _ in extra])
+            for k, arr in enumerate([logits] + more):
+                outs[k].append(np.array(arr, copy=True))
+    _save_npy(np, outputs_npy, np.concatenate(outs[0])[: len(x)])
+    for (_, path), arrs in zip(extra, outs[1:]):
+        _save_npy(np, path, np.concatenate(arrs)[: len(x)])
+    return {"latency_ms": lat, "batch": batch, "n": int(len(x)), "logits_output": logits_name,
+            "extra_outputs": dict(extra)}
+
+
+def _name_file(value):
+    name, sep, path = value.partition("=")
+    if not (name and sep and path):
+        raise argparse.ArgumentTypeError("expected NAME=FILE.npy, got %r" % value)
+    return name, path
 
 
 def main(argv=None):
@@ -177,6 +215,9 @@ def main(argv=None):
     r.add_argument("--engine", required=True)
     r.add_argument("--inputs", required=True)
     r.add_argument("--outputs", required=True)
+    r.add_argument("--logits-name", default=None, help="the logits output (needed when the engine has several)")
+    r.add_argument("--save", action="append", default=[], metavar="NAME=FILE.npy", type=_name_file,
+                   help="save another output too, e.g. guard_score=guard_score.npy")
     sub.add_parser("info")
     a = ap.parse_args(argv)
     try:
@@ -186,7 +227,7 @@ def main(argv=None):
             res = build(a.onnx, a.engine, a.precision, a.dla_core, a.workspace_mb, a.timing_cache, a.opt_level,
                         a.strongly_typed)
         else:
-            res = run(a.engine, a.inputs, a.outputs)
+            res = run(a.engine, a.inputs, a.outputs, logits_name=a.logits_name, extra_outputs=dict(a.save))
     except Exception as exc:  # report, never a traceback on stdout
         print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}))
         return 1

@@ -258,23 +258,41 @@ def _padded(np, chunk, size):
     return chunk
 
 
-def _timed_passes(np, session, name, x, batch, warmup, repeat):
-    """Per-batch latencies (ms) over `repeat` passes after warm-up, and the first pass's outputs."""
+def extra_outputs(args, have, logits_file):
+    """The optional argument extra_outputs: {output name: .npy file} of outputs to save besides the logits.
+    Every name must be an output of the model (`have`) and every file a distinct one."""
+    extra = args.get("extra_outputs") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                              for k, v in extra.items()):
+        raise AgentError("argument 'extra_outputs' must map output names to file names", "input")
+    for out_name in extra:
+        if out_name not in have:
+            raise AgentError("the model has no output '%s' (its outputs: %s)" % (out_name, ", ".join(have)), "input")
+    files = list(extra.values()) + ([logits_file] if logits_file else [])
+    if len(set(files)) != len(files):
+        raise AgentError("extra_outputs name a file twice (or the logits' file): %s" % ", ".join(files), "input")
+    return extra
+
+
+def _timed_passes(np, session, name, x, batch, warmup, repeat, keep=(0,)):
+    """Per-batch latencies (ms) over `repeat` passes after warm-up, and the first pass's outputs at the
+    positions `keep` (0: the logits), one array each."""
     first = _padded(np, x[:batch], batch)
     for _ in range(warmup):
         session.run(None, {name: first})
-    latencies, outs = [], []
+    latencies, outs = [], [[] for _ in keep]
     clock = time.perf_counter
     for r in range(repeat):
         for i in range(0, len(x), batch):
             chunk = x[i:i + batch]
             feed = _padded(np, chunk, batch)
             t0 = clock()
-            y = session.run(None, {name: feed})[0]
+            ys = session.run(None, {name: feed})
             latencies.append((clock() - t0) * 1000.0)
             if r == 0:
-                outs.append(np.asarray(y)[:len(chunk)])
-    return latencies, np.concatenate(outs)
+                for k, pos in enumerate(keep):
+                    outs[k].append(np.asarray(ys[pos])[:len(chunk)])
+    return latencies, [np.concatenate(o) for o in outs]
 
 
 def _throughput_sweep(np, session, name, x, sizes, warmup, runs):
@@ -301,7 +319,9 @@ def _throughput_sweep(np, session, name, x, sizes, warmup, runs):
 def run_onnx(args):
     """Run an ONNX model over windows from an .npy with onnxruntime.
 
-    args: model (path), input (.npy, float windows [N, ...]), output (.npy for the logits, optional),
+    args: model (path), input (.npy, float windows [N, ...]), output (.npy for the logits: the model's first
+    output; optional), extra_outputs ({output name: .npy} of more outputs to save, e.g. {"guard_score":
+    "guard_score.npy"}; optional),
     warmup (runs before timing, default 10), repeat (timed passes over the windows, default 1),
     threads (intra-op threads, default 1), providers (default ["CPUExecutionProvider"]),
     batch (for a model with a dynamic batch dimension, default 1), batch_sizes (throughput sweep for a
@@ -331,12 +351,20 @@ def run_onnx(args):
     batch = static or _arg(args, "batch", int, 1)
     if batch < 1:
         raise AgentError("batch must be at least 1", "input")
-    latencies, logits = _timed_passes(np, session, inp.name, x, batch, warmup, repeat)
+    names = [o.name for o in session.get_outputs()]
+    extra = extra_outputs(args, names, output)
+    pairs = sorted(extra.items())  # (output name, file), one fixed order
+    latencies, got = _timed_passes(np, session, inp.name, x, batch, warmup, repeat,
+                                   [0] + [names.index(n) for n, _ in pairs])
+    logits = got[0]
     if output:
         atomic_save_npy(np, output, logits)
+    for (_, path), values in zip(pairs, got[1:]):
+        atomic_save_npy(np, path, values)
     sizes = [static] if static else [int(b) for b in (args.get("batch_sizes") or [1, 2, 4, 8, 16, 32])]
     return {
-        "model": model, "input": input_path, "output": output, "input_name": inp.name, "model_input_shape": shape,
+        "model": model, "input": input_path, "output": output, "extra_outputs": extra, "input_name": inp.name,
+        "model_input_shape": shape,
         "windows": int(len(x)), "output_shape": list(logits.shape), "batch": batch, "static_batch": static,
         "providers": session.get_providers(), "threads": threads, "warmup": warmup, "repeat": repeat,
         "latency_ms": latencies, "latency_summary_ms": summarize_ms(latencies),
@@ -392,13 +420,19 @@ def build_engine(args):
 
 @command("run-engine")
 def run_engine(args):
-    """args: engine, input (.npy), output (.npy), warmup."""
+    """args: engine, input (.npy), output (.npy for the logits), warmup, logits_output (the logits' output
+    name; needed when the engine has several), extra_outputs ({output name: .npy}, e.g. the guard_score)."""
     b = _builder()
+    output = _arg(args, "output", str, required=True)
+    extra = args.get("extra_outputs") or {}
     try:
         return b.run(_arg(args, "engine", str, required=True), _arg(args, "input", str, required=True),
-                     _arg(args, "output", str, required=True), _arg(args, "warmup", int, 20))
+                     output, _arg(args, "warmup", int, 20), _arg(args, "logits_output", str),
+                     extra_outputs(args, list(extra), output))
     except AgentError:
         raise
+    except b.OutputError as exc:
+        raise AgentError(one_line(exc), "input")
     except Exception as exc:
         raise AgentError("TensorRT engine run failed: %s" % one_line(exc), "run")
 

@@ -238,22 +238,26 @@ WINDOW = 2048
 CLASSES = 10
 
 
-def make_onnx(path: Path, batch: int | str = 1, seed: int = 0) -> Path:
-    """vibration [batch,1,2048] -> Flatten -> MatMul W[2048,10] -> Add b -> Relu -> logits [batch,10]."""
+def make_onnx(path: Path, batch: int | str = 1, seed: int = 0, score: bool = False) -> Path:
+    """vibration [batch,1,2048] -> Flatten -> MatMul W[2048,10] -> Add b -> Relu -> logits [batch,10]; with
+    score, a second output guard_score [batch] = the sum of the squared logits (ReduceSumSquare)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((WINDOW, CLASSES)) / np.sqrt(WINDOW)).astype(np.float32)
     b = (rng.standard_normal(CLASSES) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["vibration"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "W"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["pre"]),
+             helper.make_node("Relu", ["pre"], ["logits"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])]
+    if score:
+        nodes.append(helper.make_node("ReduceSumSquare", ["logits"], ["guard_score"], axes=[1], keepdims=0))
+        outputs.append(helper.make_tensor_value_info("guard_score", TensorProto.FLOAT, [batch]))
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["vibration"], ["flat"], axis=1),
-         helper.make_node("MatMul", ["flat", "W"], ["mm"]),
-         helper.make_node("Add", ["mm", "b"], ["pre"]),
-         helper.make_node("Relu", ["pre"], ["logits"])],
-        "tiny_drsn_stub",
-        [helper.make_tensor_value_info("vibration", TensorProto.FLOAT, [batch, 1, WINDOW])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])],
+        nodes, "tiny_drsn_stub",
+        [helper.make_tensor_value_info("vibration", TensorProto.FLOAT, [batch, 1, WINDOW])], outputs,
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="drsn-edge-test")
     model.ir_version = 8
@@ -265,6 +269,12 @@ def make_onnx(path: Path, batch: int | str = 1, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     return make_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx", batch=1)
+
+
+@pytest.fixture(scope="session")
+def scored_onnx(tmp_path_factory) -> Path:
+    """tiny_onnx with a second output guard_score (sum of the squared logits)."""
+    return make_onnx(tmp_path_factory.mktemp("onnx") / "scored.onnx", batch=1, score=True)
 
 
 @pytest.fixture(scope="session")

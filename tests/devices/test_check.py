@@ -51,7 +51,10 @@ def test_check_local_with_report(orin_build, tiny_data, tmp_path):
     res = json.loads(r.stdout)
     _valid(res, built)
     _fails_on_accuracy(r, res)
-    assert (tmp_path / "rep" / "check.md").read_text().startswith("# drsn-edge check")
+    md = (tmp_path / "rep" / "check.md").read_text()
+    assert md.startswith("# drsn-edge check")
+    share = 100 * res["domain"]["out_of_domain_share"]
+    assert f"- out of domain: {share:.2f} % of the windows, measured on the artifact ({res['runtime']})" in md
     assert (tmp_path / "rep" / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "rep" / "check.json").read_text())["n"] == res["n"]
 
@@ -76,6 +79,28 @@ def test_check_over_ssh(sshd, orin_build, tiny_data):
     _valid(res, built)
     _fails_on_accuracy(r, res)
     assert res["device"].startswith("ssh://") and res["device_facts"]["python"]["executable"] == sys.executable
+    # the guard_score output of the artifact, fetched from the device: the same share as the in-process run
+    local = json.loads(run_cli(*_check_args(out, tiny_data)).stdout)["domain"]
+    dom = res["domain"]
+    assert (dom["measured_on"], dom["runtime"]) == ("artifact", res["runtime"])
+    assert dom["out_of_domain_share"] == local["out_of_domain_share"] and dom["n"] == res["n"]
+    # int8 features move the score a little: flags agree with the float guard's away from the threshold
+    # (test_guard_export.test_int8_guard_follows_the_float_guard measures the same bound)
+    assert dom["float_guard"]["flag_agreement_far_from_threshold"] >= 0.95, dom
+    assert dom["float_guard"]["flag_agreement"] >= 0.9, dom
+
+
+def test_engine_runner_takes_output_names_and_guard_from_the_builds_onnx(orin_build):
+    """The engine keeps the ONNX's output names: EngineRunner asks the device for the logits and guard_score by
+    those names (running it needs TensorRT on the device: tests/test_build_jetson.py, skipped without it)."""
+    from drsn_edge.backends import load_build
+    from drsn_edge.backends.onnxrt import OrtRunner
+    from drsn_edge.backends.tensorrt import EngineRunner
+
+    build = load_build(orin_build[0])
+    runner = EngineRunner(build, device=None)
+    assert runner.logits_output == "logits"
+    assert runner.guard_meta is not None and runner.guard_meta == OrtRunner(build.artifact).guard_meta
 
 
 def test_check_unreachable_device_exit_4(sshd, orin_build, tiny_data):
