@@ -251,12 +251,14 @@ def pooled_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def fit_for_model(model, train_x: np.ndarray, train_y: np.ndarray, held_x: np.ndarray, held_cells: np.ndarray,
-                  classes: int, quantile: float = DEFAULT_QUANTILE, taps=None) -> Guard:
+                  classes: int, quantile: float = DEFAULT_QUANTILE, taps=None, features=None) -> Guard:
     """Fit on normalized training windows and held-out in-domain windows of a model, on the named taps
-    (default: every tap the model offers)."""
+    (default: every tap the model offers). `features(x, taps) -> ([N, D], dims)` replaces the model's own
+    taps (tap_features), e.g. by a deploy-form network's (deploy_tap_features)."""
     taps = list(taps) if taps else available_taps(model)
-    train_f, dims = tap_features(model, train_x, taps)
-    g = fit(train_f, train_y, tap_features(model, held_x, taps)[0], held_cells, quantile, classes)
+    feats = features or (lambda x, t: tap_features(model, x, t))
+    train_f, dims = feats(train_x, taps)
+    g = fit(train_f, train_y, feats(held_x, taps)[0], held_cells, quantile, classes)
     g.taps, g.tap_dims = taps, dims
     return g
 
@@ -322,9 +324,10 @@ HELD_OUT_WINDOWS = 400  # val windows per fit, each swept clean + every noise ty
 
 def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"), snr_min: float = -5.0,
                 snr_max: float = 5.0, clean_fraction: float = 0.2, seed: int = 0,
-                quantile: float = DEFAULT_QUANTILE, taps=None) -> Guard:
+                quantile: float = DEFAULT_QUANTILE, taps=None, features=None) -> Guard:
     """Fit on a model's training windows (clean and noisy, as in training) and its held-out windows swept clean
-    and over every noise type at the low, middle and high SNR of the training range."""
+    and over every noise type at the low, middle and high SNR of the training range (`features`: see
+    fit_for_model)."""
     from .data.dataset import normalize
     from .data.noise import noise_sweep
     from .train import augment
@@ -341,11 +344,31 @@ def fit_on_data(model, train_ds, held_ds, noise=("gaussian", "laplacian", "pink"
     held = noise_sweep(held_ds, list(noise), snrs, seed=seed + 1) if noise else held_ds
     cells = np.char.add(held.noise.astype(str), np.char.mod("%g", np.nan_to_num(held.snr_db, nan=0.0)))
     g = fit_for_model(model, normalize(tx, train_ds.normalization), train_ds.y, normalize(held.x, held.normalization),
-                      cells, classes=len(train_ds.class_names), quantile=quantile, taps=taps)
+                      cells, classes=len(train_ds.class_names), quantile=quantile, taps=taps, features=features)
     g.level = fit_level(np.concatenate([window_level(tx), window_level(held.x)]))
     g.info.update({"noise": list(noise), "snr_range": [float(snr_min), float(snr_max)], "held_out_snrs": snrs,
                    "seed": int(seed)})
     return g
+
+
+def deploy_tap_features(deploy, x: np.ndarray, taps) -> tuple[np.ndarray, list[int]]:
+    """The named taps of a deploy-form network (models/deploy.py DeployNet, e.g. after quantization-aware
+    fine-tuning) for normalized windows x [N,1,L], concatenated, and the values per tap (as tap_features): what
+    its exported graph's tap outputs give."""
+    import torch
+
+    deploy.taps, b = list(taps), int(deploy.batch)
+    parts, dims = [], []
+    with torch.inference_mode():
+        for i in range(0, len(x), b):
+            chunk = np.ascontiguousarray(x[i: i + b], dtype=np.float32)
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n,) + chunk.shape[1:], np.float32)])
+            out = [t.reshape(b, -1) for t in deploy(torch.from_numpy(chunk))[1:]]
+            dims = [int(t.shape[1]) for t in out]
+            parts.append(torch.cat(out, dim=1)[:n].numpy())
+    return (np.concatenate(parts) if parts else np.zeros((0, sum(dims)), np.float32)), dims
 
 
 def tensors_sha256(path) -> str:

@@ -150,21 +150,24 @@ def onnx_features(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:
     return run_ort(ort_session(model_bytes), x, batch, FEATURES)
 
 
-def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int) -> bytes:
+def adapt_onnx(model_bytes: bytes, bundle, calib_x: np.ndarray, batch: int, guard=None,
+               float_source: bytes | None = None) -> bytes:
     """An int8 ONNX with a guard: its score constants refitted to its own features (adapt) on calibration
-    windows; unchanged without a guard (a bundle without one, or a graph exported without it: after
-    quantization-aware fine-tuning the weights differ from the bundle's, and so would the features)."""
+    windows; unchanged without a guard. The guard is the bundle's, with the float features of the bundle's
+    model; or `guard` with the features of the float graph `float_source` it was quantized from (after
+    quantization-aware fine-tuning the weights, and so the features, differ from the bundle's)."""
     from onnx import numpy_helper
 
     from .deps import onnx
     from .guard import from_meta, guard_features
 
-    g = from_meta(bundle.meta)
+    g = guard if guard is not None else from_meta(bundle.meta)
     m = onnx().load_from_string(model_bytes)
     if g is None or FEATURES not in [o.name for o in m.graph.output]:
         return model_bytes
     x = np.asarray(calib_x[:ADAPT_WINDOWS], np.float32)
-    g2 = adapt(g, guard_features(g, bundle.model, x), onnx_features(model_bytes, x, batch))
+    ref = onnx_features(float_source, x, batch) if float_source is not None else guard_features(g, bundle.model, x)
+    g2 = adapt(g, ref, onnx_features(model_bytes, x, batch))
     w, means = g2.whitening()
     new = {"guard_wt": w.T.astype(np.float32), "guard_means": means.astype(np.float32)}
     for init in m.graph.initializer:

@@ -29,8 +29,9 @@ def spec_from(spec=None, data=None, noise_kinds=None, snrs=None, windows_per_cla
 
 
 def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
-    """Labelled raw windows for quantization-aware fine-tuning: the train split of --qat-data, or fresh
-    simulated recordings (own seed, never the evaluation's) when the model's classes are simulated."""
+    """Labelled raw windows for quantization-aware fine-tuning, as a Dataset (train and val splits): the
+    non-test windows of --qat-data, or fresh simulated recordings (own seed, never the evaluation's) when the
+    model's classes are simulated; and where they came from."""
     from ..data.dataset import load_dataset
     from ..data.simulator import CLASS_NAMES, synthesize
     from ..evaluate import check_compatible
@@ -40,12 +41,12 @@ def qat_training_windows(meta: dict, qat_data: str | None, seed: int):
         ds = ds.subset(ds.split != "test")
         if len(ds) == 0:
             raise InputError(f"'{qat_data}' has no windows outside the test split for fine-tuning")
-        return ds.x, ds.y, str(qat_data)
+        return ds, str(qat_data)
     if any(c not in CLASS_NAMES for c in meta["class_names"]):
         raise InputError("--qat needs labelled training windows for this model's classes; pass --qat-data")
     ds = synthesize(windows_per_class=400, recordings_per_class=80, classes=meta["class_names"],
-                    seed=7_000 + seed, split=(1.0, 0.0, 0.0), fs=meta["fs"], window=meta["window"])
-    return ds.x, ds.y, f"simulated (400 windows/class, seed {7_000 + seed})"
+                    seed=7_000 + seed, split=(0.8, 0.2, 0.0), fs=meta["fs"], window=meta["window"])
+    return ds, f"simulated (400 windows/class, seed {7_000 + seed})"
 
 
 def _check_out(out) -> Path:
@@ -82,19 +83,46 @@ def _float_reference(bundle, x, batch: int):
 
 
 def _qat_source(bundle, cx, float_bytes, batch, qat_epochs, qat_data, seed, step):
-    """The graph to quantize: the float export, or the deploy form after quantization-aware fine-tuning."""
+    """The graph to quantize: the float export, or the deploy form after quantization-aware fine-tuning (with
+    the bundle's domain guard fitted again to its new weights); and that guard (None: the bundle's, or none)."""
     if not qat_epochs:
-        return float_bytes, None
+        return float_bytes, None, None
     from ..export import deploy_to_onnx_bytes
+    from ..guard_export import attach_onnx
     from .qat import finetune
 
-    tx, ty, qat_src = qat_training_windows(bundle.meta, qat_data, seed)
+    ds, qat_src = qat_training_windows(bundle.meta, qat_data, seed)
     t_qat = time.perf_counter()
-    deploy = finetune(bundle.model, bundle.window, cx, tx, ty, qat_epochs, bundle.normalization, seed=seed,
+    deploy = finetune(bundle.model, bundle.window, cx, ds.x, ds.y, qat_epochs, bundle.normalization, seed=seed,
                       progress=lambda e, n, loss: step(f"QAT epoch {e}/{n} loss {loss:.3f}", e, n))
-    info = {"epochs": qat_epochs, "data": qat_src, "windows": int(len(tx)), "lr": 1e-3,
+    info = {"epochs": qat_epochs, "data": qat_src, "windows": int(len(ds)), "lr": 1e-3,
             "wall_s": time.perf_counter() - t_qat}
-    return deploy_to_onnx_bytes(deploy.set_batch(batch), batch, bundle.window), info
+    guard, info["guard"] = _qat_guard(bundle, deploy, ds, seed, step)
+    raw = deploy_to_onnx_bytes(deploy.set_batch(batch), batch, bundle.window)
+    return (attach_onnx(raw, guard) if guard is not None else raw), info, guard
+
+
+def _qat_guard(bundle, deploy, ds, seed, step):
+    """The bundle's guard fitted again to the fine-tuned weights' taps, as training fits one (train split: class
+    means and covariance, with the bundle's noise recipe; val split swept: threshold); and a note of it. None
+    without a bundle guard or without a val split to set the threshold on."""
+    from ..guard import deploy_tap_features, fit_on_data, from_meta
+
+    g = from_meta(bundle.meta)
+    if g is None:
+        return None, None
+    train_ds, val_ds = ds.select_split("train"), ds.select_split("val")
+    if not len(train_ds) or not len(val_ds):
+        return None, "not exported: the fine-tuning data has no train and val split to fit the guard on"
+    step("QAT guard")
+    r = (bundle.meta.get("training") or {}).get("recipe") or {}
+    g2 = fit_on_data(None, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
+                     float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
+                     seed=seed, quantile=g.quantile, taps=g.taps,
+                     features=lambda x, taps: deploy_tap_features(deploy, x, taps))
+    g2.level = g.level or g2.level  # the level range is the data's, not the weights'
+    return g2, {"refitted": True, "threshold": g2.threshold, "train_windows": g2.info["train_windows"],
+                "held_out_windows": g2.info["held_out_windows"]}
 
 
 class _Job:
@@ -210,7 +238,7 @@ def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, d
     ev = spec.windows(bundle.meta)
     step("export")
     float_bytes, float_logits = _float_reference(bundle, ev.x, batch)
-    source, qat_info = _qat_source(bundle, cx, float_bytes, batch, qat_epochs, qat_data, spec.seed, step)
+    source, qat_info, qat_guard = _qat_source(bundle, cx, float_bytes, batch, qat_epochs, qat_data, spec.seed, step)
     job = _Job(bundle, source, float_bytes, cx, batch, method, ev, float_logits)
     selection = _choose_method(job, spec, step) if method == AUTO else None
     step("quantize")
@@ -234,7 +262,8 @@ def _quantize_model(model, calib, out, method, batch, max_drop, max_cell_drop, d
         return result
     from ..guard_export import adapt_onnx
 
-    q_bytes = adapt_onnx(q_bytes, bundle, cx, batch)  # the guard's constants for this artifact's int8 features
+    # the guard's constants for this artifact's int8 features (after QAT: the refitted guard, on its own weights)
+    q_bytes = adapt_onnx(q_bytes, bundle, cx, batch, qat_guard, source if qat_guard is not None else None)
     _write_qdq(out, q_bytes, bundle, model_path, cal, cal_path, job.method, qat_info, mp["float_groups"], batch, rep,
                spec, ev.description)
     result.artifact, result.sidecar = str(out), str(out.with_suffix(".json"))

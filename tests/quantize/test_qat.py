@@ -101,8 +101,8 @@ def test_qat_recovers_accuracy_lost_to_a_clipping_calibration(four, tmp_path):
     unchanged), six bring it back to float's, ten beyond."""
     from drsn_edge.quantize.run import quantize_model
 
-    def q(name, **kw):
-        return quantize_model(four["model"], four["calib1"], tmp_path / f"{name}.onnx", method="minmax",
+    def q(name, calib=four["calib1"], **kw):
+        return quantize_model(four["model"], calib, tmp_path / f"{name}.onnx", method="minmax",
                               data=str(four["test50"]), noise_kinds=[], snrs=[], max_drop=100, max_cell_drop=100, **kw).to_json()
 
     ptq = q("ptq")
@@ -111,3 +111,36 @@ def test_qat_recovers_accuracy_lost_to_a_clipping_calibration(four, tmp_path):
     assert qat["qat"]["epochs"] == 8 and qat["qat"]["windows"] == 180  # train + val windows, never test
     side = json.loads((tmp_path / "qat.onnx").with_suffix(".json").read_text())
     assert side["qat"]["data"] == str(four["data"])
+    # the guard is fitted again to the fine-tuned weights (train split; threshold on the val split) and exported
+    assert side["qat"]["guard"]["refitted"] and side["guard"]["threshold"] == qat["qat"]["guard"]["threshold"]
+    assert (side["qat"]["guard"]["train_windows"], side["qat"]["guard"]["held_out_windows"]) == (120, 60)
+    from drsn_edge.export import ort_session, run_ort_guard
+
+    # with a calibration that does not clip, the int8 guard keeps held-out windows of the training distribution
+    # in domain (the one-window calibration above clips the taps too: half of them score out of domain)
+    q("qat40", qat_epochs=8, qat_data=str(four["data"]), calib=four["calib"])
+    x = normalize(load_dataset(four["test50"]).x, "zscore")
+    thr = json.loads((tmp_path / "qat40.json").read_text())["guard"]["threshold"]
+    score = run_ort_guard(ort_session((tmp_path / "qat40.onnx").read_bytes()), x, 1)
+    assert score.shape == (50,) and float((score > thr).mean()) <= 0.1
+
+
+def test_deploy_taps_are_the_bundles_taps_and_a_fit_on_them_is_the_bundle_models(four):
+    """The deploy form's tap outputs (what a fine-tuned network exports) equal the bundle model's taps on the
+    same weights (BN folded: float rounding only), so a guard fitted on them (as after fine-tuning) has the
+    class means and threshold of one fitted on the bundle's model."""
+    from drsn_edge.guard import deploy_tap_features, fit_on_data, from_meta, guard_features
+
+    b = load_bundle(four["model"])
+    g = from_meta(b.meta)
+    ds = load_dataset(four["data"])
+    x = normalize(ds.select_split("val").x, "zscore")
+    deploy = DeployNet(b.model, 7, b.window)  # 7: the last chunk is padded
+    got, dims = deploy_tap_features(deploy, x, g.taps)
+    np.testing.assert_allclose(got, guard_features(g, b.model, x), rtol=1e-4, atol=1e-5)
+    assert dims == g.tap_dims
+    args = (ds.select_split("train"), ds.select_split("val"), ())
+    ref = fit_on_data(b.model, *args, taps=g.taps)
+    g2 = fit_on_data(None, *args, taps=g.taps, features=lambda v, taps: deploy_tap_features(deploy, v, taps))
+    np.testing.assert_allclose(g2.means, ref.means, rtol=1e-4, atol=1e-5)
+    assert g2.threshold == pytest.approx(ref.threshold, rel=1e-3) and (g2.taps, g2.tap_dims) == (g.taps, g.tap_dims)
