@@ -181,16 +181,17 @@ class NativeRunner(RunnerBase):
         self._last_guard = value
 
     def _infer_one(self, x):
-        y = self.engine.run_one(x)
-        if self._guard_fn is not None:
-            self._taps.append(self.engine.taps())
-        return y
+        if self._guard_fn is None:
+            return self.engine.run_one(x)
+        both = self.engine.run_one_all(x)  # logits, then taps: split once the windows have run
+        self._taps.append(both)
+        return both[:self.engine.output_size]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         self._taps, self.last_taps = [], None
         y = super().infer(x)
         if self._taps:
-            self.last_taps = np.stack(self._taps).astype(np.float64)
+            self.last_taps = np.stack(self._taps)[:, self.engine.output_size:].astype(np.float64)
         self._taps = []
         return y
 

@@ -59,6 +59,11 @@ class F32Engine:
         self._fn(x.ctypes.data, self._out_ptr)
         return self._out.copy()
 
+    def run_one_all(self, x: np.ndarray) -> np.ndarray:
+        """One window → its logits and then its taps, in one copy."""
+        self._fn(x.ctypes.data, self._out_ptr)
+        return self._buf.copy()
+
     def taps(self) -> np.ndarray:
         """The extra outputs (the guard's taps, drsn_f32_taps_size values) of the last window run (a copy)."""
         return self._buf[self.output_size:].copy()
