@@ -264,3 +264,34 @@ def test_the_generated_c_is_the_same_whatever_the_hash_seed(tiny_engine, tmp_pat
         subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.onnx"), str(tmp_path / seed)], check=True,
                        env=dict(os.environ, PYTHONHASHSEED=seed), timeout=300)
     assert (tmp_path / "1" / "drsn_f32_model.c").read_bytes() == (tmp_path / "2" / "drsn_f32_model.c").read_bytes()
+
+
+@pytest.mark.parametrize("arch", ["drsn-cw", "drsn-cs", "resnet", "convnet"])
+def test_every_architectures_guard_taps_match_onnx_runtime(arch, tmp_path):
+    """Every tap the architecture offers (guard.available_taps) exported as outputs after the logits (what a
+    guarded bundle's engine is generated from): each output equals ONNX Runtime's on the same graph within the
+    logits' tolerance (1e-5 of the largest magnitude: ~100 float32 ulps, another order of additions)."""
+    import onnxruntime as ort
+    import torch
+
+    from drsn_edge.export import deploy_to_onnx_bytes
+    from drsn_edge.guard import available_taps
+    from drsn_edge.models import create_model
+    from drsn_edge.models.deploy import DeployNet
+
+    from .conftest import randomize_bn
+
+    torch.manual_seed(1)
+    model = randomize_bn(create_model(arch, width=1, depth=2, kernel=5))
+    taps = available_taps(model)
+    onnx_bytes = deploy_to_onnx_bytes(DeployNet(model, 1, 256, taps=taps), 1, 256)
+    eng, meta = _engine(onnx_bytes, tmp_path)
+    assert [t["name"] for t in meta["taps"]] == [f"guard.{t}" for t in taps]
+    x = np.random.default_rng(0).standard_normal((3, 1, 256)).astype(np.float32)
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    want = [np.concatenate([o.reshape(1, -1) for o in sess.run(None, {sess.get_inputs()[0].name: x[i: i + 1]})],
+                           axis=1)[0] for i in range(len(x))]
+    logits, got_taps = eng.run(x, taps=True)
+    got = np.concatenate([logits, got_taps], axis=1)
+    assert got.shape == (3, eng.output_size + sum(t["size"] for t in meta["taps"]))
+    assert np.abs(got - np.stack(want)).max() <= 1e-5 * max(1.0, np.abs(np.stack(want)).max())
