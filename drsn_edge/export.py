@@ -57,14 +57,16 @@ def validation_windows(meta: dict, data: str | None = None, n: int = 64, seed: i
     return normalize(ds.x[idx], meta["normalization"]), src
 
 
-def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET, guard=None) -> bytes:
+def to_onnx_bytes(model, batch: int, window: int, opset: int = OPSET, guard=None, score: bool = True) -> bytes:
     """Export the deploy form of `model` to ONNX with a static input [batch, 1, window]; with a domain guard
-    (drsn_edge.guard.Guard) the graph also outputs guard_features and guard_score (guard_export.py)."""
+    (drsn_edge.guard.Guard) the graph also outputs guard_features and guard_score (guard_export.py), or with
+    score=False the guard's raw tap outputs guard.<tap> after the logits (for a runtime that scores the taps
+    itself: the native engine)."""
     from .models.deploy import DeployNet
 
     taps = guard.taps if guard is not None else ()
     raw = deploy_to_onnx_bytes(DeployNet(model, batch, window, taps=taps), batch, window, opset)
-    if guard is None:
+    if guard is None or not score:
         return raw
     from .guard_export import attach_onnx
 

@@ -195,3 +195,103 @@ def test_every_architecture_runs_and_matches_onnx_runtime(arch, tmp_path):
     want = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i: i + 1]})[0] for i in range(len(x))])
     got = eng.run(x)
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def _tapped_graph():
+    """y = W·mean_t(x) + b (the logits) with three more outputs: mean |x| per channel (computed nowhere else: a
+    loop of its own), the mean the head reads ([2, 1]) and relu(x) [2, 32] (otherwise computed inside the mean's
+    loop and never stored). Small integers, means over 32: exact in float32."""
+    from onnx import helper
+
+    n = helper.make_node
+    nodes = [n("Relu", ["x"], ["r"], name="/Relu"),
+             n("ReduceMean", ["r"], ["m"], name="/ReduceMean", axes=[3], keepdims=1),
+             n("Flatten", ["m"], ["mf"], name="/Flatten"),
+             n("Gemm", ["mf", "w", "b"], ["y"], name="/fc/Gemm", transB=1),
+             n("Neg", ["x"], ["nx"], name="/guard/Neg"), n("Max", ["x", "nx"], ["a"], name="/guard/Max"),
+             n("ReduceMean", ["a"], ["guard.absmean"], name="/guard/ReduceMean", axes=[2, 3], keepdims=0),
+             n("Identity", ["mf"], ["guard.head"], name="/guard/Identity"),
+             n("Identity", ["r"], ["guard.relu"], name="/guard/Identity_1")]
+    w = np.array([[1, -2], [3, 4], [-1, 0]], np.float32)
+    return _model(nodes, [("x", [1, 2, 1, 32])],
+                  [("y", [1, 3]), ("guard.absmean", [1, 2]), ("guard.head", [1, 2]), ("guard.relu", [1, 2, 1, 32])],
+                  {"w": w, "b": [1, 2, 3]}), w
+
+
+def test_extra_outputs_follow_the_logits_exactly_and_each_is_stored(tmp_path):
+    model, w = _tapped_graph()
+    eng, meta = _engine(model, tmp_path)
+    x = np.random.default_rng(7).integers(-9, 10, (2, 32)).astype(np.float32)
+    r = np.maximum(x, 0)
+    logits, taps = eng.run(x.reshape(1, -1), taps=True)
+    assert np.array_equal(logits[0], w @ r.mean(axis=1) + [1, 2, 3])
+    assert np.array_equal(taps[0], np.concatenate([np.abs(x).mean(axis=1), r.mean(axis=1), r.reshape(-1)]))
+    assert (eng.output_size, eng.taps_size) == (3, 2 + 2 + 64)
+    assert meta["taps"] == [{"name": "guard.absmean", "size": 2}, {"name": "guard.head", "size": 2},
+                            {"name": "guard.relu", "size": 64}]
+    # relu(x) is an output, so it is stored (not recomputed in the mean's loop); the loop that only makes
+    # mean |x| runs right after the input it reads, not after the head
+    assert [k["op_type"] for k in meta["kernels"]] == ["Copy", "Neg+Max+ReduceMean", "Relu", "ReduceMean", "Gemm"]
+    src = (tmp_path / "eng" / "drsn_f32_model.c").read_text()
+    assert "const int drsn_f32_taps_size = 68;" in src and "     64 guard.relu" in src
+    eng.run_one(np.zeros(64, np.float32))
+    assert not eng.taps().any()  # the taps of the last window run
+
+
+def test_an_engine_without_extra_outputs_declares_no_taps(tiny_engine):
+    from drsn_edge.cengine.f32host import F32Engine
+
+    _, _, folder, meta = tiny_engine
+    assert "drsn_f32_taps_size" not in (folder / "drsn_f32_model.c").read_text()
+    assert (meta["taps"], meta["taps_size"]) == ([], 0)
+    eng = F32Engine(folder)
+    assert eng.taps_size == 0 and eng.taps().shape == (0,)
+
+
+def test_the_generated_c_is_the_same_whatever_the_hash_seed(tiny_engine, tmp_path):
+    """Buffers are assigned in graph order, not in the order of a set of names (which changes with Python's
+    string hash seed from one process to the next): the same model gives the same source, so the compiled
+    library's cache (keyed by the source's hash) is hit."""
+    import os
+    import subprocess
+    import sys
+
+    _, onnx_bytes, _, _ = tiny_engine
+    (tmp_path / "m.onnx").write_bytes(onnx_bytes)
+    code = ("import sys; from pathlib import Path; from drsn_edge.cengine.f32codegen import generate_f32; "
+            "generate_f32(Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]))")
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.onnx"), str(tmp_path / seed)], check=True,
+                       env=dict(os.environ, PYTHONHASHSEED=seed), timeout=300)
+    assert (tmp_path / "1" / "drsn_f32_model.c").read_bytes() == (tmp_path / "2" / "drsn_f32_model.c").read_bytes()
+
+
+@pytest.mark.parametrize("arch", ["drsn-cw", "drsn-cs", "resnet", "convnet"])
+def test_every_architectures_guard_taps_match_onnx_runtime(arch, tmp_path):
+    """Every tap the architecture offers (guard.available_taps) exported as outputs after the logits (what a
+    guarded bundle's engine is generated from): each output equals ONNX Runtime's on the same graph within the
+    logits' tolerance (1e-5 of the largest magnitude: ~100 float32 ulps, another order of additions)."""
+    import onnxruntime as ort
+    import torch
+
+    from drsn_edge.export import deploy_to_onnx_bytes
+    from drsn_edge.guard import available_taps
+    from drsn_edge.models import create_model
+    from drsn_edge.models.deploy import DeployNet
+
+    from .conftest import randomize_bn
+
+    torch.manual_seed(1)
+    model = randomize_bn(create_model(arch, width=1, depth=2, kernel=5))
+    taps = available_taps(model)
+    onnx_bytes = deploy_to_onnx_bytes(DeployNet(model, 1, 256, taps=taps), 1, 256)
+    eng, meta = _engine(onnx_bytes, tmp_path)
+    assert [t["name"] for t in meta["taps"]] == [f"guard.{t}" for t in taps]
+    x = np.random.default_rng(0).standard_normal((3, 1, 256)).astype(np.float32)
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    want = [np.concatenate([o.reshape(1, -1) for o in sess.run(None, {sess.get_inputs()[0].name: x[i: i + 1]})],
+                           axis=1)[0] for i in range(len(x))]
+    logits, got_taps = eng.run(x, taps=True)
+    got = np.concatenate([logits, got_taps], axis=1)
+    assert got.shape == (3, eng.output_size + sum(t["size"] for t in meta["taps"]))
+    assert np.abs(got - np.stack(want)).max() <= 1e-5 * max(1.0, np.abs(np.stack(want)).max())

@@ -8,9 +8,10 @@ ONNX Runtime fp32 and int8 QDQ, all with one intra-op thread, and the float32 C 
 same fp32 graph and compiled for this machine (backends/native.py). A candidate this machine cannot make
 (no C compiler, an op the engine lacks) is recorded with the reason and left out of the choice.
 
-The LiteRT and ONNX Runtime candidates carry the domain guard (the .tflite's tap outputs with a guard adapted
-to LiteRT's own features in the sidecar; the ONNX's guard_score output); the float C engine computes the
-logits only, so a check of it reports the float model's guard computed on the host."""
+Every candidate carries the domain guard when the bundle has one: the .tflite's tap outputs with a guard
+adapted to LiteRT's own features in the sidecar, the ONNX's guard_score output, and the float C engine's tap
+outputs after its logits with the float guard in the sidecar; a check of whichever is kept reports the
+out-of-domain share measured on that artifact."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _ort_int8(ctx, made, where):
 def _native_fp32(ctx, made, where):
     from .native import make_engine
 
-    return make_engine(ctx, where, made["onnx"])
+    return make_engine(ctx, where)  # its own export: the guard's raw taps, not the ONNX's score
 
 
 def _write(where, name: str, data: bytes) -> str:
@@ -102,7 +103,7 @@ def make_runner(runtime: str, precision: str, path, op_modules: list[str] | None
     if runtime == "native":
         from .native import NativeRunner
 
-        return NativeRunner(path, built_for)
+        return NativeRunner(path, built_for, guard)
     if runtime == "litert":
         return LiteRTRunner(path.read_bytes(), name=f"litert ({precision}, XNNPACK)", op_modules=op_modules,
                             guard=guard)
@@ -134,12 +135,12 @@ def _candidate(ctx, label: str, made: dict, cands, ev, ref) -> dict:
         name, extra = maker(ctx, made, cands)
         ctx.progress(f"measure {label}")
         built_for = (extra.get("engine") or {}).get("cpu_signature")
-        cmp, p50_us, got = _measure(make_runner(runtime, precision, cands / name, built_for=built_for,
-                                                guard=extra.get("guard")), ev, ref, ctx.bundle.class_names)
+        runner = make_runner(runtime, precision, cands / name, built_for=built_for, guard=extra.get("guard"))
+        cmp, p50_us, got = _measure(runner, ev, ref, ctx.bundle.class_names)
         if runtime == "native":
-            from .native import verify
+            from .native import verify_engine
 
-            extra["engine"]["max_rel_diff"] = verify(got, ref)
+            extra["engine"].update(verify_engine(runner, ctx.bundle, ev.x, got, ref))
     except DrsnEdgeError as exc:
         return {**rec, "p50_us": None, "within_gate": False, "failed": str(exc).splitlines()[0]}
     return {**rec, "file": name, "p50_us": round(p50_us, 1), "accuracy": cmp.accuracy, "drop_pp": cmp.drop_pp,

@@ -11,7 +11,11 @@ Reshape, …) are views. Kernels:
   relu(x − τ) − relu(−x − τ) and the residual sum form one pass;
 - mean: ReduceMean over time (or channels) with its elementwise input computed in the same loop (|x|);
 - subsample (AveragePool of size 1), concat (channels, constants included), input (copy into a padded row).
-Anything else is refused with the op and node named."""
+Anything else is refused with the op and node named.
+
+The first graph output is the main one (the logits); further outputs (the domain guard's taps, guard.<tap>)
+are kept in buffers of their own until the end and copied after it. A kernel that only makes such an
+output runs right after what it reads, so its input's buffer is not held longer than the main path needs."""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ class F32Graph:
     output: str
     in_shape: tuple[int, ...]
     out_size: int
+    extra: list[tuple[str, str]] = field(default_factory=list)  # (output name, tensor) after the main output
 
 
 def _attrs(node) -> dict:
@@ -287,16 +292,36 @@ def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
     return out
 
 
+def _hoist(kernels: list[Kernel], extra: set) -> list[Kernel]:
+    """Move each kernel that only makes extra outputs (nothing reads them) right after the last kernel that
+    writes one of its inputs: e.g. the guard's mean |x| of the stem runs next to the stem, not after the head."""
+    def made(k: Kernel) -> set:
+        return set(k.params.get("outs", [k.out]))
+
+    out = list(kernels)
+    for k in [k for k in kernels if made(k) <= extra]:
+        if any(made(k) & set(o.inputs) for o in out):
+            continue
+        out.remove(k)
+        writers = [i for i, o in enumerate(out) if made(o) & set(k.inputs)]
+        out.insert(max(writers, default=0) + 1, k)
+    return out
+
+
 def read_f32_graph(model_bytes: bytes) -> F32Graph:
-    """Kernels for a float ONNX graph with one input and one output; InputError names what cannot run."""
+    """Kernels for a float ONNX graph with one input and one or more outputs (the first is the main one);
+    InputError names what cannot run."""
     r = _Reader(model_bytes)
     g = r.g
-    if len(g.input) != 1 or len(g.output) != 1:
-        raise InputError("the float host engine needs one input and one output")
+    if len(g.input) != 1 or not len(g.output):
+        raise InputError("the float host engine needs one input and at least one output")
     if g.input[0].type.tensor_type.elem_type != 1:
         raise InputError("the float host engine takes a float32 input")
     inp, out = g.input[0].name, r.real(g.output[0].name)
-    outputs = {out}
+    extra = [(o.name, r.real(o.name)) for o in g.output[1:]]
+    if any(t in r.consts for _, t in extra):
+        raise InputError("the float host engine cannot output a constant tensor")
+    outputs = {out} | {t for _, t in extra}
     kernels = [Kernel("input", inp, [], [])]
     inlined: dict[str, object] = {}
     skip: set = set()
@@ -321,7 +346,14 @@ def read_f32_graph(model_bytes: bytes) -> F32Graph:
             k.params["iter"] = r.shape(k.nodes[-1].input[0]) if k.kind == "mean" else r.shape(k.out)
     shapes = {t: r.shape(t) for k in kernels for t in [k.out] + k.inputs if t not in r.consts}
     kernels = _merge_siblings(kernels)
+    if extra:
+        made = {t for k in kernels for t in k.params.get("outs", [k.out])}
+        lost = [name for name, t in extra if t not in made]
+        if lost:
+            raise InputError(f"the graph's output '{lost[0]}' is computed by none of its nodes")
+        kernels = _hoist(kernels, {t for _, t in extra})
+        shapes.update({t: r.shape(t) for _, t in extra})
     shapes[inp] = _view(r.dims[inp], inp)
-    graph = F32Graph(shapes, r.consts, kernels, inp, out, tuple(r.dims[inp]), int(np.prod(r.shape(out))))
+    graph = F32Graph(shapes, r.consts, kernels, inp, out, tuple(r.dims[inp]), int(np.prod(r.shape(out))), extra)
     graph.reader = r
     return graph

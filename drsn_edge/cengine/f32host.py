@@ -1,5 +1,6 @@
 """Compile the float32 host engine for this machine (gcc -O3 -march=native, cached by the hash of the
-sources, flags and processor) and call `drsn_f32_infer` through ctypes."""
+sources, flags and processor) and call `drsn_f32_infer` through ctypes. The output buffer holds the logits and,
+when the engine has them, the guard's taps after them (f32codegen.py)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ class F32Engine:
         self.input_size = ctypes.c_int.in_dll(self._lib, "drsn_f32_input_size").value
         self.output_size = ctypes.c_int.in_dll(self._lib, "drsn_f32_output_size").value
         self.n_kernels = ctypes.c_int.in_dll(self._lib, "drsn_f32_num_kernels").value
-        self._out = np.empty(self.output_size, np.float32)
-        self._out_ptr = self._out.ctypes.data
+        self.taps_size = _int_or_zero(self._lib, "drsn_f32_taps_size")
+        self._buf = np.empty(self.output_size + self.taps_size, np.float32)  # the logits, then the taps
+        self._out = self._buf[:self.output_size]
+        self._out_ptr = self._buf.ctypes.data
         self.kernel_ns = (ctypes.c_double * self.n_kernels).in_dll(self._lib, "drsn_f32_kernel_ns") if profile else None
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
@@ -56,11 +59,35 @@ class F32Engine:
         self._fn(x.ctypes.data, self._out_ptr)
         return self._out.copy()
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run_one_all(self, x: np.ndarray) -> np.ndarray:
+        """One window → its logits and then its taps, in one copy."""
+        self._fn(x.ctypes.data, self._out_ptr)
+        return self._buf.copy()
+
+    def taps(self) -> np.ndarray:
+        """The extra outputs (the guard's taps, drsn_f32_taps_size values) of the last window run (a copy)."""
+        return self._buf[self.output_size:].copy()
+
+    def run(self, x: np.ndarray, taps: bool = False):
+        """Logits [N, output size] of float32 windows; with `taps`, (logits, taps [N, taps size])."""
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
         if x.shape[1] != self.input_size:
             raise InputError(f"windows of {x.shape[1]} values do not fit the engine input of {self.input_size}")
-        return np.stack([self.run_one(row) for row in x]) if len(x) else np.zeros((0, self.output_size), np.float32)
+        rows = []
+        for row in x:
+            self._fn(row.ctypes.data, self._out_ptr)
+            rows.append(self._buf.copy())
+        both = np.stack(rows) if rows else np.zeros((0, len(self._buf)), np.float32)
+        logits = both[:, :self.output_size]
+        return (logits, both[:, self.output_size:]) if taps else logits
+
+
+def _int_or_zero(lib, name: str) -> int:
+    """An `int` the library exports, or 0 when it has none (an engine without taps declares no taps size)."""
+    try:
+        return ctypes.c_int.in_dll(lib, name).value
+    except ValueError:
+        return 0
 
 
 def _by_content(lib: Path) -> Path:
