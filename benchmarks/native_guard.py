@@ -98,7 +98,10 @@ def main(argv=None) -> int:
     print(f"taps cost {d:+.1f} µs at p50; largest tap difference to the float model {tap_diff:.2e} (relative)")
     print(f"guard score on the host (Guard.score, float64): {score['one_window_us']:.0f} µs for one window, "
           f"{score['per_window_in_batch_us']:.0f} µs per window over {score['batch']} windows")
-    write_json(Path(a.out), {"model": str(path), "rounds": a.rounds, "burst": a.burst, "load_before": load0,
+    here = Path.cwd().resolve()
+    shown = Path(path).resolve()
+    shown = shown.relative_to(here) if shown.is_relative_to(here) else Path(shown.name)  # no machine paths
+    write_json(Path(a.out), {"model": str(shown), "rounds": a.rounds, "burst": a.burst, "load_before": load0,
                              "load_after": load1, "engines": res, "taps_p50_cost_us": d,
                              "max_rel_tap_diff": tap_diff, "score": score})
     return 0
