@@ -134,16 +134,23 @@ def domain_report(bundle, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray,
                   level: np.ndarray | None = None) -> dict | None:
     """Share of windows the model's domain guard flags as unlike its training data (None without a guard);
     `level`: the raw windows' levels (guard.window_level), checked against the guard's level range."""
-    from .guard import from_meta, guard_scores, level_ok, summary
+    from .guard import from_meta, guard_scores, summary
 
     g = from_meta(bundle.meta)
     if g is None:
         return None
     _, ind = guard_scores(bundle, xn, level)
-    out_level = ~level_ok(g.level, level, len(xn))
     return {**summary(ind, noise, snr_db), "threshold": g.threshold, "quantile": g.quantile,
-            "level_range": [g.level["lo"], g.level["hi"]] if g.level else None,
-            "outside_level_range_share": float(out_level.mean()) if level is not None and len(xn) else None}
+            **_level_fields(g.level, level, len(xn))}
+
+
+def _level_fields(level_range: dict | None, level: np.ndarray | None, n: int) -> dict:
+    """The guard's raw level range and the share of windows outside it (None where either is unknown)."""
+    from .guard import level_ok
+
+    known = level_range is not None and level is not None and n > 0
+    return {"level_range": [level_range["lo"], level_range["hi"]] if level_range else None,
+            "outside_level_range_share": float((~level_ok(level_range, level, n)).mean()) if known else None}
 
 
 def artifact_domain_report(bundle, art: tuple | None, xn: np.ndarray, noise: np.ndarray, snr_db: np.ndarray,
@@ -159,7 +166,8 @@ def artifact_domain_report(bundle, art: tuple | None, xn: np.ndarray, noise: np.
         rep = domain_report(bundle, xn, noise, snr_db, level)
         return {**rep, "measured_on": "float model (host)"} if rep else None
     score, ok = art
-    rep = {**summary(ok, noise, snr_db), "measured_on": "artifact", "threshold": g.threshold if g else None}
+    rep = {**summary(ok, noise, snr_db), "measured_on": "artifact", "threshold": g.threshold if g else None,
+           **_level_fields(g.level if g else None, level, len(xn))}
     if g is not None:
         ref_score, ref_ok = guard_scores(bundle, xn, level)
         rep["float_guard"] = {"out_of_domain_share": float((~ref_ok).mean()) if len(ref_ok) else 0.0,

@@ -80,6 +80,9 @@ def test_check_reports_the_share_measured_on_the_native_artifact(native_build, t
     assert dom["float_guard"]["flag_agreement"] == 1.0, dom  # float taps: the same flags as the float model
     assert dom["float_guard"]["median_rel_score_diff"] < 1e-4, dom
     assert dom["out_of_domain_share"] == dom["float_guard"]["out_of_domain_share"]
+    lvl = load_bundle(json.loads((out / "build.json").read_text())["source_model"]).meta["guard"]["level"]
+    # the test split's raw windows all lie inside the range the guard was fitted with
+    assert dom["level_range"] == [lvl["lo"], lvl["hi"]] and dom["outside_level_range_share"] == 0.0
 
 
 def test_a_bundle_without_guard_builds_the_logits_alone(tiny_model, tiny_data, tmp_path):
