@@ -59,7 +59,7 @@ class Guard:
     def whitening(self) -> tuple[np.ndarray, np.ndarray]:
         """(W, m) with WᵀW = Σ⁻¹ (W upper triangular, from the Cholesky factor) and m_k = W μ_k, so that
         score(f) = min_k |W f − m_k|²: one D×D product and K·D differences per window (what the devices run)."""
-        lower = np.linalg.cholesky((self.precision + self.precision.T) / 2)
+        lower = np.linalg.cholesky(self.precision)  # exactly symmetric (__post_init__)
         w = lower.T
         return w, self.means @ w.T
 
@@ -89,12 +89,15 @@ class Guard:
         s = self.score(feats)
         return s, s <= self.threshold
 
+    def layout(self) -> dict:
+        """What a runner needs besides the matrices: kind, threshold, quantile, the feature taps, the level range."""
+        return {"kind": KIND, "threshold": float(self.threshold), "quantile": float(self.quantile),
+                "taps": list(self.taps), "tap_dims": [int(v) for v in self.tap_dims or [self.means.shape[1]]],
+                "dim": int(self.means.shape[1]), "classes": int(self.means.shape[0]), "level": self.level}
+
     def to_json(self) -> dict:
-        dims = self.tap_dims or [int(self.means.shape[1])]
-        return {"kind": KIND, "feature": "pooled features (taps, concatenated)", "dim": int(self.means.shape[1]),
-                "taps": list(self.taps), "tap_dims": [int(v) for v in dims],
-                "means": self.means.tolist(), "precision": pack_symmetric(self.precision), "threshold": float(self.threshold),
-                "quantile": float(self.quantile), "info": self.info, "level": self.level}
+        return {**self.layout(), "feature": "pooled features (taps, concatenated)", "means": self.means.tolist(),
+                "precision": pack_symmetric(self.precision), "info": self.info}
 
     @classmethod
     def from_json(cls, d: dict) -> "Guard":
@@ -400,6 +403,16 @@ def tensors_sha256(path) -> str:
     return h.hexdigest()
 
 
+def recipe_noise(meta: dict) -> dict:
+    """The noise recipe a bundle was trained with (fit_on_data's noise, snr_min, snr_max, clean_fraction), the
+    paper recipe's values where the bundle does not record one."""
+    from .data.dataset import NOISE_TYPES
+
+    r = (meta.get("training") or {}).get("recipe") or {}
+    return {"noise": tuple(r.get("noise", NOISE_TYPES)), "snr_min": float(r.get("snr_min", -5.0)),
+            "snr_max": float(r.get("snr_max", 5.0)), "clean_fraction": float(r.get("clean_fraction", 0.2))}
+
+
 def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_QUANTILE, taps=None,
                data_label: str | None = None) -> dict:
     """`guard fit`: fit a guard for an existing bundle on its training data (train split: means and covariance;
@@ -419,10 +432,7 @@ def fit_bundle(model_path, data, out, seed: int = 0, quantile: float = DEFAULT_Q
     train_ds, val_ds = ds.select_split("train"), ds.select_split("val")
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise InputError(f"'{data}' needs a train split and a val split to fit the guard")
-    r = (b.meta.get("training") or {}).get("recipe") or {}
-    g = fit_on_data(b.model, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
-                    float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
-                    seed=seed, quantile=quantile, taps=taps)
+    g = fit_on_data(b.model, train_ds, val_ds, **recipe_noise(b.meta), seed=seed, quantile=quantile, taps=taps)
     g.info["data"] = data_label or str(data)
     before = tensors_sha256(model_path)
     save_bundle(b.model, {**b.meta, "guard": g.to_json()}, out)

@@ -26,9 +26,7 @@ def tap_output(tap: str) -> str:
 
 def guard_meta(guard) -> dict:
     """What a runner needs besides the score: threshold, quantile and the feature layout."""
-    return {"kind": "mahalanobis-shared-cov", "threshold": float(guard.threshold), "quantile": float(guard.quantile),
-            "taps": list(guard.taps), "tap_dims": [int(v) for v in guard.tap_dims or [guard.means.shape[1]]],
-            "dim": int(guard.means.shape[1]), "classes": int(guard.means.shape[0]), "level": guard.level,
+    return {**guard.layout(),
             "signal_checks": "flat and clipped windows, and raw windows whose level is outside `level`, are out of "
                              "domain (checked on the input window by the runner, before normalization for the level)"}
 
@@ -283,7 +281,7 @@ def guard_c_sources(guard: dict | None) -> dict[str, str]:
         h += (f"#define DRSN_GUARD_DIM {d}\n#define DRSN_GUARD_CLASSES {k}\n"
               f"#define DRSN_GUARD_THRESHOLD {float(np.float32(guard['threshold']))!r}f\n")
         if guard.get("level"):
-            lo, hi = (float(np.float32(guard["level"][k])) for k in ("lo", "hi"))
+            lo, hi = (float(np.float32(guard["level"][end])) for end in ("lo", "hi"))
             h += ("/* The raw window's level (its standard deviation in the training data's units, before the z-score)\n"
                   " * is in domain within [LO, HI]: check it where the samples are read (a disconnected sensor's noise\n"
                   " * normalizes to what a healthy machine looks like). */\n"

@@ -168,22 +168,9 @@ class AgentOnnxRunner(RunnerBase):
             self._sent = True
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        from ..guard_export import SCORE
-
         if not self.active:
             self.activate()
-        extra = {SCORE: "guard_score.npy"} if self.guard_meta else {}
-        with tempfile.TemporaryDirectory() as tmp:
-            inp = Path(tmp) / "windows.npy"
-            np.save(inp, np.ascontiguousarray(x, np.float32))
-            res = self.device.run_agent("run-onnx", {"model": self.path.name, "input": "windows.npy",
-                                                     "output": "logits.npy", "warmup": self.warmup,
-                                                     "sweep_runs": 1, "extra_outputs": extra}, files=[inp])
-            got = fetch_npy(self.device, "logits.npy", Path(tmp), len(x))
-            self.last_guard = fetch_npy(self.device, extra[SCORE], Path(tmp), len(x)).reshape(len(x)).astype(
-                np.float64) if extra else None
-        self._lat.extend(float(v) for v in res["latency_ms"])
-        return got.astype(np.float32)
+        return agent_infer(self, "run-onnx", {"model": self.path.name, "warmup": self.warmup, "sweep_runs": 1}, x)
 
     def sweep(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -204,6 +191,25 @@ def fetch_npy(device, name: str, tmp: Path, n: int) -> np.ndarray:
     if got.shape[0] != n:
         raise DeviceError(f"device returned {got.shape[0]} results in {name} for {n} windows")
     return got
+
+
+def agent_infer(runner, command: str, args: dict, x: np.ndarray) -> np.ndarray:
+    """Run windows through the device agent's `command` (run-onnx, run-engine) with `args` for it: the logits
+    come back, and the guard_score output where the runner's artifact has a guard (runner.last_guard); the
+    device's latencies are the runner's."""
+    from ..guard_export import SCORE
+
+    extra = {SCORE: "guard_score.npy"} if runner.guard_meta else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        inp = Path(tmp) / "windows.npy"
+        np.save(inp, np.ascontiguousarray(x, np.float32))
+        res = runner.device.run_agent(command, {**args, "input": "windows.npy", "output": "logits.npy",
+                                                "extra_outputs": extra}, files=[inp])
+        got = fetch_npy(runner.device, "logits.npy", Path(tmp), len(x))
+        runner.last_guard = fetch_npy(runner.device, extra[SCORE], Path(tmp), len(x)).reshape(len(x)).astype(
+            np.float64) if extra else None
+    runner._lat.extend(float(v) for v in res["latency_ms"])
+    return got.astype(np.float32)
 
 
 def onnx_runner(build, device, name: str | None = None, path: Path | None = None):

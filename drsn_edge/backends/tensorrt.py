@@ -454,27 +454,11 @@ class EngineRunner(RunnerBase):
         self._loaded = True
 
     def infer(self, x):
-        import tempfile
-
-        import numpy as np
-
-        from ..guard_export import SCORE
-        from .onnxrt import fetch_npy
+        from .onnxrt import agent_infer
 
         if not self.active:
             self.activate()
-        extra = {SCORE: "guard_score.npy"} if self.guard_meta else {}
-        with tempfile.TemporaryDirectory() as tmp:
-            inp = Path(tmp) / "windows.npy"
-            np.save(inp, np.ascontiguousarray(x, np.float32))
-            res = self.device.run_agent("run-engine", {"engine": ENGINE, "input": "windows.npy", "output": "logits.npy",
-                                                       "warmup": 20, "logits_output": self.logits_output,
-                                                       "extra_outputs": extra}, files=[inp])
-            got = fetch_npy(self.device, "logits.npy", Path(tmp), len(x))
-            self.last_guard = fetch_npy(self.device, extra[SCORE], Path(tmp), len(x)).reshape(len(x)).astype(
-                np.float64) if extra else None
-        self._lat.extend(float(v) for v in res["latency_ms"])
-        return got.astype(np.float32)
+        return agent_infer(self, "run-engine", {"engine": ENGINE, "warmup": 20, "logits_output": self.logits_output}, x)
 
 
 STAND_IN = "onnxruntime (standing in for TensorRT: no TensorRT on the device)"

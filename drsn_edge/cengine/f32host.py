@@ -73,10 +73,7 @@ class F32Engine:
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
         if x.shape[1] != self.input_size:
             raise InputError(f"windows of {x.shape[1]} values do not fit the engine input of {self.input_size}")
-        rows = []
-        for row in x:
-            self._fn(row.ctypes.data, self._out_ptr)
-            rows.append(self._buf.copy())
+        rows = [self.run_one_all(row) for row in x]
         both = np.stack(rows) if rows else np.zeros((0, len(self._buf)), np.float32)
         logits = both[:, :self.output_size]
         return (logits, both[:, self.output_size:]) if taps else logits

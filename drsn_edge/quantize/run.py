@@ -106,7 +106,7 @@ def _qat_guard(bundle, deploy, ds, seed, step):
     """The bundle's guard fitted again to the fine-tuned weights' taps, as training fits one (train split: class
     means and covariance, with the bundle's noise recipe; val split swept: threshold); and a note of it. None
     without a bundle guard or without a val split to set the threshold on."""
-    from ..guard import deploy_tap_features, fit_on_data, from_meta
+    from ..guard import deploy_tap_features, fit_on_data, from_meta, recipe_noise
 
     g = from_meta(bundle.meta)
     if g is None:
@@ -115,10 +115,7 @@ def _qat_guard(bundle, deploy, ds, seed, step):
     if not len(train_ds) or not len(val_ds):
         return None, "not exported: the fine-tuning data has no train and val split to fit the guard on"
     step("QAT guard")
-    r = (bundle.meta.get("training") or {}).get("recipe") or {}
-    g2 = fit_on_data(None, train_ds, val_ds, tuple(r.get("noise", ("gaussian", "laplacian", "pink"))),
-                     float(r.get("snr_min", -5.0)), float(r.get("snr_max", 5.0)), float(r.get("clean_fraction", 0.2)),
-                     seed=seed, quantile=g.quantile, taps=g.taps,
+    g2 = fit_on_data(None, train_ds, val_ds, **recipe_noise(bundle.meta), seed=seed, quantile=g.quantile, taps=g.taps,
                      features=lambda x, taps: deploy_tap_features(deploy, x, taps))
     g2.level = g.level or g2.level  # the level range is the data's, not the weights'
     return g2, {"refitted": True, "threshold": g2.threshold, "train_windows": g2.info["train_windows"],
